@@ -1,0 +1,216 @@
+"""Configs are data: dataclass schemas, loaded from YAML plus ``key=value`` overrides (OmegaConf),
+validated on load (types by OmegaConf, ranges here), saved beside every output.
+
+Every problem is a :class:`UserError` of one line naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import MISSING as NO_FACTORY
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import UserError
+from .models.dit import DiTConfig
+from .objectives.scm import JVP_BACKENDS, SCMConfig
+from .pairs.trajectory import TrajectoryConfig
+
+DIGIT_PROMPTS = [f"a handwritten digit {d}" for d in range(10)]
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    weight_decay: float = 0.0
+    warmup_steps: int = 100  # linear learning-rate warmup, then constant
+    grad_clip: float = 1.0  # max global grad norm; 0 = no clipping
+    ema_decay: float = 0.99  # EMA of the student; the EMA is what is saved and sampled
+
+
+@dataclass
+class SampleConfig:
+    prompts: list[str] = field(default_factory=lambda: list(DIGIT_PROMPTS))
+    seeds: int = 6  # images per prompt in the grids (columns), seeds 0..seeds-1
+    cfg_scale: float = 4.5  # teacher guidance and student guidance input in the grids
+    teacher_steps: int = 16
+    student_steps: list[int] = field(default_factory=lambda: [1, 2, 4])
+    shift: float = 2.5  # shift of the sampling route (teacher and few-step student)
+
+
+@dataclass
+class DistillConfig:
+    teacher: str = "builtin"  # a teacher folder, or "builtin"
+    prompts: str = "builtin"  # a text file, one prompt per line, or "builtin"
+    seed: int = 0
+    steps: int = 1200  # optimiser steps
+    prompts_per_step: int = 8  # prompts rolled out per step; pairs per step = this * (K - 1)
+    cfg_scales: list[float] = field(default_factory=lambda: [3.5, 4.5, 5.5])
+    source: str = "trajectory"
+    pairs: TrajectoryConfig = field(default_factory=TrajectoryConfig)
+    objective: SCMConfig = field(default_factory=SCMConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    log_every: int = 10
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+
+
+@dataclass
+class TeacherModelConfig:
+    patch_size: int = 2
+    hidden: int = 96
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    text_dim: int = 64
+    max_words: int = 8
+
+
+@dataclass
+class TeacherTrainConfig:
+    data: str = "digits"  # "digits" (scikit-learn's, offline), a folder of images, or an .npz
+    image_size: int = 8
+    prompt_template: str = "a handwritten digit {label}"  # for labels (npz) or class folders
+    seed: int = 0
+    steps: int = 6000
+    batch_size: int = 128
+    lr: float = 1e-3
+    cond_dropout: float = 0.1  # probability of training on the empty prompt (for CFG)
+    ema_decay: float = 0.999
+    sigma_d: float = 0.5  # TrigFlow data scale recorded with the teacher
+    model: TeacherModelConfig = field(default_factory=TeacherModelConfig)
+    sample_cfg_scale: float = 4.5
+    sample_steps: int = 16
+    threads: int = 0
+
+    def dit_config(self, channels: int) -> DiTConfig:
+        m = self.model
+        return DiTConfig(in_channels=channels, image_size=self.image_size, patch_size=m.patch_size,
+                         hidden=m.hidden, depth=m.depth, heads=m.heads, mlp_ratio=m.mlp_ratio, text_dim=m.text_dim)
+
+
+T = TypeVar("T")
+
+
+def _all_keys(schema, prefix: str = "") -> list[str]:
+    keys = []
+    for f in fields(schema):
+        full = f"{prefix}{f.name}"
+        keys.append(full)
+        default = f.default_factory() if f.default_factory is not NO_FACTORY else None
+        if is_dataclass(default):
+            keys.extend(_all_keys(default, f"{full}."))
+    return keys
+
+
+def _omegaconf_message(exc: OmegaConfBaseException, schema) -> str:
+    key = getattr(exc, "full_key", None) or ""
+    msg = str(exc).splitlines()[0]
+    if "not in struct" in msg or "Key '" in msg and "not" in msg:
+        close = difflib.get_close_matches(key, _all_keys(schema), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "see `tbcm distill --help` and configs/"
+        return f"unknown config key {key!r}: {hint}"
+    if key:
+        return f"invalid value for config key {key!r} ({msg}): give a value of the right type"
+    return f"invalid config ({msg})"
+
+
+def load_config(schema: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """Build a validated config: schema defaults <- YAML file <- ``key=value`` overrides."""
+    base = OmegaConf.structured(schema)
+    layers = []
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file {path} does not exist: pass the path of a YAML file")
+        try:
+            loaded = OmegaConf.load(path)
+        except Exception as exc:  # noqa: BLE001 - YAML syntax errors come in many classes
+            raise UserError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]}): fix its syntax") from None
+        if not isinstance(loaded, type(base)):
+            raise UserError(f"config file {path} must hold a mapping of keys to values")
+        layers.append(loaded)
+    for item in overrides or []:
+        if "=" not in item or item.startswith("="):
+            raise UserError(f"cannot read override {item!r}: write it as key=value, e.g. steps=500")
+    try:
+        if overrides:
+            layers.append(OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(base, *layers)
+        obj = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise UserError(_omegaconf_message(exc, schema)) from None
+    validate(obj)
+    return obj
+
+
+def save_config(cfg, path: str | Path) -> None:
+    Path(path).write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+
+
+def _check(ok: bool, key: str, value, need: str) -> None:
+    if not ok:
+        raise UserError(f"invalid value {key}={value!r}: it must be {need}")
+
+
+def _finite_positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def validate(cfg) -> None:
+    """Range checks OmegaConf's types cannot express. Raises :class:`UserError`."""
+    if isinstance(cfg, DistillConfig):
+        _check(cfg.steps >= 1, "steps", cfg.steps, "a positive integer")
+        _check(cfg.prompts_per_step >= 1, "prompts_per_step", cfg.prompts_per_step, "a positive integer")
+        _check(len(cfg.cfg_scales) > 0 and all(math.isfinite(w) and w >= 0 for w in cfg.cfg_scales),
+               "cfg_scales", cfg.cfg_scales, "a non-empty list of scales >= 0")
+        _check(cfg.source == "trajectory", "source", cfg.source, "'trajectory' (the only source so far)")
+        _check(cfg.pairs.route_points >= 2, "pairs.route_points", cfg.pairs.route_points, "at least 2")
+        _check(_finite_positive(cfg.pairs.shift), "pairs.shift", cfg.pairs.shift, "a positive number")
+        _check(cfg.pairs.blank_threshold >= 0, "pairs.blank_threshold", cfg.pairs.blank_threshold, ">= 0 (0 = off)")
+        o = cfg.objective
+        _check(o.jvp in JVP_BACKENDS, "objective.jvp", o.jvp, f"one of {', '.join(JVP_BACKENDS)}")
+        _check(o.tangent_norm_c >= 0, "objective.tangent_norm_c", o.tangent_norm_c, ">= 0")
+        _check(o.warmup_steps >= 0, "objective.warmup_steps", o.warmup_steps, ">= 0")
+        _check(o.calm_down_end >= o.calm_down_start >= 0, "objective.calm_down_end", o.calm_down_end,
+               ">= objective.calm_down_start >= 0")
+        _check(0 <= o.calm_down_to <= 1, "objective.calm_down_to", o.calm_down_to, "in [0, 1]")
+        _check(_finite_positive(o.fd_eps), "objective.fd_eps", o.fd_eps, "a positive number")
+        p = cfg.optim
+        _check(_finite_positive(p.lr), "optim.lr", p.lr, "a positive number")
+        _check(len(p.betas) == 2 and all(0 <= b < 1 for b in p.betas), "optim.betas", p.betas, "two numbers in [0, 1)")
+        _check(p.weight_decay >= 0, "optim.weight_decay", p.weight_decay, ">= 0")
+        _check(p.warmup_steps >= 0, "optim.warmup_steps", p.warmup_steps, ">= 0")
+        _check(p.grad_clip >= 0, "optim.grad_clip", p.grad_clip, ">= 0 (0 = off)")
+        _check(0 <= p.ema_decay < 1, "optim.ema_decay", p.ema_decay, "in [0, 1)")
+        s = cfg.sample
+        _check(len(s.prompts) > 0, "sample.prompts", s.prompts, "a non-empty list of prompts")
+        _check(s.seeds >= 1, "sample.seeds", s.seeds, "a positive integer")
+        _check(s.teacher_steps >= 1, "sample.teacher_steps", s.teacher_steps, "a positive integer")
+        _check(len(s.student_steps) > 0 and all(n >= 1 for n in s.student_steps), "sample.student_steps",
+               s.student_steps, "a non-empty list of positive integers")
+        _check(s.cfg_scale >= 0, "sample.cfg_scale", s.cfg_scale, ">= 0")
+        _check(cfg.log_every >= 1, "log_every", cfg.log_every, "a positive integer")
+        _check(cfg.threads >= 0, "threads", cfg.threads, ">= 0 (0 = default)")
+    elif isinstance(cfg, TeacherTrainConfig):
+        _check(cfg.steps >= 1, "steps", cfg.steps, "a positive integer")
+        _check(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "a positive integer")
+        _check(_finite_positive(cfg.lr), "lr", cfg.lr, "a positive number")
+        _check(cfg.image_size >= 2, "image_size", cfg.image_size, "at least 2")
+        _check(cfg.image_size % cfg.model.patch_size == 0, "image_size", cfg.image_size,
+               f"divisible by model.patch_size={cfg.model.patch_size}")
+        _check(cfg.model.hidden % cfg.model.heads == 0, "model.hidden", cfg.model.hidden,
+               f"divisible by model.heads={cfg.model.heads}")
+        _check(cfg.model.text_dim % 4 == 0, "model.text_dim", cfg.model.text_dim, "divisible by 4")
+        _check(0 <= cfg.cond_dropout < 1, "cond_dropout", cfg.cond_dropout, "in [0, 1)")
+        _check(0 <= cfg.ema_decay < 1, "ema_decay", cfg.ema_decay, "in [0, 1)")
+        _check(_finite_positive(cfg.sigma_d), "sigma_d", cfg.sigma_d, "a positive number")
+        _check("{label}" in cfg.prompt_template, "prompt_template", cfg.prompt_template, "a text containing {label}")
+        _check(cfg.sample_steps >= 1, "sample_steps", cfg.sample_steps, "a positive integer")
+        _check(cfg.threads >= 0, "threads", cfg.threads, ">= 0 (0 = default)")

@@ -1,0 +1,53 @@
+"""One interface for teacher and student: ``F(x_t / sigma_d, t, cond, w) -> F`` in TrigFlow units.
+
+:class:`TrigFlowAdapter` wraps any flow-matching velocity network
+``net(x_flow [B,...], timestep [B], cond, guidance=None) -> v [B,...]`` (``timestep`` is
+``timestep_scale * tau``; Sana and the built-in TinyDiT use 1000) with the exact, training-free
+flow-to-TrigFlow conversion of :mod:`tbcm.trigflow`.  Nothing downstream knows which network it is.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..trigflow import flow_input_from_trig, flow_time_from_angle, trig_F_from_flow_velocity
+from .text import TextCondition
+
+TrigFlowFn = Callable[..., Tensor]
+
+
+class TrigFlowAdapter(nn.Module):
+    """``forward(x_norm [B,...], t [B] radians, cond, guidance [B] | None) -> F [B,...]``."""
+
+    def __init__(self, net: nn.Module, timestep_scale: float = 1000.0):
+        super().__init__()
+        self.net = net
+        self.timestep_scale = timestep_scale
+
+    def forward(self, x_norm: Tensor, t: Tensor, cond, guidance: Tensor | None = None) -> Tensor:
+        x_flow = flow_input_from_trig(x_norm, t)
+        timestep = flow_time_from_angle(t) * self.timestep_scale
+        kwargs = {} if guidance is None else {"guidance": guidance}
+        v = self.net(x_flow, timestep, cond, **kwargs)
+        return trig_F_from_flow_velocity(x_flow, v, t)
+
+
+def guided_F(
+    F_fn: TrigFlowFn, x_norm: Tensor, t: Tensor, cond: TextCondition, null_cond: TextCondition, w: Tensor
+) -> Tensor:
+    """Classifier-free guidance in TrigFlow units: ``F_null + w (F_cond - F_null)``.
+
+    One batched call of ``F_fn`` on ``[2B]`` inputs.  ``null_cond`` has batch 1 (broadcast) or B;
+    ``w`` is ``[B]``.  The conversion from flow velocity is affine in ``v`` with the same
+    coefficients for both halves, so guiding ``F`` equals guiding the teacher's ``v``.
+    """
+    b = x_norm.shape[0]
+    if len(null_cond) == 1:
+        null_cond = TextCondition(null_cond.embeds.expand(b, -1, -1), null_cond.mask.expand(b, -1))
+    both = F_fn(torch.cat([x_norm, x_norm]), torch.cat([t, t]), TextCondition.cat([cond, null_cond]))
+    f_cond, f_null = both.chunk(2)
+    wb = w.to(f_cond.dtype).reshape(b, *([1] * (x_norm.ndim - 1)))
+    return f_null + wb * (f_cond - f_null)

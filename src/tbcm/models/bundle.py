@@ -1,0 +1,141 @@
+"""Model folders on disk: a network, its prompt encoder and the metadata that travels with them.
+
+A folder written by :func:`save_bundle` holds
+
+* ``model.yaml``             -- kind (teacher / student), sigma_d, image shape, network config;
+* ``network.safetensors``    -- the velocity network (TinyDiT);
+* ``prompt_encoder.safetensors`` -- the prompt encoder the network was trained with;
+* ``logvar_head.safetensors``    -- students only: the learned loss weighting head.
+
+The built-in teacher is such a folder inside the package (``tbcm/assets/teacher``).
+Every problem on load is a :class:`UserError` naming the folder and what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..errors import UserError
+from .dit import DiTConfig, TinyDiT
+from .text import PromptEncoder
+
+FORMAT = "tbcm-model/1"
+BUILTIN = "builtin"
+
+
+def builtin_teacher_path() -> Path:
+    return Path(str(resources.files("tbcm") / "assets" / "teacher"))
+
+
+def builtin_prompts_path() -> Path:
+    return Path(str(resources.files("tbcm") / "assets" / "prompts.txt"))
+
+
+@dataclass
+class ModelMeta:
+    """What a model folder says about itself (``model.yaml``)."""
+
+    kind: str  # "teacher" or "student"
+    sigma_d: float
+    channels: int
+    image_size: int
+    network: dict
+    prompt_encoder: dict
+    timestep_scale: float = 1000.0
+    blank_value: float = -1.0  # flow-space pixel value of a blank image (degenerate filter)
+    extra: dict = field(default_factory=dict)  # provenance: training config, source teacher, ...
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, **{k: getattr(self, k) for k in self.__dataclass_fields__}}
+
+
+@dataclass
+class Bundle:
+    meta: ModelMeta
+    network: TinyDiT
+    encoder: PromptEncoder
+    logvar_head: nn.Module | None = None
+
+
+def _state_to_disk(module: nn.Module) -> dict:
+    return {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+
+
+def save_bundle(bundle: Bundle, path: str | os.PathLike) -> Path:
+    """Write a model folder atomically: a temp folder beside ``path``, renamed into place.
+
+    An existing folder at ``path`` is replaced only after the new one is complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        (tmp / "model.yaml").write_text(yaml.safe_dump(bundle.meta.to_dict(), sort_keys=False))
+        save_file(_state_to_disk(bundle.network), str(tmp / "network.safetensors"))
+        save_file(_state_to_disk(bundle.encoder), str(tmp / "prompt_encoder.safetensors"))
+        if bundle.logvar_head is not None:
+            save_file(_state_to_disk(bundle.logvar_head), str(tmp / "logvar_head.safetensors"))
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def resolve_model_path(path: str | os.PathLike) -> Path:
+    return builtin_teacher_path() if str(path) == BUILTIN else Path(path)
+
+
+def load_bundle(path: str | os.PathLike, expect_kind: str | None = None) -> Bundle:
+    """Load a model folder (``"builtin"`` is the shipped teacher). Raises :class:`UserError`."""
+    from .student import LogvarHead  # local: student imports this module
+
+    path = resolve_model_path(path)
+    what = expect_kind or "model"
+    hint = {
+        "teacher": "pass a folder written by `tbcm teacher train` (or teacher=builtin)",
+        "student": "pass DIR/student of a `tbcm distill` run",
+    }.get(expect_kind or "", "pass a folder written by tbcm")
+    if not path.is_dir():
+        raise UserError(f"{what} folder {path} does not exist: {hint}")
+    meta_file = path / "model.yaml"
+    if not meta_file.is_file():
+        raise UserError(f"{path} has no model.yaml, it is not a tbcm {what} folder: {hint}")
+    try:
+        raw = yaml.safe_load(meta_file.read_text())
+        if not isinstance(raw, dict) or raw.pop("format", None) != FORMAT:
+            raise ValueError(f"expected format {FORMAT}")
+        meta = ModelMeta(**raw)
+    except Exception as exc:  # noqa: BLE001 - any parse problem is the same user-facing error
+        raise UserError(f"{meta_file} is malformed ({exc}): {hint}") from None
+    if expect_kind and meta.kind != expect_kind:
+        raise UserError(f"{path} holds a {meta.kind}, not a {expect_kind}: {hint}")
+    try:
+        network = TinyDiT(DiTConfig(**meta.network))
+        encoder = PromptEncoder(**meta.prompt_encoder)
+        network.load_state_dict(load_file(str(path / "network.safetensors")))
+        encoder.load_state_dict(load_file(str(path / "prompt_encoder.safetensors")))
+        logvar_head = None
+        if (path / "logvar_head.safetensors").is_file():
+            logvar_head = LogvarHead()
+            logvar_head.load_state_dict(load_file(str(path / "logvar_head.safetensors")))
+    except Exception as exc:  # noqa: BLE001
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path} has missing or mismatched weights ({first}): {hint}") from None
+    return Bundle(meta, network.eval(), encoder.eval(), logvar_head)

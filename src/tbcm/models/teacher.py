@@ -1,0 +1,36 @@
+"""The frozen, guided teacher in TrigFlow units, as the pair sources and samplers use it."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .adapter import TrigFlowAdapter, guided_F
+from .bundle import Bundle
+from .text import PromptEncoder, TextCondition
+
+
+class Teacher(nn.Module):
+    """``velocity(x_t, t, cond, w)`` = guided ``dx_t/dt = sigma_d F_w(x_t / sigma_d, t)``.
+
+    ``x_t`` ``[B, C, H, W]`` is the unnormalised TrigFlow state, ``t`` ``[B]`` angles in radians,
+    ``w`` ``[B]`` CFG scales.  Parameters are frozen; every call runs without gradients.
+    """
+
+    def __init__(self, network: nn.Module, encoder: PromptEncoder, sigma_d: float, timestep_scale: float = 1000.0):
+        super().__init__()
+        self.F = TrigFlowAdapter(network, timestep_scale)
+        self.encoder = encoder
+        self.sigma_d = float(sigma_d)
+        self.requires_grad_(False)
+        self.eval()
+        self.null_cond = encoder.encode([""])
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle) -> "Teacher":
+        return cls(bundle.network, bundle.encoder, bundle.meta.sigma_d, bundle.meta.timestep_scale)
+
+    @torch.no_grad()
+    def velocity(self, x_t: Tensor, t: Tensor, cond: TextCondition, w: Tensor) -> Tensor:
+        sd = self.sigma_d
+        return sd * guided_F(self.F, x_t / sd, t, cond, self.null_cond.to(x_t.device), w)

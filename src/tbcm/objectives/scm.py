@@ -1,0 +1,109 @@
+"""The continuous-time consistency (sCM) objective with its JVP backends. Pure tensor code.
+
+With stop-gradient parameters (the current student, no grad):
+
+* ``(F-, dF-) = JVP of F at (x_t / sigma_d, t) along (cos t sin t u / sigma_d, cos t sin t)``
+* ``g = -cos^2 t (sigma_d F- - u) - r (cos t sin t x_t + sigma_d dF-)``
+* ``g <- g / (rms(g) + c)`` per sample (the RMS makes ``c`` independent of the image size)
+* ``loss = mean_masked( exp(-logvar(t)) * w(t) * mean((F - F- - g)^2) + logvar(t) )``
+
+``w(t) = 1 / (sigma_d tan t)`` when ``prior_weight`` is on, else 1.  ``F`` is the only forward
+with gradients; its gradient equals the sCM gradient because ``F- + g`` is a constant target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from ..pairs.base import Pairs
+
+JVP_BACKENDS = ("autograd", "finite_difference")
+
+
+@dataclass
+class SCMConfig:
+    tangent_norm_c: float = 0.1
+    warmup_steps: int = 500  # r = min(1, step / warmup_steps): tangent warmup
+    calm_down_start: int = 0  # TBCM calm-down: r falls linearly to calm_down_to ...
+    calm_down_end: int = 0  # ... between these steps (start == end == 0: off)
+    calm_down_to: float = 0.75
+    prior_weight: bool = False
+    jvp: str = "autograd"  # "autograd" (torch.func.jvp) or "finite_difference"
+    fd_eps: float = 1e-3  # step of the central finite difference, in units of the tangent
+
+
+def tangent_ratio(step: int, cfg: SCMConfig) -> float:
+    """``r`` at a training step: linear warmup to 1, then the optional linear calm-down."""
+    r = 1.0 if cfg.warmup_steps <= 0 else min(1.0, step / cfg.warmup_steps)
+    if cfg.calm_down_end > cfg.calm_down_start and step > cfg.calm_down_start:
+        frac = min(1.0, (step - cfg.calm_down_start) / (cfg.calm_down_end - cfg.calm_down_start))
+        r = min(r, 1.0 + frac * (cfg.calm_down_to - 1.0))
+    return r
+
+
+def jvp_autograd(fn: Callable, primals: tuple[Tensor, ...], tangents: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+    """``(fn(*primals), d fn . tangents)`` by forward-mode AD (``torch.func.jvp``), no graph kept."""
+    with torch.no_grad():
+        return torch.func.jvp(fn, primals, tangents)
+
+
+def jvp_finite_difference(fn: Callable, primals: tuple[Tensor, ...], tangents: tuple[Tensor, ...],
+                          eps: float = 1e-3) -> tuple[Tensor, Tensor]:
+    """Central-difference JVP: ``(fn(p + eps v) - fn(p - eps v)) / (2 eps)``; error ``O(eps^2)``.
+
+    Needs three forwards (one batched pair plus the primal); works where forward-mode AD does not
+    (fused attention kernels, custom CUDA ops).
+    """
+    with torch.no_grad():
+        out = fn(*primals)
+        plus = fn(*(p + eps * v for p, v in zip(primals, tangents)))
+        minus = fn(*(p - eps * v for p, v in zip(primals, tangents)))
+        return out, (plus - minus) / (2 * eps)
+
+
+def _bc(v: Tensor, like: Tensor) -> Tensor:
+    return v.reshape(v.shape[0], *([1] * (like.ndim - 1)))
+
+
+def scm_loss(student, pairs: Pairs, sigma_d: float, r: float, cfg: SCMConfig) -> tuple[Tensor, dict]:
+    """sCM loss on a batch of pairs. ``student(x_norm, t, cond, w) -> F``; ``student.logvar(t)``.
+
+    Returns the scalar loss (with gradients into the student's parameters) and float statistics.
+    """
+    x_t, t, u = pairs.x_t, pairs.t.to(pairs.x_t.dtype), pairs.u
+    cos, sin = _bc(torch.cos(t), x_t), _bc(torch.sin(t), x_t)
+
+    def F_of(x_norm: Tensor, tt: Tensor) -> Tensor:
+        return student(x_norm, tt, pairs.cond, pairs.w)
+
+    primals = (x_t / sigma_d, t)
+    tangents = (cos * sin * u / sigma_d, torch.cos(t) * torch.sin(t))
+    if cfg.jvp == "autograd":
+        F_minus, dF_minus = jvp_autograd(F_of, primals, tangents)
+    elif cfg.jvp == "finite_difference":
+        F_minus, dF_minus = jvp_finite_difference(F_of, primals, tangents, cfg.fd_eps)
+    else:
+        raise ValueError(f"unknown JVP backend {cfg.jvp!r}; choose one of {JVP_BACKENDS}")
+
+    g = -cos**2 * (sigma_d * F_minus - u) - r * (cos * sin * x_t + sigma_d * dF_minus)
+    g_rms = g.flatten(1).pow(2).mean(1).sqrt()
+    g = g / _bc(g_rms + cfg.tangent_norm_c, g)
+
+    F = F_of(*primals)
+    per_sample = (F - F_minus - g).pow(2).flatten(1).mean(1)
+    logvar = student.logvar(t).to(per_sample.dtype)
+    weight = 1.0 / (sigma_d * torch.tan(t)) if cfg.prior_weight else torch.ones_like(t)
+    loss_i = torch.exp(-logvar) * weight * per_sample + logvar
+    mask = pairs.mask.to(loss_i.dtype)
+    loss = (loss_i * mask).sum() / mask.sum().clamp(min=1.0)
+    stats = {
+        "loss": float(loss.detach()),
+        "mse": float((per_sample.detach() * mask).sum() / mask.sum().clamp(min=1.0)),
+        "g_rms": float(g_rms.mean()),
+        "kept": float(mask.mean()),
+    }
+    return loss, stats

@@ -1,0 +1,32 @@
+"""The one record every pair source yields, and everything downstream consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from ..models.text import TextCondition
+
+
+@dataclass
+class Pairs:
+    """``N`` training pairs in TrigFlow units.
+
+    * ``x_t``  ``[N, C, H, W]`` unnormalised TrigFlow states;
+    * ``t``    ``[N]`` TrigFlow angles (radians, in ``(0, pi/2)``);
+    * ``u``    ``[N, C, H, W]`` guided teacher velocity ``dx_t/dt`` at ``(x_t, t)`` (the tangent);
+    * ``cond`` the prompt condition of each pair (batch ``N``);
+    * ``w``    ``[N]`` CFG scale the tangent was computed with (the student's guidance input);
+    * ``mask`` ``[N]`` loss weight in ``{0, 1}`` (0 = dropped by a filter).
+    """
+
+    x_t: Tensor
+    t: Tensor
+    u: Tensor
+    cond: TextCondition
+    w: Tensor
+    mask: Tensor
+
+    def __len__(self) -> int:
+        return self.x_t.shape[0]

@@ -1,0 +1,85 @@
+"""TBCM's pair source: the teacher's own guided sampling trajectory (no images, no VAE).
+
+Per prompt: draw a CFG scale, draw a jittered route of K angles (the first is pi/2), roll the
+teacher out without gradients from pure noise, keep the K - 1 intermediate states after the
+pure-noise point with their angles, and reuse the teacher velocity at each state as the tangent
+``dx/dt`` -- the rollout already computed it, so the pairs cost no extra teacher call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..models.text import TextCondition
+from ..sampling import rollout
+from ..trigflow import jitter_route, reference_route
+from .base import Pairs
+
+
+@dataclass
+class TrajectoryConfig:
+    route_points: int = 16  # K: points of the route, pure-noise point included
+    shift: float = 2.5
+    jitter: bool = True
+    blank_threshold: float = 0.0  # flow-space MSE to a blank image under which pairs may drop; 0 = off
+
+
+class TrajectoryPairSource:
+    """``sample(prompt_ids) -> Pairs`` with ``len(prompt_ids) * (K - 1)`` pairs.
+
+    ``teacher`` has ``velocity(x_t, t, cond, w)`` and ``sigma_d``; ``conds`` are the encoded
+    prompts (batch = number of prompts); ``cfg_scales`` the set each prompt's ``w`` is drawn from;
+    ``image_shape`` ``(C, H, W)``; ``blank_value`` the flow-space value of a blank image.
+    """
+
+    def __init__(self, teacher, conds: TextCondition, cfg_scales: list[float], image_shape: tuple[int, ...],
+                 config: TrajectoryConfig, blank_value: float = -1.0, generator: torch.Generator | None = None):
+        self.teacher, self.conds, self.config = teacher, conds, config
+        self.cfg_scales = torch.tensor(cfg_scales, dtype=torch.float32)
+        self.image_shape = tuple(image_shape)
+        self.blank_value = blank_value
+        self.generator = generator
+        self.reference = reference_route(config.route_points, config.shift)
+        self.teacher_calls = 0  # guided teacher evaluations so far (each = one cond + one null pass)
+
+    def routes(self, batch: int) -> Tensor:
+        """``[batch, K]`` angles (float64): jittered per prompt, or the fixed reference route."""
+        if self.config.jitter:
+            return jitter_route(self.reference, self.generator, batch)
+        return self.reference.expand(batch, -1).clone()
+
+    def keep_mask(self, final_x0: Tensor) -> Tensor:
+        """Degenerate filter ``[P]``: a sample whose flow-space MSE to a blank image is below the
+        threshold is dropped with probability ``1 - MSE / threshold``."""
+        thr = self.config.blank_threshold
+        if thr <= 0:
+            return torch.ones(final_x0.shape[0])
+        flow = final_x0.float().cpu() / self.teacher.sigma_d
+        mse = (flow - self.blank_value).pow(2).flatten(1).mean(1)
+        drop_p = (1 - mse / thr).clamp(min=0)
+        return (torch.rand(mse.shape, generator=self.generator) >= drop_p).float()
+
+    @torch.no_grad()
+    def sample(self, prompt_ids: Tensor) -> Pairs:
+        p, k = prompt_ids.shape[0], self.config.route_points
+        cond = self.conds.index(prompt_ids)
+        w = self.cfg_scales[torch.randint(len(self.cfg_scales), (p,), generator=self.generator)]
+        route = self.routes(p).float()
+        noise = torch.randn((p, *self.image_shape), generator=self.generator)
+        traj = rollout(lambda x, t: self.teacher.velocity(x, t, cond, w), self.teacher.sigma_d * noise, route)
+        self.teacher_calls += k * p
+        keep = self.keep_mask(traj.final)
+        # Drop the pure-noise point; order pairs prompt-major: [P, K-1] -> [P * (K-1)].
+        x_t = traj.states[1:].transpose(0, 1).reshape(p * (k - 1), *self.image_shape)
+        u = traj.velocities[1:].transpose(0, 1).reshape(p * (k - 1), *self.image_shape)
+        return Pairs(
+            x_t=x_t,
+            t=route[:, 1:].reshape(-1),
+            u=u,
+            cond=cond.repeat_interleave(k - 1),
+            w=w.repeat_interleave(k - 1),
+            mask=keep.repeat_interleave(k - 1),
+        )

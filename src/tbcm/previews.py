@@ -1,0 +1,42 @@
+"""Seeded sample sets for grids: the teacher (many steps, guided) beside the student (few steps),
+same prompts and same initial noise, so the panels compare like with like."""
+
+from __future__ import annotations
+
+import torch
+
+from .models.text import PromptEncoder
+from .sampling import student_angles, student_sample, teacher_sample, to_pixels
+
+
+def seeded_noise(seeds: int, rows: int, shape: tuple[int, ...], first_seed: int = 0) -> torch.Tensor:
+    """Standard-normal noise ``[rows * seeds, *shape]``; column ``j`` uses seed ``first_seed + j``
+    in every row."""
+    cols = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(first_seed + j))
+                        for j in range(seeds)])
+    return cols.repeat(rows, *([1] * len(shape)))
+
+
+def _shape(network) -> tuple[int, int, int]:
+    c = network.config
+    return (c.in_channels, c.image_size, c.image_size)
+
+
+def teacher_samples(teacher, prompts: list[str], cfg_scale: float, steps: int, seeds: int,
+                    shift: float = 2.5) -> torch.Tensor:
+    """Pixels ``[len(prompts) * seeds, C, H, W]`` in ``[-1, 1]``; row-major (prompt, seed)."""
+    noise = seeded_noise(seeds, len(prompts), _shape(teacher.F.net))
+    cond = teacher.encoder.encode(prompts).repeat_interleave(seeds)
+    w = torch.full((noise.shape[0],), float(cfg_scale))
+    return to_pixels(teacher_sample(teacher, cond, w, noise, steps=steps, shift=shift), teacher.sigma_d)
+
+
+def student_samples(student, encoder: PromptEncoder, prompts: list[str], cfg_scale: float, steps: int,
+                    seeds: int, shift: float = 2.5, first_seed: int = 0) -> torch.Tensor:
+    """Pixels ``[len(prompts) * seeds, C, H, W]`` from the ``steps``-step student sampler."""
+    noise = seeded_noise(seeds, len(prompts), _shape(student.network), first_seed)
+    cond = encoder.encode(prompts).repeat_interleave(seeds)
+    w = torch.full((noise.shape[0],), float(cfg_scale))
+    gen = torch.Generator().manual_seed(first_seed + 10_000)  # noise of the later steps
+    x0 = student_sample(student, cond, w, noise, student_angles(steps, shift), generator=gen)
+    return to_pixels(x0, student.sigma_d)

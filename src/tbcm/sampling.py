@@ -1,0 +1,89 @@
+"""Samplers: the teacher's guided ODE rollout and the student's few-step consistency sampler.
+
+All states are TrigFlow states (``x0 = sigma_d * x0_flow``); angles are radians.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .trigflow import consistency_fn, sampling_angles, trig_step
+
+VelocityFn = Callable[[Tensor, Tensor], Tensor]  # (x_t [B,...], t [B]) -> dx/dt [B,...]
+
+
+@dataclass
+class Rollout:
+    """A first-order PF-ODE solve recorded at every route point.
+
+    ``states[i]`` / ``velocities[i]`` are ``x`` and ``dx/dt`` at ``angles[:, i]`` (``[K, B, ...]``);
+    ``final`` is the state at angle 0 (``[B, ...]``).
+    """
+
+    states: Tensor
+    velocities: Tensor
+    final: Tensor
+
+
+def rollout(velocity: VelocityFn, x: Tensor, route: Tensor) -> Rollout:
+    """Solve the PF-ODE from ``x`` at ``route[:, 0]`` through ``route[:, 1:]`` down to angle 0.
+
+    ``route`` ``[B, K]`` decreasing angles per sample (one route per sample); each step is the
+    exact first-order step :func:`tbcm.trigflow.trig_step` (DDIM; Euler in flow time), the last
+    one goes to 0.  ``velocity`` is called once per point, never at angle 0.
+    """
+    route = route.to(device=x.device, dtype=x.dtype)
+    ends = torch.cat([route, route.new_zeros(route.shape[0], 1)], dim=1)
+    states, velocities = [], []
+    for i in range(route.shape[1]):
+        t, s = ends[:, i], ends[:, i + 1]
+        u = velocity(x, t)
+        states.append(x)
+        velocities.append(u)
+        x = trig_step(x, u, t, s)
+    return Rollout(torch.stack(states), torch.stack(velocities), x)
+
+
+@torch.no_grad()
+def teacher_sample(teacher, cond, w: Tensor, noise: Tensor, steps: int = 16, shift: float = 2.5) -> Tensor:
+    """Guided teacher samples ``[B, C, H, W]`` (TrigFlow space) from standard-normal ``noise``.
+
+    ``steps`` points of the shifted route (no jitter), so ``steps`` guided teacher calls.
+    """
+    route = torch.tensor(sampling_angles(steps, shift)[:-1], dtype=noise.dtype).expand(noise.shape[0], -1)
+    return rollout(lambda x, t: teacher.velocity(x, t, cond, w), teacher.sigma_d * noise, route).final
+
+
+@torch.no_grad()
+def student_sample(student, cond, w: Tensor, noise: Tensor, angles: list[float],
+                   generator: torch.Generator | None = None) -> Tensor:
+    """Few-step consistency sampling: predict ``x0`` with ``f``, re-noise to the next angle.
+
+    ``angles`` runs from pi/2 down to 0 (``len(angles) - 1`` network calls), e.g. ``[pi/2, 0]``
+    for one step.  ``noise`` ``[B, C, H, W]`` is standard normal; the fresh noise of later steps
+    comes from ``generator``.  Returns ``x0`` ``[B, C, H, W]`` in TrigFlow space.
+    """
+    sd = student.sigma_d
+    x = sd * noise
+    x0 = x
+    for t_now, t_next in zip(angles[:-1], angles[1:]):
+        t = torch.full((x.shape[0],), t_now, dtype=x.dtype, device=x.device)
+        x0 = consistency_fn(x, t, student(x / sd, t, cond, w), sd)
+        if t_next > 0:
+            eps = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+            x = torch.cos(torch.tensor(t_next)) * x0 + torch.sin(torch.tensor(t_next)) * sd * eps
+    return x0
+
+
+def student_angles(steps: int, shift: float = 2.5) -> list[float]:
+    """Default angles for an n-step student: the shifted route with n points, then 0."""
+    return sampling_angles(steps, shift)
+
+
+def to_pixels(x0: Tensor, sigma_d: float) -> Tensor:
+    """TrigFlow-space samples to flow-space pixels clamped to ``[-1, 1]``."""
+    return (x0 / sigma_d).clamp(-1, 1)
