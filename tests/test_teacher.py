@@ -22,7 +22,7 @@ def test_builtin_teacher_is_small_and_its_guided_samples_are_the_requested_digit
     assert prompts == [f"a handwritten digit {d}" for d in range(10)]
     pixels = teacher_samples(teacher, prompts, cfg_scale=4.5, steps=16, seeds=10)  # [100, 1, 8, 8] in [-1, 1]
     digits = load_digits()
-    clf = SVC(gamma=0.001).fit(digits.data / 16.0, digits.target)  # ~99% on real digits
+    clf = SVC(gamma=0.25).fit(digits.data / 16.0, digits.target)  # 97% cross-validated on real digits
     predicted = clf.predict(((pixels[:, 0] + 1) / 2).reshape(100, 64).numpy())
     requested = np.repeat(np.arange(10), 10)
     accuracy = float((predicted == requested).mean())
