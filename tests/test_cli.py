@@ -138,10 +138,10 @@ def test_teacher_train_on_npz_feeds_distill(tmp_path, capsys):
     prompts.write_text("a toy cat\na toy dog\n")
     rc = main(["distill", "--out", str(tmp_path / "run"), "--no-progress", f"teacher={teacher}",
                f"prompts={prompts}", "steps=1", "prompts_per_step=2", "pairs.route_points=3", "sample.seeds=1",
-               "sample.teacher_steps=2", "sample.prompts=[a toy dog]"])
+               "sample.teacher_steps=2"])
     assert rc == 0
-    err = _bad(["distill", "--out", str(tmp_path / "run2"), f"teacher={teacher}", "sample.prompts=[a toy bird]"],
-               capsys)
+    err = _bad(["distill", "--out", str(tmp_path / "run2"), f"teacher={teacher}", f"prompts={prompts}",
+                "sample.prompts=[a toy bird]"], capsys)
     assert "'bird'" in err
 
 

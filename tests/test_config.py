@@ -39,3 +39,12 @@ def test_bad_files(tmp_path):
         load_config(DistillConfig, bad)
     with pytest.raises(UserError, match="divisible"):
         load_config(TeacherTrainConfig, None, ["image_size=9"])
+
+
+def test_shipped_configs_are_the_embedded_defaults():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    assert load_config(DistillConfig, root / "distill_digits.yaml") == DistillConfig()
+    shipped_teacher = load_config(TeacherTrainConfig, root / "teacher_digits.yaml")
+    assert shipped_teacher == TeacherTrainConfig()

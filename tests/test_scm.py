@@ -108,7 +108,7 @@ def test_scm_loss_and_gradient_on_a_hand_computed_case(prior_weight):
         # d/da of mean((F - F- - g)^2) with F- and g held fixed: mean(2 * (-g) * x / sd)
         grad_a += math.exp(-lv) * weight * sum(-2 * v * x / sd for v, x in zip(g, x_row)) / len(g)
         grad_lv += -math.exp(-lv) * weight * per + 1
-    assert abs(float(loss) - total / 2) < 1e-12
+    assert abs(loss.item() - total / 2) < 1e-12
     assert abs(float(student.a.grad) - grad_a / 2) < 1e-12
     assert abs(float(student.lv.grad) - grad_lv / 2) < 1e-12
 
@@ -120,7 +120,7 @@ def test_masked_pairs_do_not_count():
     t = torch.tensor([0.4, 1.2], dtype=torch.float64)
     both, _ = scm_loss(student, Pairs(x, t, u, None, torch.zeros(2), torch.tensor([1.0, 0.0])), 0.5, 1.0, SCMConfig())
     first, _ = scm_loss(student, Pairs(x[:1], t[:1], u[:1], None, torch.zeros(1), torch.ones(1)), 0.5, 1.0, SCMConfig())
-    assert abs(float(both) - float(first)) < 1e-12
+    assert abs(both.item() - first.item()) < 1e-12
 
 
 def test_tangent_warmup_and_calm_down():

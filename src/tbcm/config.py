@@ -16,13 +16,10 @@ from typing import TypeVar
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .errors import UserError
+from .errors import UserError, brief
 from .models.dit import DiTConfig
 from .objectives.scm import JVP_BACKENDS, SCMConfig
 from .pairs.trajectory import TrajectoryConfig
-
-DIGIT_PROMPTS = [f"a handwritten digit {d}" for d in range(10)]
-
 
 @dataclass
 class OptimConfig:
@@ -36,7 +33,7 @@ class OptimConfig:
 
 @dataclass
 class SampleConfig:
-    prompts: list[str] = field(default_factory=lambda: list(DIGIT_PROMPTS))
+    prompts: list[str] = field(default_factory=list)  # grid rows; empty = the first 10 training prompts
     seeds: int = 6  # images per prompt in the grids (columns), seeds 0..seeds-1
     cfg_scale: float = 4.5  # teacher guidance and student guidance input in the grids
     teacher_steps: int = 16
@@ -111,7 +108,7 @@ def _all_keys(schema, prefix: str = "") -> list[str]:
 
 def _omegaconf_message(exc: OmegaConfBaseException, schema) -> str:
     key = getattr(exc, "full_key", None) or ""
-    msg = str(exc).splitlines()[0]
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if "not in struct" in msg or "Key '" in msg and "not" in msg:
         close = difflib.get_close_matches(key, _all_keys(schema), n=1)
         hint = f"did you mean {close[0]!r}?" if close else "see `tbcm distill --help` and configs/"
@@ -132,7 +129,7 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
         try:
             loaded = OmegaConf.load(path)
         except Exception as exc:  # noqa: BLE001 - YAML syntax errors come in many classes
-            raise UserError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]}): fix its syntax") from None
+            raise UserError(f"config file {path} is not valid YAML ({brief(exc)}): fix its syntax") from None
         if not isinstance(loaded, type(base)):
             raise UserError(f"config file {path} must hold a mapping of keys to values")
         layers.append(loaded)
@@ -190,7 +187,6 @@ def validate(cfg) -> None:
         _check(p.grad_clip >= 0, "optim.grad_clip", p.grad_clip, ">= 0 (0 = off)")
         _check(0 <= p.ema_decay < 1, "optim.ema_decay", p.ema_decay, "in [0, 1)")
         s = cfg.sample
-        _check(len(s.prompts) > 0, "sample.prompts", s.prompts, "a non-empty list of prompts")
         _check(s.seeds >= 1, "sample.seeds", s.seeds, "a positive integer")
         _check(s.teacher_steps >= 1, "sample.teacher_steps", s.teacher_steps, "a positive integer")
         _check(len(s.student_steps) > 0 and all(n >= 1 for n in s.student_steps), "sample.student_steps",

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as Fn
 from PIL import Image
 
-from .errors import UserError
+from .errors import UserError, brief
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
@@ -79,7 +79,7 @@ def load_npz(path: Path, size: int, template: str) -> ImagePromptData:
     try:
         z = np.load(path, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001
-        raise UserError(f"cannot read {path} as .npz ({exc}): save it with numpy.savez") from None
+        raise UserError(f"cannot read {path} as .npz ({brief(exc)}): save it with numpy.savez") from None
     if "images" not in z:
         raise UserError(f"{path} has no 'images' array (has {list(z.keys())}): save images=... with labels= or prompts=")
     images = _to_nchw(z["images"], str(path))

@@ -53,7 +53,8 @@ class Distiller:
         self.encoder = self.teacher.encoder
         self.prompts = load_prompts(cfg.prompts)
         self.conds = self.encoder.encode(self.prompts)  # cached once: [num_prompts, L, D]
-        self.encoder.encode(cfg.sample.prompts)  # fail now, not after training, on a bad grid prompt
+        self.grid_prompts = list(cfg.sample.prompts) or self.prompts[:10]
+        self.encoder.encode(self.grid_prompts)  # fail now, not after training, on a bad grid prompt
         self.image_shape = (meta.channels, meta.image_size, meta.image_size)
         self.sigma_d = meta.sigma_d
 
@@ -65,8 +66,6 @@ class Distiller:
         o = cfg.optim
         self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=o.lr, betas=tuple(o.betas),
                                            weight_decay=o.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min(1.0, (s + 1) / o.warmup_steps) if o.warmup_steps else 1.0)
         self.step = 0
         self.skipped = 0
         self._order: list[int] = []
@@ -81,8 +80,16 @@ class Distiller:
             ids.append(self._order.pop())
         return torch.tensor(ids)
 
+    def lr_at(self, step: int) -> float:
+        """Linear warmup over ``optim.warmup_steps``, then constant (TBCM's schedule)."""
+        o = self.cfg.optim
+        return o.lr * (min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps else 1.0)
+
     def train_step(self) -> dict:
         """Sample pairs, take one optimiser step (or skip it on a non-finite gradient)."""
+        lr = self.lr_at(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         pairs = self.source.sample(self.next_prompt_ids())
         r = tangent_ratio(self.step, self.cfg.objective)
         loss, stats = scm_loss(self.student, pairs, self.sigma_d, r, self.cfg.objective)
@@ -96,9 +103,8 @@ class Distiller:
         else:
             self.skipped += 1  # a non-finite gradient would poison the weights: skip, count
             self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
         self.step += 1
-        return {**stats, "grad_norm": grad_norm, "r": r, "lr": self.scheduler.get_last_lr()[0],
+        return {**stats, "grad_norm": grad_norm, "r": r, "lr": lr,
                 "skipped": self.skipped, "pairs": len(pairs)}
 
     # -- the whole run ----------------------------------------------------------------------
@@ -146,13 +152,13 @@ class Distiller:
 
     def save_grids(self, folder: Path) -> None:
         """Teacher (guided, many steps) beside the student (1, 2, 4 steps): same prompts, same seeds."""
-        s = self.cfg.sample
-        rows = len(s.prompts)
+        s, prompts = self.cfg.sample, self.grid_prompts
+        rows = len(prompts)
         named = [(f"teacher {s.teacher_steps} steps",
-                  grid_image(teacher_samples(self.teacher, s.prompts, s.cfg_scale, s.teacher_steps, s.seeds, s.shift), rows))]
+                  grid_image(teacher_samples(self.teacher, prompts, s.cfg_scale, s.teacher_steps, s.seeds, s.shift), rows))]
         student = self.student_for_sampling()
         for n in s.student_steps:
-            pixels = student_samples(student, self.encoder, s.prompts, s.cfg_scale, n, s.seeds, s.shift)
+            pixels = student_samples(student, self.encoder, prompts, s.cfg_scale, n, s.seeds, s.shift)
             named.append((f"student {n} step{'s' if n > 1 else ''}", grid_image(pixels, rows)))
         for title, im in named:
             save_png(im, folder / f"samples_{title.replace(' ', '_')}.png")

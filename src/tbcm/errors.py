@@ -3,3 +3,9 @@
 
 class UserError(Exception):
     """Bad input (a path, a prompt, a config value). The message names the problem and the fix."""
+
+
+def brief(exc: BaseException) -> str:
+    """A library exception's message squeezed onto one line (YAML and torch errors span many)."""
+    text = " ".join(str(exc).split())
+    return (text[:200] + "...") if len(text) > 200 else (text or type(exc).__name__)

@@ -24,7 +24,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import UserError
+from ..errors import UserError, brief
 from .dit import DiTConfig, TinyDiT
 from .text import PromptEncoder
 
@@ -123,7 +123,7 @@ def load_bundle(path: str | os.PathLike, expect_kind: str | None = None) -> Bund
             raise ValueError(f"expected format {FORMAT}")
         meta = ModelMeta(**raw)
     except Exception as exc:  # noqa: BLE001 - any parse problem is the same user-facing error
-        raise UserError(f"{meta_file} is malformed ({exc}): {hint}") from None
+        raise UserError(f"{meta_file} is malformed ({brief(exc)}): {hint}") from None
     if expect_kind and meta.kind != expect_kind:
         raise UserError(f"{path} holds a {meta.kind}, not a {expect_kind}: {hint}")
     try:
@@ -136,6 +136,5 @@ def load_bundle(path: str | os.PathLike, expect_kind: str | None = None) -> Bund
             logvar_head = LogvarHead()
             logvar_head.load_state_dict(load_file(str(path / "logvar_head.safetensors")))
     except Exception as exc:  # noqa: BLE001
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path} has missing or mismatched weights ({first}): {hint}") from None
+        raise UserError(f"{path} has missing or mismatched weights ({brief(exc)}): {hint}") from None
     return Bundle(meta, network.eval(), encoder.eval(), logvar_head)

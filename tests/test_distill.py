@@ -1,0 +1,63 @@
+"""The training step: a real update, the skip of non-finite steps, EMA."""
+
+import torch
+
+from tbcm.config import DistillConfig, load_config
+from tbcm.distill import Distiller
+
+
+def _distiller(teacher_dir, *extra):
+    cfg = load_config(DistillConfig, None, [f"teacher={teacher_dir}", "prompts_per_step=2", "pairs.route_points=4",
+                                            "optim.warmup_steps=0", *extra])
+    return Distiller(cfg)
+
+
+def _params(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def test_step_updates_student_and_ema_but_never_the_teacher(tiny_teacher_dir):
+    d = _distiller(tiny_teacher_dir)
+    teacher_before, student_before = _params(d.teacher), _params(d.student)
+    stats = d.train_step()
+    stats = d.train_step()
+    assert stats["pairs"] == 2 * 3 and stats["skipped"] == 0 and d.step == 2
+    assert all(torch.equal(a, b) for a, b in zip(teacher_before, _params(d.teacher)))
+    assert any(not torch.equal(a, b) for a, b in zip(student_before, _params(d.student)))
+    ema = _params(d.ema.module)
+    # EMA lies strictly between the start and the current weights for a decaying average
+    assert any(not torch.equal(a, b) for a, b in zip(ema, _params(d.student)))
+
+
+def test_non_finite_step_is_skipped_and_counted(tiny_teacher_dir):
+    d = _distiller(tiny_teacher_dir)
+    real_sample = d.source.sample
+
+    def poisoned(ids):
+        pairs = real_sample(ids)
+        pairs.u[0, 0, 0, 0] = float("nan")
+        return pairs
+
+    d.source.sample = poisoned
+    before = _params(d.student)
+    stats = d.train_step()
+    assert stats["skipped"] == 1 and d.skipped == 1 and d.step == 1
+    assert all(torch.equal(a, b) for a, b in zip(before, _params(d.student)))
+    d.source.sample = real_sample
+    assert d.train_step()["skipped"] == 1  # later good steps train again and the count stays
+    assert any(not torch.equal(a, b) for a, b in zip(before, _params(d.student)))
+
+
+def test_finite_difference_backend_trains_too(tiny_teacher_dir):
+    d = _distiller(tiny_teacher_dir, "objective.jvp=finite_difference")
+    before = _params(d.student)
+    assert d.train_step()["skipped"] == 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, _params(d.student)))
+
+
+def test_prompts_are_walked_in_shuffled_passes(tiny_teacher_dir, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join(f"a handwritten digit {i}" for i in range(5)))
+    d = _distiller(tiny_teacher_dir, f"prompts={prompts}", "prompts_per_step=5")
+    assert sorted(d.next_prompt_ids().tolist()) == [0, 1, 2, 3, 4]
+    assert sorted(d.next_prompt_ids().tolist()) == [0, 1, 2, 3, 4]
