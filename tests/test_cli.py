@@ -101,20 +101,17 @@ def test_bad_teacher_and_prompts(tmp_path, tiny_teacher_dir, capsys):
     assert not out.exists()
 
 
-def test_existing_output_is_refused_then_kept_when_a_run_fails(tmp_path, tiny_teacher_dir, monkeypatch, capsys):
+def test_existing_output_is_refused_and_survives_bad_input_even_with_overwrite(tmp_path, tiny_teacher_dir, capsys):
     out = tmp_path / "run"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
     assert "--overwrite" in _bad(["distill", "--out", str(out)], capsys)
-
-    def crash(self):
-        raise RuntimeError("killed mid-run")
-
-    monkeypatch.setattr(Distiller, "train_step", crash)
-    with pytest.raises(RuntimeError):
-        main(["distill", "--out", str(out), "--overwrite", "--no-progress", f"teacher={tiny_teacher_dir}", *FAST])
+    # --overwrite clears the folder only once config, teacher and prompts have been checked
+    _bad(["distill", "--out", str(out), "--overwrite", f"teacher={tmp_path / 'missing'}"], capsys)
+    _bad(["distill", "--out", str(out), "--overwrite", "optim.lr=-1"], capsys)
     assert (out / "precious.txt").read_text() == "keep me"
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert main(["distill", "--out", str(out), "--overwrite", "--no-progress", f"teacher={tiny_teacher_dir}", *FAST]) == 0
+    assert not (out / "precious.txt").exists() and (out / "student" / "model.yaml").is_file()
 
 
 def test_sample_bad_input(tmp_path, capsys):

@@ -1,6 +1,8 @@
 """The ``tbcm`` command: a thin layer over the library.
 
     tbcm distill --out DIR [--config FILE] [--overwrite] [key=value ...]
+    tbcm distill --resume DIR [key=value ...]
+    tbcm trajectories --out DIR [--config FILE] [key=value ...]
     tbcm sample --student DIR (--prompt TEXT | --prompts FILE) [--steps N] [--n N] [--seed S] --out X.png
     tbcm teacher train --out DIR [--data PATH] [--config FILE] [--overwrite] [key=value ...]
 
@@ -10,12 +12,10 @@ Bad input is one line on stderr and exit code 2; nothing is written or overwritt
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
-from .errors import UserError
+from .errors import TrainingStopped, UserError
 
 EXIT_USAGE = 2
 
@@ -25,11 +25,21 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("distill", help="distill a teacher into a 1-4 step student from a prompts file")
-    d.add_argument("--out", required=True, help="output folder (refused if it exists and is not empty)")
+    where = d.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="output folder (refused if it exists and is not empty)")
+    where.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint "
+                       "(its config.yaml, plus any key=value, e.g. steps=2000)")
     d.add_argument("--config", help="YAML config (default: the embedded default: built-in teacher and prompts)")
-    d.add_argument("--overwrite", action="store_true", help="replace an existing --out once the run succeeds")
+    d.add_argument("--overwrite", action="store_true",
+                   help="clear an existing non-empty --out (only after the config, teacher and prompts checked out)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. steps=500 optim.lr=1e-4")
+
+    tr = sub.add_parser("trajectories", help="write teacher trajectory pairs to disk (a cache training can read)")
+    tr.add_argument("--out", required=True, help="cache folder; rerunning skips the shards already there")
+    tr.add_argument("--config", help="YAML config (the distill config: teacher, prompts, pairs.*, cache.*)")
+    tr.add_argument("--no-progress", action="store_true")
+    tr.add_argument("overrides", nargs="*", metavar="key=value")
 
     s = sub.add_parser("sample", help="generate images with a distilled student")
     s.add_argument("--student", required=True, help="a student folder (DIR/student of a distill run, or the run DIR)")
@@ -60,10 +70,31 @@ def cmd_distill(args) -> None:
     from .distill import Distiller
     from .outputs import check_output_dir
 
-    check_output_dir(args.out, args.overwrite)
+    if args.resume:
+        run_dir = Path(args.resume)
+        if args.config:
+            raise UserError("--resume takes its config from DIR/config.yaml: drop --config (override keys as key=value)")
+        if not (run_dir / "config.yaml").is_file():
+            raise UserError(f"{run_dir} has no config.yaml, it is not a tbcm distill run: pass the --out of a run")
+        cfg = load_config(DistillConfig, run_dir / "config.yaml", args.overrides)
+        distiller = Distiller(cfg)
+        out = distiller.run(run_dir, resume=True, progress=not args.no_progress)
+    else:
+        check_output_dir(args.out, args.overwrite)
+        cfg = load_config(DistillConfig, args.config, args.overrides)
+        distiller = Distiller(cfg)
+        out = distiller.run(args.out, overwrite=args.overwrite, progress=not args.no_progress)
+    if distiller.dist.is_main:
+        print(f"student: {out / 'student'}\nsamples: {out / 'samples.png'}\nmetrics: {out / 'metrics.csv'}")
+
+
+def cmd_trajectories(args) -> None:
+    from .config import DistillConfig, load_config
+    from .trajectories import write_cache_from_config
+
     cfg = load_config(DistillConfig, args.config, args.overrides)
-    out = Distiller(cfg).run(args.out, overwrite=args.overwrite, progress=not args.no_progress)
-    print(f"student: {out / 'student'}\nsamples: {out / 'samples.png'}\nmetrics: {out / 'metrics.csv'}")
+    out = write_cache_from_config(cfg, args.out, progress=not args.no_progress)
+    print(f"trajectory cache: {out}\ntrain on it: tbcm distill --out RUN source=cache cache.dir={out}")
 
 
 def cmd_teacher_train(args) -> None:
@@ -82,7 +113,7 @@ def cmd_sample(args) -> None:
     import torch
 
     from .data import read_prompts_file
-    from .grids import grid_image
+    from .grids import grid_image, save_png
     from .models.bundle import load_bundle
     from .models.student import Student
     from .previews import student_samples
@@ -105,16 +136,7 @@ def cmd_sample(args) -> None:
     shift = float(bundle.meta.extra.get("shift", 2.5))
     with torch.no_grad():
         pixels = student_samples(student, bundle.encoder, prompts, cfg_scale, args.steps, args.n, shift, args.seed)
-    image = grid_image(pixels, rows=len(prompts), scale=args.scale)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".png", dir=out.parent)
-    os.close(fd)
-    try:
-        image.save(tmp)
-        os.replace(tmp, out)  # atomic: an existing file is never left half-written
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_png(grid_image(pixels, rows=len(prompts), scale=args.scale), out)  # atomic
     print(f"wrote {out} ({len(prompts)} prompt(s) x {args.n}, {args.steps} step(s), cfg {cfg_scale})")
 
 
@@ -123,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "distill":
             cmd_distill(args)
+        elif args.command == "trajectories":
+            cmd_trajectories(args)
         elif args.command == "sample":
             cmd_sample(args)
         elif args.command == "teacher" and args.teacher_command == "train":
@@ -130,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"tbcm: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except TrainingStopped as exc:
+        print(f"tbcm: stopped: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("tbcm: interrupted; outputs that existed before are untouched", file=sys.stderr)
         return 130

@@ -42,6 +42,13 @@ class SampleConfig:
 
 
 @dataclass
+class CacheConfig:
+    dir: str = ""  # a folder written by `tbcm trajectories` (read when source=cache)
+    shards: int = 8  # `tbcm trajectories`: shards to write ...
+    prompts_per_shard: int = 64  # ... each with this many trajectories
+
+
+@dataclass
 class DistillConfig:
     teacher: str = "builtin"  # a teacher folder, or "builtin"
     prompts: str = "builtin"  # a text file, one prompt per line, or "builtin"
@@ -49,12 +56,20 @@ class DistillConfig:
     steps: int = 1200  # optimiser steps
     prompts_per_step: int = 8  # prompts rolled out per step; pairs per step = this * (K - 1)
     cfg_scales: list[float] = field(default_factory=lambda: [3.5, 4.5, 5.5])
-    source: str = "trajectory"
+    source: str = "trajectory"  # "trajectory" (online teacher rollout) or "cache" (shards on disk)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     pairs: TrajectoryConfig = field(default_factory=TrajectoryConfig)
     objective: SCMConfig = field(default_factory=SCMConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     log_every: int = 10
+    checkpoint_every: int = 200  # steps between checkpoints (a final one is always written)
+    keep_checkpoints: int = 3
+    max_consecutive_skips: int = 10  # stop after this many non-finite steps in a row
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast for the gradient forward; the JVP stays fp32)
+    grad_checkpointing: bool = False  # recompute activations of the gradient forward in backward
+    parallel: str = "ddp"  # under torchrun: "ddp" (replicated student) or "fsdp2" (sharded student)
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda"
     threads: int = 0  # torch CPU threads; 0 = torch's default
 
 
@@ -167,7 +182,12 @@ def validate(cfg) -> None:
         _check(cfg.prompts_per_step >= 1, "prompts_per_step", cfg.prompts_per_step, "a positive integer")
         _check(len(cfg.cfg_scales) > 0 and all(math.isfinite(w) and w >= 0 for w in cfg.cfg_scales),
                "cfg_scales", cfg.cfg_scales, "a non-empty list of scales >= 0")
-        _check(cfg.source == "trajectory", "source", cfg.source, "'trajectory' (the only source so far)")
+        _check(cfg.source in ("trajectory", "cache"), "source", cfg.source, "'trajectory' or 'cache'")
+        _check(cfg.source != "cache" or bool(cfg.cache.dir), "cache.dir", cfg.cache.dir,
+               "a folder written by `tbcm trajectories` when source=cache")
+        _check(cfg.cache.shards >= 1, "cache.shards", cfg.cache.shards, "a positive integer")
+        _check(cfg.cache.prompts_per_shard >= 1, "cache.prompts_per_shard", cfg.cache.prompts_per_shard,
+               "a positive integer")
         _check(cfg.pairs.route_points >= 2, "pairs.route_points", cfg.pairs.route_points, "at least 2")
         _check(_finite_positive(cfg.pairs.shift), "pairs.shift", cfg.pairs.shift, "a positive number")
         _check(cfg.pairs.blank_threshold >= 0, "pairs.blank_threshold", cfg.pairs.blank_threshold, ">= 0 (0 = off)")
@@ -193,6 +213,12 @@ def validate(cfg) -> None:
                s.student_steps, "a non-empty list of positive integers")
         _check(s.cfg_scale >= 0, "sample.cfg_scale", s.cfg_scale, ">= 0")
         _check(cfg.log_every >= 1, "log_every", cfg.log_every, "a positive integer")
+        _check(cfg.checkpoint_every >= 1, "checkpoint_every", cfg.checkpoint_every, "a positive integer")
+        _check(cfg.keep_checkpoints >= 1, "keep_checkpoints", cfg.keep_checkpoints, "a positive integer")
+        _check(cfg.max_consecutive_skips >= 1, "max_consecutive_skips", cfg.max_consecutive_skips, "a positive integer")
+        _check(cfg.precision in ("fp32", "bf16"), "precision", cfg.precision, "'fp32' or 'bf16'")
+        _check(cfg.parallel in ("ddp", "fsdp2"), "parallel", cfg.parallel, "'ddp' or 'fsdp2'")
+        _check(cfg.device in ("auto", "cpu", "cuda"), "device", cfg.device, "'auto', 'cpu' or 'cuda'")
         _check(cfg.threads >= 0, "threads", cfg.threads, ">= 0 (0 = default)")
     elif isinstance(cfg, TeacherTrainConfig):
         _check(cfg.steps >= 1, "steps", cfg.steps, "a positive integer")

@@ -1,31 +1,44 @@
 """The distillation loop: pairs from the source, the sCM step on the student, EMA, logging,
-and at the end the student folder, its config and the comparison grids.
+checkpoints, and at the end the student folder and the comparison grids.
 
 Library use::
 
     cfg = load_config(DistillConfig, overrides=["steps=500"])
     Distiller(cfg).run("runs/digits")
+    Distiller(load_config(DistillConfig, "runs/digits/config.yaml", ["steps=800"])).run("runs/digits", resume=True)
+
+Under ``torchrun`` each process is one rank: prompts are sharded across ranks, each rank rolls out
+its own trajectories with its own seed, gradients are averaged by DDP (or the student is sharded
+by FSDP2), and rank 0 alone writes files.
 """
 
 from __future__ import annotations
 
 import math
+import resource
+import shutil
 import time
 from pathlib import Path
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 from tqdm import tqdm
 
+from . import distributed as dist_utils
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import DistillConfig, save_config
 from .data import read_prompts_file
+from .ema import EMA
+from .errors import TrainingStopped, UserError
 from .grids import grid_image, panels, save_png
 from .metrics_log import MetricsLog
 from .models.bundle import BUILTIN, Bundle, ModelMeta, builtin_prompts_path, load_bundle, save_bundle
 from .models.student import Student
 from .models.teacher import Teacher
 from .objectives.scm import scm_loss, tangent_ratio
-from .outputs import check_output_dir, staged_output_dir
+from .outputs import check_output_dir
+from .pairs.base import Pairs
+from .pairs.prompts import PromptSampler
 from .pairs.trajectory import TrajectoryPairSource
 from .previews import student_samples, teacher_samples
 
@@ -34,112 +47,245 @@ def load_prompts(spec: str) -> list[str]:
     return read_prompts_file(builtin_prompts_path() if spec == BUILTIN else spec)
 
 
+def load_teacher_and_prompts(cfg: DistillConfig):
+    """The teacher folder, the frozen guided teacher, the prompts and their (cached) encodings.
+
+    Raises :class:`UserError` for a bad teacher folder, prompts file or prompt.
+    """
+    bundle = load_bundle(cfg.teacher, expect_kind="teacher")
+    prompts = load_prompts(cfg.prompts)
+    teacher = Teacher.from_bundle(bundle)
+    return bundle, teacher, prompts, teacher.encoder.encode(prompts)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far: CUDA allocator peak on a GPU, else the process's max RSS (Linux: KiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+FULL_STATE = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
 class Distiller:
     """Holds teacher, student, EMA, optimiser and the pair source; ``run(out)`` trains and saves.
 
-    Everything that can fail on bad input (teacher folder, prompts, config values) fails in the
-    constructor, before anything is written.
+    Everything that can fail on bad input (teacher folder, prompts, config values, cache) fails in
+    the constructor, before anything is written.
     """
 
-    def __init__(self, cfg: DistillConfig):
+    def __init__(self, cfg: DistillConfig, dist: dist_utils.DistInfo | None = None):
         self.cfg = cfg
+        self.dist = dist if dist is not None else dist_utils.init_distributed(cfg.device)
+        self.device = self.dist.device
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.teacher_bundle = load_bundle(cfg.teacher, expect_kind="teacher")
+        # prompt encodings are cached once: conds is [num_prompts, L, D]
+        self.teacher_bundle, self.teacher, self.prompts, self.conds = load_teacher_and_prompts(cfg)
         meta = self.teacher_bundle.meta
-        self.teacher = Teacher.from_bundle(self.teacher_bundle)
         self.encoder = self.teacher.encoder
-        self.prompts = load_prompts(cfg.prompts)
-        self.conds = self.encoder.encode(self.prompts)  # cached once: [num_prompts, L, D]
         self.grid_prompts = list(cfg.sample.prompts) or self.prompts[:10]
         self.encoder.encode(self.grid_prompts)  # fail now, not after training, on a bad grid prompt
         self.image_shape = (meta.channels, meta.image_size, meta.image_size)
         self.sigma_d = meta.sigma_d
+        self.source = self._make_source()
+        self.teacher.to(self.device)
+        self.conds = self.conds.to(self.device)
 
         student_net = self.teacher_bundle.network.with_guidance_embed()
-        self.student = Student(student_net, meta.sigma_d, meta.timestep_scale).train()
-        self.ema = AveragedModel(self.student, multi_avg_fn=get_ema_multi_avg_fn(cfg.optim.ema_decay))
-        self.source = TrajectoryPairSource(self.teacher, self.conds, list(cfg.cfg_scales), self.image_shape,
-                                           cfg.pairs, meta.blank_value, self.generator)
+        student_net.gradient_checkpointing = cfg.grad_checkpointing
+        self.student = Student(student_net, meta.sigma_d, meta.timestep_scale).to(self.device).train()
+        self.model = self._wrap_parallel(self.student)  # the gradient path; the JVP uses self.student
+        # After wrapping: under FSDP2 the EMA holds the same (sharded) parameter layout.
+        self.ema = EMA(self.student, cfg.optim.ema_decay)
         o = cfg.optim
-        self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=o.lr, betas=tuple(o.betas),
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=tuple(o.betas),
                                            weight_decay=o.weight_decay)
         self.step = 0
         self.skipped = 0
-        self._order: list[int] = []
+        self.consecutive_skips = 0
+
+    def _make_source(self):
+        cfg, rank, world = self.cfg, self.dist.rank, self.dist.world_size
+        if cfg.source == "cache":
+            from .pairs.cache import CachePairSource
+
+            return CachePairSource(cfg.cache.dir, self.conds, seed=cfg.seed, rank=rank, world_size=world)
+        generator = torch.Generator().manual_seed(cfg.seed + 1_000_003 * (rank + 1))  # one seed per rank
+        sampler = PromptSampler(len(self.prompts), seed=cfg.seed, rank=rank, world_size=world)
+        return TrajectoryPairSource(self.teacher, self.conds, list(cfg.cfg_scales), self.image_shape, cfg.pairs,
+                                    self.teacher_bundle.meta.blank_value, generator, sampler)
+
+    def _wrap_parallel(self, student: Student) -> torch.nn.Module:
+        if not self.dist.enabled:
+            return student
+        if self.cfg.parallel == "fsdp2":
+            from torch.distributed.fsdp import fully_shard
+
+            for block in student.network.blocks:
+                fully_shard(block)
+            return fully_shard(student)
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(student, device_ids=ids)
 
     # -- one step ---------------------------------------------------------------------------
-    def next_prompt_ids(self) -> torch.Tensor:
-        """``[prompts_per_step]`` prompt indices, walking shuffled passes over the prompts."""
-        ids = []
-        while len(ids) < self.cfg.prompts_per_step:
-            if not self._order:
-                self._order = torch.randperm(len(self.prompts), generator=self.generator).tolist()
-            ids.append(self._order.pop())
-        return torch.tensor(ids)
-
     def lr_at(self, step: int) -> float:
         """Linear warmup over ``optim.warmup_steps``, then constant (TBCM's schedule)."""
         o = self.cfg.optim
         return o.lr * (min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps else 1.0)
 
-    def train_step(self) -> dict:
-        """Sample pairs, take one optimiser step (or skip it on a non-finite gradient)."""
+    def _to_device(self, pairs: Pairs) -> Pairs:
+        d = self.device
+        return Pairs(pairs.x_t.to(d), pairs.t.to(d), pairs.u.to(d), pairs.cond.to(d), pairs.w.to(d),
+                     pairs.mask.to(d), pairs.prompt_ids)
+
+    def train_step(self, pairs: Pairs | None = None) -> dict:
+        """One optimiser step on ``pairs`` (default: the source's next batch for this rank).
+
+        A step whose gradient norm is not finite is skipped (no update, no EMA) and counted; the
+        decision is the same on every rank because the norm is taken after the gradient sync.
+        """
+        if pairs is None:
+            pairs = self.source.next_pairs(self.cfg.prompts_per_step)
+        pairs = self._to_device(pairs)
         lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        pairs = self.source.sample(self.next_prompt_ids())
         r = tangent_ratio(self.step, self.cfg.objective)
-        loss, stats = scm_loss(self.student, pairs, self.sigma_d, r, self.cfg.objective)
+        denominator = None
+        if self.dist.enabled:  # global mean over kept pairs, whatever each rank kept
+            kept = dist_utils.all_reduce_sum(pairs.mask.sum().reshape(1).float().cpu(), self.dist)
+            denominator = float(kept) / self.dist.world_size
+        loss, stats = scm_loss(self.model, pairs, self.sigma_d, r, self.cfg.objective, jvp_student=self.student,
+                               denominator=denominator, bf16=self.cfg.precision == "bf16")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.student.parameters(), clip))
-        if math.isfinite(grad_norm) and math.isfinite(stats["loss"]):
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        if math.isfinite(grad_norm):
             self.optimizer.step()
-            self.ema.update_parameters(self.student)
+            self.ema.update(self.student)
+            self.consecutive_skips = 0
         else:
             self.skipped += 1  # a non-finite gradient would poison the weights: skip, count
+            self.consecutive_skips += 1
             self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return {**stats, "grad_norm": grad_norm, "r": r, "lr": lr,
-                "skipped": self.skipped, "pairs": len(pairs)}
+        return {**stats, "grad_norm": grad_norm, "r": r, "lr": lr, "skipped": self.skipped, "pairs": len(pairs)}
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything an exact resume needs (every rank's data position and RNG included)."""
+        sources = dist_utils.gather_objects(self.source.state_dict(), self.dist)
+        # Full (unsharded) tensors whatever the parallelism, so a checkpoint loads anywhere.
+        model_state, optim_state = get_state_dict(self.student, self.optimizer, options=FULL_STATE)
+        return {
+            "step": self.step, "skipped": self.skipped, "consecutive_skips": self.consecutive_skips,
+            "world_size": self.dist.world_size,
+            "student": model_state, "ema": self.ema.full_state_dict(),
+            "optimizer": optim_state, "sources": sources,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if int(state["world_size"]) != self.dist.world_size:
+            raise UserError(f"the checkpoint was written by {state['world_size']} processes, this run has "
+                            f"{self.dist.world_size}: resume with the same number of processes")
+        set_state_dict(self.student, self.optimizer, model_state_dict=state["student"],
+                       optim_state_dict=state["optimizer"], options=FULL_STATE)
+        self.ema.load_full_state_dict(state["ema"])
+        self.source.load_state_dict(state["sources"][self.dist.rank])
+        torch.set_rng_state(state["torch_rng"])
+        self.step, self.skipped = int(state["step"]), int(state["skipped"])
+        self.consecutive_skips = int(state["consecutive_skips"])
+
+    def save_checkpoint(self, folder: Path) -> Path | None:
+        state = self.state_dict()  # collective: every rank takes part
+        path = None
+        if self.dist.is_main:
+            try:
+                path = save_checkpoint(state, folder / "checkpoints", self.step, self.cfg.keep_checkpoints)
+            except OSError as exc:  # full disk, permissions: the previous checkpoint is untouched
+                previous = latest_checkpoint(folder / "checkpoints")
+                raise TrainingStopped(
+                    f"could not write the checkpoint of step {self.step} ({exc.strerror or exc}): free space or fix "
+                    f"permissions in {folder}, then `tbcm distill --resume {folder}`; last good checkpoint: "
+                    f"{previous or 'none'}") from None
+        dist_utils.barrier(self.dist)
+        return path
 
     # -- the whole run ----------------------------------------------------------------------
     def student_for_sampling(self) -> Student:
-        return self.ema.module.eval()
+        """An unsharded CPU copy of the student holding the EMA weights. Collective under FSDP2."""
+        ema_state = self.ema.full_state_dict()
+        meta = self.teacher_bundle.meta
+        copy = Student(self.teacher_bundle.network.with_guidance_embed().cpu(), meta.sigma_d, meta.timestep_scale)
+        copy.load_state_dict(ema_state)
+        return copy.eval()
 
-    def run(self, out: str | Path, overwrite: bool = False, progress: bool = True) -> Path:
-        """Train ``cfg.steps`` steps; write ``out/{student/, config.yaml, metrics.csv, samples*.png}``."""
-        check_output_dir(out, overwrite)
-        cfg = self.cfg
-        with staged_output_dir(out, overwrite) as tmp:
-            save_config(cfg, tmp / "config.yaml")
-            log = MetricsLog(tmp / "metrics.csv", tensorboard_dir=tmp / "tensorboard")
-            bar = tqdm(total=cfg.steps, desc="distill", disable=not progress, dynamic_ncols=True)
-            start = time.perf_counter()
-            window_pairs, window_start = 0, start
+    def run(self, out: str | Path, overwrite: bool = False, progress: bool = True, resume: bool = False) -> Path:
+        """Train to ``cfg.steps``; write ``out/{config.yaml, metrics.csv, checkpoints/, student/, samples*.png}``.
+
+        A new run needs an empty or missing ``out`` (``overwrite`` clears it first); ``resume``
+        continues from the latest checkpoint in ``out/checkpoints``.  Files appear as they are
+        written: a killed run keeps its checkpoints and can be resumed.
+        """
+        cfg, out, main = self.cfg, Path(out), self.dist.is_main
+        if resume:
+            ckpt = latest_checkpoint(out / "checkpoints")
+            if ckpt is None:
+                raise UserError(f"no checkpoint in {out / 'checkpoints'} to resume from: start a new run instead")
+            self.load_state_dict(load_checkpoint(ckpt))
+        else:
+            check_output_dir(out, overwrite)
+            dist_utils.barrier(self.dist)  # every rank checked before rank 0 clears anything
+            if main and out.exists():
+                shutil.rmtree(out)
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, out / "config.yaml")
+        log = MetricsLog(out / "metrics.csv", tensorboard_dir=out / "tensorboard", resume_from=self.step) if main else None
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="distill", disable=not (progress and main), dynamic_ncols=True)
+        start = time.perf_counter()
+        window_pairs, window_start = 0, start
+        try:
             while self.step < cfg.steps:
                 stats = self.train_step()
-                window_pairs += stats["pairs"]
+                window_pairs += stats["pairs"] * self.dist.world_size
                 bar.update(1)
+                if self.consecutive_skips >= cfg.max_consecutive_skips:
+                    good = latest_checkpoint(out / "checkpoints")
+                    raise TrainingStopped(
+                        f"{self.consecutive_skips} non-finite steps in a row at step {self.step}: stopped; last good "
+                        f"checkpoint: {good or 'none yet'}; lower optim.lr or raise objective.tangent_norm_c")
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     now = time.perf_counter()
                     pairs_per_s = window_pairs / max(now - window_start, 1e-9)
                     window_pairs, window_start = 0, now
-                    log.log(self.step, {**{k: v for k, v in stats.items() if k != "pairs"},
-                                        "pairs_per_s": pairs_per_s, "seconds": now - start})
+                    if log is not None:
+                        log.log(self.step, {**{k: v for k, v in stats.items() if k != "pairs"},
+                                            "pairs_per_s": pairs_per_s, "seconds": now - start,
+                                            "peak_mem_mb": peak_memory_mb(self.device)})
                     bar.set_postfix(loss=f"{stats['loss']:.4f}", pairs_s=f"{pairs_per_s:.0f}", r=f"{stats['r']:.2f}")
+                if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                    self.save_checkpoint(out)
+        finally:
             bar.close()
-            log.close()
-            self.save_student(tmp / "student")
-            self.save_grids(tmp)
-        return Path(out)
+            if log is not None:
+                log.close()
+        self.save_checkpoint(out)
+        final = self.student_for_sampling()  # every rank: gathering shards is collective
+        if main:
+            self.save_student(final, out / "student")
+            self.save_grids(final, out)
+        dist_utils.barrier(self.dist)
+        return out
 
-    def save_student(self, path: Path) -> Path:
-        student = self.student_for_sampling()
+    def save_student(self, student: Student, path: Path) -> Path:
         tmeta = self.teacher_bundle.meta
         meta = ModelMeta(
             kind="student", sigma_d=tmeta.sigma_d, channels=tmeta.channels, image_size=tmeta.image_size,
@@ -150,15 +296,16 @@ class Distiller:
         )
         return save_bundle(Bundle(meta, student.network, self.encoder, student.logvar_head), path)
 
-    def save_grids(self, folder: Path) -> None:
+    @torch.no_grad()
+    def save_grids(self, student: Student, folder: Path) -> None:
         """Teacher (guided, many steps) beside the student (1, 2, 4 steps): same prompts, same seeds."""
         s, prompts = self.cfg.sample, self.grid_prompts
         rows = len(prompts)
+        teacher = self.teacher.to("cpu")
         named = [(f"teacher {s.teacher_steps} steps",
-                  grid_image(teacher_samples(self.teacher, prompts, s.cfg_scale, s.teacher_steps, s.seeds, s.shift), rows))]
-        student = self.student_for_sampling()
+                  grid_image(teacher_samples(teacher, prompts, s.cfg_scale, s.teacher_steps, s.seeds, s.shift), rows))]
         for n in s.student_steps:
-            pixels = student_samples(student, self.encoder, prompts, s.cfg_scale, n, s.seeds, s.shift)
+            pixels = student_samples(student, self.encoder.to("cpu"), prompts, s.cfg_scale, n, s.seeds, s.shift)
             named.append((f"student {n} step{'s' if n > 1 else ''}", grid_image(pixels, rows)))
         for title, im in named:
             save_png(im, folder / f"samples_{title.replace(' ', '_')}.png")

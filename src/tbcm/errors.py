@@ -5,6 +5,11 @@ class UserError(Exception):
     """Bad input (a path, a prompt, a config value). The message names the problem and the fix."""
 
 
+class TrainingStopped(Exception):
+    """A run stopped itself (e.g. too many non-finite steps in a row); its last good checkpoint
+    is intact. The CLI prints the message as one line and exits with code 1."""
+
+
 def brief(exc: BaseException) -> str:
     """A library exception's message squeezed onto one line (YAML and torch errors span many)."""
     text = " ".join(str(exc).split())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,15 @@ def panels(named: list[tuple[str, Image.Image]], title_height: int = 14, gap: in
 
 
 def save_png(image: Image.Image, path: str | Path) -> Path:
+    """Write atomically (temp file, then rename): an existing PNG is never left half-written."""
     path = Path(path)
-    image.save(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        image.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path

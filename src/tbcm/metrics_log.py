@@ -3,16 +3,35 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 
 class MetricsLog:
-    """``log(step, {name: float})`` appends to ``path`` (CSV, header from the first row)."""
+    """``log(step, {name: float})`` appends to ``path`` (CSV, header from the first row).
 
-    def __init__(self, path: str | Path, tensorboard_dir: str | Path | None = None):
+    ``resume_from``: keep the rows of an existing file up to that step (a resumed run drops
+    the rows logged after its checkpoint, which it is about to redo) and append after them.
+    """
+
+    def __init__(self, path: str | Path, tensorboard_dir: str | Path | None = None, resume_from: int = 0):
         self.path = Path(path)
-        self._file = self.path.open("w", newline="")
         self._writer: csv.DictWriter | None = None
+        kept: list[dict] = []
+        if resume_from > 0 and self.path.is_file():
+            with self.path.open(newline="") as f:
+                kept = [row for row in csv.DictReader(f) if int(row["step"]) <= resume_from]
+        if kept:  # rewrite the kept rows atomically, then append after them
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            with tmp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(kept[0]))
+                writer.writeheader()
+                writer.writerows(kept)
+            os.replace(tmp, self.path)
+            self._file = self.path.open("a", newline="")
+            self._writer = csv.DictWriter(self._file, fieldnames=list(kept[0]))
+        else:
+            self._file = self.path.open("w", newline="")
         self._tb = None
         if tensorboard_dir is not None:
             try:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .layers import MathAttention, ScalarEmbedder
 from .text import TextCondition
@@ -78,6 +79,9 @@ class TinyDiT(nn.Module):
         self.final_norm = nn.LayerNorm(h, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(h, 2 * h))
         self.final = nn.Linear(h, c * p * p)
+        # Recompute block activations in backward instead of storing them (memory for time).
+        # Only on the gradient path: under the JVP (no_grad) blocks run plainly.
+        self.gradient_checkpointing = False
         for layer in (self.final_ada[-1], self.final):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
@@ -112,6 +116,9 @@ class TinyDiT(nn.Module):
             c = c + self.guidance_embed(guidance * self.config.guidance_embed_scale * 1000)
         h = self.patch(self._patchify(x)) + self.pos
         for block in self.blocks:
-            h = block(h, c)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                h = checkpoint(block, h, c, use_reentrant=False)
+            else:
+                h = block(h, c)
         shift, scale = self.final_ada(c).chunk(2, dim=-1)
         return self._unpatchify(self.final(_modulate(self.final_norm(h), shift, scale)))

@@ -44,8 +44,11 @@ class Student(nn.Module):
     def network(self) -> nn.Module:
         return self.F.net
 
-    def forward(self, x_norm: Tensor, t: Tensor, cond: TextCondition, w: Tensor) -> Tensor:
-        return self.F(x_norm, t, cond, guidance=w)
+    def forward(self, x_norm: Tensor, t: Tensor, cond: TextCondition, w: Tensor, with_logvar: bool = False):
+        """``F`` ``[B, ...]``; with ``with_logvar`` also ``logvar(t)`` ``[B]`` -- one call, so a
+        DDP wrapper sees (and syncs) every parameter in its forward."""
+        F = self.F(x_norm, t, cond, guidance=w)
+        return (F, self.logvar_head(t)) if with_logvar else F
 
     def logvar(self, t: Tensor) -> Tensor:
         return self.logvar_head(t)

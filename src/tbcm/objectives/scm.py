@@ -69,16 +69,26 @@ def _bc(v: Tensor, like: Tensor) -> Tensor:
     return v.reshape(v.shape[0], *([1] * (like.ndim - 1)))
 
 
-def scm_loss(student, pairs: Pairs, sigma_d: float, r: float, cfg: SCMConfig) -> tuple[Tensor, dict]:
-    """sCM loss on a batch of pairs. ``student(x_norm, t, cond, w) -> F``; ``student.logvar(t)``.
+def scm_loss(student, pairs: Pairs, sigma_d: float, r: float, cfg: SCMConfig, jvp_student=None,
+             denominator: float | None = None, bf16: bool = False) -> tuple[Tensor, dict]:
+    """sCM loss on a batch of pairs.
 
-    Returns the scalar loss (with gradients into the student's parameters) and float statistics.
+    ``student(x_norm, t, cond, w, with_logvar=True) -> (F, logvar)`` is the gradient path (it may
+    be a DDP wrapper); ``jvp_student(x_norm, t, cond, w) -> F`` the stop-gradient path (default:
+    ``student``; pass the unwrapped module under DDP).  The loss is
+    ``sum(mask * loss_i) / denominator`` with ``denominator`` the number of kept pairs by default;
+    under DDP pass ``global kept pairs / world size`` so averaged gradients equal the global mean.
+    ``bf16`` runs the gradient forward under bfloat16 autocast; the JVP and the target
+    ``F- + g`` stay in fp32 (forward-mode AD in bf16 loses the small differences the target is
+    made of).  Returns the scalar loss (with gradients into the student's parameters) and float
+    statistics.
     """
+    jvp_student = student if jvp_student is None else jvp_student
     x_t, t, u = pairs.x_t, pairs.t.to(pairs.x_t.dtype), pairs.u
     cos, sin = _bc(torch.cos(t), x_t), _bc(torch.sin(t), x_t)
 
     def F_of(x_norm: Tensor, tt: Tensor) -> Tensor:
-        return student(x_norm, tt, pairs.cond, pairs.w)
+        return jvp_student(x_norm, tt, pairs.cond, pairs.w)
 
     primals = (x_t / sigma_d, t)
     tangents = (cos * sin * u / sigma_d, torch.cos(t) * torch.sin(t))
@@ -93,13 +103,16 @@ def scm_loss(student, pairs: Pairs, sigma_d: float, r: float, cfg: SCMConfig) ->
     g_rms = g.flatten(1).pow(2).mean(1).sqrt()
     g = g / _bc(g_rms + cfg.tangent_norm_c, g)
 
-    F = F_of(*primals)
+    with torch.autocast(device_type=x_t.device.type, dtype=torch.bfloat16, enabled=bf16):
+        F, logvar = student(*primals, pairs.cond, pairs.w, with_logvar=True)
+    F = F.to(F_minus.dtype)
     per_sample = (F - F_minus - g).pow(2).flatten(1).mean(1)
-    logvar = student.logvar(t).to(per_sample.dtype)
+    logvar = logvar.to(per_sample.dtype)
     weight = 1.0 / (sigma_d * torch.tan(t)) if cfg.prior_weight else torch.ones_like(t)
     loss_i = torch.exp(-logvar) * weight * per_sample + logvar
     mask = pairs.mask.to(loss_i.dtype)
-    loss = (loss_i * mask).sum() / mask.sum().clamp(min=1.0)
+    denom = mask.sum().clamp(min=1.0) if denominator is None else max(float(denominator), 1e-12)
+    loss = (loss_i * mask).sum() / denom
     stats = {
         "loss": float(loss.detach()),
         "mse": float((per_sample.detach() * mask).sum() / mask.sum().clamp(min=1.0)),

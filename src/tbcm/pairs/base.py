@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from torch import Tensor
 
@@ -18,7 +19,8 @@ class Pairs:
     * ``u``    ``[N, C, H, W]`` guided teacher velocity ``dx_t/dt`` at ``(x_t, t)`` (the tangent);
     * ``cond`` the prompt condition of each pair (batch ``N``);
     * ``w``    ``[N]`` CFG scale the tangent was computed with (the student's guidance input);
-    * ``mask`` ``[N]`` loss weight in ``{0, 1}`` (0 = dropped by a filter).
+    * ``mask`` ``[N]`` loss weight in ``{0, 1}`` (0 = dropped by a filter);
+    * ``prompt_ids`` ``[N]`` index of each pair's prompt in the prompt list (for caches).
     """
 
     x_t: Tensor
@@ -27,6 +29,18 @@ class Pairs:
     cond: TextCondition
     w: Tensor
     mask: Tensor
+    prompt_ids: Tensor | None = None
 
     def __len__(self) -> int:
         return self.x_t.shape[0]
+
+
+class PairSource(Protocol):
+    """What the trainer needs of a source: the next batch, and its position for exact resume."""
+
+    def next_pairs(self, num_prompts: int) -> Pairs:
+        """Pairs of ``num_prompts`` trajectories (or prompts) for this rank."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...

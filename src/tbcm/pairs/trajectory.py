@@ -17,6 +17,7 @@ from ..models.text import TextCondition
 from ..sampling import rollout
 from ..trigflow import jitter_route, reference_route
 from .base import Pairs
+from .prompts import PromptSampler
 
 
 @dataclass
@@ -32,16 +33,20 @@ class TrajectoryPairSource:
 
     ``teacher`` has ``velocity(x_t, t, cond, w)`` and ``sigma_d``; ``conds`` are the encoded
     prompts (batch = number of prompts); ``cfg_scales`` the set each prompt's ``w`` is drawn from;
-    ``image_shape`` ``(C, H, W)``; ``blank_value`` the flow-space value of a blank image.
+    ``image_shape`` ``(C, H, W)``; ``blank_value`` the flow-space value of a blank image;
+    ``generator`` drives noise, routes, CFG scales and the filter (one seed per rank);
+    ``prompts`` picks the prompts of :meth:`next_pairs` (default: shuffled passes, seed 0).
     """
 
     def __init__(self, teacher, conds: TextCondition, cfg_scales: list[float], image_shape: tuple[int, ...],
-                 config: TrajectoryConfig, blank_value: float = -1.0, generator: torch.Generator | None = None):
+                 config: TrajectoryConfig, blank_value: float = -1.0, generator: torch.Generator | None = None,
+                 prompts: PromptSampler | None = None):
         self.teacher, self.conds, self.config = teacher, conds, config
+        self.prompts = prompts if prompts is not None else PromptSampler(len(conds), seed=0)
         self.cfg_scales = torch.tensor(cfg_scales, dtype=torch.float32)
         self.image_shape = tuple(image_shape)
         self.blank_value = blank_value
-        self.generator = generator
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
         self.reference = reference_route(config.route_points, config.shift)
         self.teacher_calls = 0  # guided teacher evaluations so far (each = one cond + one null pass)
 
@@ -61,6 +66,18 @@ class TrajectoryPairSource:
         mse = (flow - self.blank_value).pow(2).flatten(1).mean(1)
         drop_p = (1 - mse / thr).clamp(min=0)
         return (torch.rand(mse.shape, generator=self.generator) >= drop_p).float()
+
+    def next_pairs(self, num_prompts: int) -> Pairs:
+        return self.sample(self.prompts.next_ids(num_prompts))
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "prompts": self.prompts.state_dict(),
+                "teacher_calls": torch.tensor(self.teacher_calls)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.prompts.load_state_dict(state["prompts"])
+        self.teacher_calls = int(state["teacher_calls"])
 
     @torch.no_grad()
     def sample(self, prompt_ids: Tensor) -> Pairs:
@@ -82,4 +99,5 @@ class TrajectoryPairSource:
             cond=cond.repeat_interleave(k - 1),
             w=w.repeat_interleave(k - 1),
             mask=keep.repeat_interleave(k - 1),
+            prompt_ids=prompt_ids.repeat_interleave(k - 1),
         )
