@@ -1,5 +1,6 @@
 """The command line end to end on tiny real models, and its behaviour on bad input."""
 
+import os
 import subprocess
 import sys
 
@@ -10,7 +11,6 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from tbcm.cli import main
-from tbcm.distill import Distiller
 
 FAST = ["steps=2", "prompts_per_step=2", "pairs.route_points=4", "sample.seeds=2", "sample.teacher_steps=3",
         "sample.prompts=[a handwritten digit 3,a handwritten digit 8]", "log_every=1"]
@@ -33,6 +33,11 @@ def test_distill_then_sample(tmp_path, tiny_teacher_dir, prompts_file, capsys):
     assert sorted(p.name for p in out.glob("samples_*.png")) == [
         "samples_student_1_step.png", "samples_student_2_steps.png", "samples_student_4_steps.png",
         "samples_teacher_3_steps.png"]
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in (out / "samples.png", out / "student", out / "student" / "network.safetensors"):
+        want = (0o777 if f.is_dir() else 0o666) & ~umask  # atomic writes keep normal permissions
+        assert f.stat().st_mode & 0o777 == want, f
     rows = (out / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("step,loss") and len(rows) == 3
     # the student's weights moved away from the teacher's

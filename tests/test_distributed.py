@@ -1,7 +1,6 @@
 """Two processes (gloo, CPU) take the same optimiser steps as one process on the same global
 batch: gradients (the JVP-built targets included) are really synchronised and averaged."""
 
-import os
 import tempfile
 
 import pytest

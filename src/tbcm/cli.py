@@ -85,7 +85,8 @@ def cmd_distill(args) -> None:
         distiller = Distiller(cfg)
         out = distiller.run(args.out, overwrite=args.overwrite, progress=not args.no_progress)
     if distiller.dist.is_main:
-        print(f"student: {out / 'student'}\nsamples: {out / 'samples.png'}\nmetrics: {out / 'metrics.csv'}")
+        print(f"student: {out / 'student'}\nsamples: {out / 'samples.png'}\nmetrics: {out / 'metrics.csv'}\n"
+              f"steps: {distiller.step} ({distiller.skipped} skipped), peak memory: {distiller.peak_mem_mb:.0f} MB")
 
 
 def cmd_trajectories(args) -> None:

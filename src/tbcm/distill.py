@@ -106,6 +106,7 @@ class Distiller:
         self.step = 0
         self.skipped = 0
         self.consecutive_skips = 0
+        self.peak_mem_mb = 0.0
 
     def _make_source(self):
         cfg, rank, world = self.cfg, self.dist.rank, self.dist.world_size
@@ -278,6 +279,7 @@ class Distiller:
             if log is not None:
                 log.close()
         self.save_checkpoint(out)
+        self.peak_mem_mb = peak_memory_mb(self.device)
         final = self.student_for_sampling()  # every rank: gathering shards is collective
         if main:
             self.save_student(final, out / "student")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+
+from .atomic import atomic_write
 
 
 def grid_image(images: torch.Tensor, rows: int, scale: int = 4, pad: int = 1) -> Image.Image:
@@ -42,15 +42,5 @@ def panels(named: list[tuple[str, Image.Image]], title_height: int = 14, gap: in
 
 
 def save_png(image: Image.Image, path: str | Path) -> Path:
-    """Write atomically (temp file, then rename): an existing PNG is never left half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write atomically: an existing PNG is never left half-written."""
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))

@@ -7,12 +7,11 @@ only at that final rename.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from .atomic import staged_dir
 from .errors import UserError
 
 
@@ -30,18 +29,5 @@ def check_output_dir(out: str | Path, overwrite: bool) -> Path:
 def staged_output_dir(out: str | Path, overwrite: bool) -> Iterator[Path]:
     """Yield a temp folder to write into; on success it becomes ``out`` (replacing the old one)."""
     out = check_output_dir(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with staged_dir(out) as tmp:
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.replaced")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

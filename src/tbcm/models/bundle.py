@@ -14,8 +14,6 @@ Every problem on load is a :class:`UserError` naming the folder and what to do.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -24,6 +22,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..atomic import staged_dir
 from ..errors import UserError, brief
 from .dit import DiTConfig, TinyDiT
 from .text import PromptEncoder
@@ -75,27 +74,13 @@ def save_bundle(bundle: Bundle, path: str | os.PathLike) -> Path:
 
     An existing folder at ``path`` is replaced only after the new one is complete.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with staged_dir(path) as tmp:
         (tmp / "model.yaml").write_text(yaml.safe_dump(bundle.meta.to_dict(), sort_keys=False))
         save_file(_state_to_disk(bundle.network), str(tmp / "network.safetensors"))
         save_file(_state_to_disk(bundle.encoder), str(tmp / "prompt_encoder.safetensors"))
         if bundle.logvar_head is not None:
             save_file(_state_to_disk(bundle.logvar_head), str(tmp / "logvar_head.safetensors"))
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+    return Path(path)
 
 
 def resolve_model_path(path: str | os.PathLike) -> Path:

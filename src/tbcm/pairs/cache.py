@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import safetensors.torch
@@ -26,6 +24,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from ..atomic import atomic_write
 from ..errors import UserError, brief
 from ..models.text import TextCondition
 from .base import Pairs
@@ -49,14 +48,7 @@ def _sha256(data: bytes) -> str:
 
 def _replace_atomically(path: Path, write) -> None:
     """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it onto ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: write(str(tmp)))
 
 
 def _write_json(path: Path, obj: dict) -> None:
