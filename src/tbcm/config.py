@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from .errors import UserError, brief
 from .models.dit import DiTConfig
 from .objectives.scm import JVP_BACKENDS, SCMConfig
+from .pairs.forward import ForwardConfig
 from .pairs.trajectory import TrajectoryConfig
 
 @dataclass
@@ -41,6 +42,9 @@ class SampleConfig:
     shift: float = 2.5  # shift of the sampling route (teacher and few-step student)
 
 
+SOURCES = ("trajectory", "cache", "forward", "teacher_x0")
+
+
 @dataclass
 class CacheConfig:
     dir: str = ""  # a folder written by `tbcm trajectories` (read when source=cache)
@@ -56,8 +60,11 @@ class DistillConfig:
     steps: int = 1200  # optimiser steps
     prompts_per_step: int = 8  # prompts rolled out per step; pairs per step = this * (K - 1)
     cfg_scales: list[float] = field(default_factory=lambda: [3.5, 4.5, 5.5])
-    source: str = "trajectory"  # "trajectory" (online teacher rollout) or "cache" (shards on disk)
+    # "trajectory" (TBCM: online teacher rollout), "cache" (trajectory shards on disk),
+    # "forward" (sCM baseline: real images forward-noised), "teacher_x0" (teacher samples forward-noised)
+    source: str = "trajectory"
     cache: CacheConfig = field(default_factory=CacheConfig)
+    forward: ForwardConfig = field(default_factory=ForwardConfig)
     pairs: TrajectoryConfig = field(default_factory=TrajectoryConfig)
     objective: SCMConfig = field(default_factory=SCMConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -182,7 +189,12 @@ def validate(cfg) -> None:
         _check(cfg.prompts_per_step >= 1, "prompts_per_step", cfg.prompts_per_step, "a positive integer")
         _check(len(cfg.cfg_scales) > 0 and all(math.isfinite(w) and w >= 0 for w in cfg.cfg_scales),
                "cfg_scales", cfg.cfg_scales, "a non-empty list of scales >= 0")
-        _check(cfg.source in ("trajectory", "cache"), "source", cfg.source, "'trajectory' or 'cache'")
+        _check(cfg.source in SOURCES, "source", cfg.source, f"one of {', '.join(SOURCES)}")
+        _check(cfg.forward.p_std > 0, "forward.p_std", cfg.forward.p_std, "a positive number")
+        _check(cfg.forward.pool_size >= 1, "forward.pool_size", cfg.forward.pool_size, "a positive integer")
+        _check(cfg.forward.pool_steps >= 1, "forward.pool_steps", cfg.forward.pool_steps, "a positive integer")
+        _check("{label}" in cfg.forward.prompt_template, "forward.prompt_template", cfg.forward.prompt_template,
+               "a text containing {label}")
         _check(cfg.source != "cache" or bool(cfg.cache.dir), "cache.dir", cfg.cache.dir,
                "a folder written by `tbcm trajectories` when source=cache")
         _check(cfg.cache.shards >= 1, "cache.shards", cfg.cache.shards, "a positive integer")

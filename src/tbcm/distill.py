@@ -90,9 +90,9 @@ class Distiller:
         self.encoder.encode(self.grid_prompts)  # fail now, not after training, on a bad grid prompt
         self.image_shape = (meta.channels, meta.image_size, meta.image_size)
         self.sigma_d = meta.sigma_d
-        self.source = self._make_source()
         self.teacher.to(self.device)
         self.conds = self.conds.to(self.device)
+        self.source = self._make_source()
 
         student_net = self.teacher_bundle.network.with_guidance_embed()
         student_net.gradient_checkpointing = cfg.grad_checkpointing
@@ -115,9 +115,37 @@ class Distiller:
 
             return CachePairSource(cfg.cache.dir, self.conds, seed=cfg.seed, rank=rank, world_size=world)
         generator = torch.Generator().manual_seed(cfg.seed + 1_000_003 * (rank + 1))  # one seed per rank
+        if cfg.source in ("forward", "teacher_x0"):
+            return self._make_forward_source(generator)
         sampler = PromptSampler(len(self.prompts), seed=cfg.seed, rank=rank, world_size=world)
         return TrajectoryPairSource(self.teacher, self.conds, list(cfg.cfg_scales), self.image_shape, cfg.pairs,
                                     self.teacher_bundle.meta.blank_value, generator, sampler)
+
+    def _make_forward_source(self, generator: torch.Generator):
+        """The baselines: real images (``forward``) or a pool of teacher samples (``teacher_x0``),
+        forward-noised, with one guided teacher call per pair."""
+        from .data import load_training_data
+        from .pairs.forward import ForwardNoisePairSource, teacher_pool
+
+        cfg, sd = self.cfg, self.sigma_d
+        pairs_per_prompt = cfg.pairs.route_points - 1  # same pairs per step as the trajectory source
+        if cfg.source == "forward":
+            data = load_training_data(cfg.forward.data, self.image_shape[-1], cfg.forward.prompt_template)
+            if tuple(data.images.shape[1:]) != self.image_shape:
+                raise UserError(f"forward.data images are {tuple(data.images.shape[1:])}, the teacher makes "
+                                f"{self.image_shape}: use data of the teacher's shape")
+            unique = sorted(set(data.prompts))
+            which = torch.tensor([unique.index(p) for p in data.prompts])
+            conds = self.encoder.encode(unique).index(which)  # one condition per image
+            source = ForwardNoisePairSource(self.teacher, sd * data.images, conds, list(cfg.cfg_scales),
+                                            pairs_per_prompt, cfg.forward, generator)
+        else:
+            x0, conds, calls = teacher_pool(self.teacher, self.conds, list(cfg.cfg_scales), self.image_shape,
+                                            cfg.forward, seed=cfg.seed + 17 * (self.dist.rank + 1))
+            source = ForwardNoisePairSource(self.teacher, x0, conds, list(cfg.cfg_scales), pairs_per_prompt,
+                                            cfg.forward, generator)
+            source.teacher_calls = calls  # the pool is part of this source's teacher budget
+        return source
 
     def _wrap_parallel(self, student: Student) -> torch.nn.Module:
         if not self.dist.enabled:
@@ -176,7 +204,8 @@ class Distiller:
             self.consecutive_skips += 1
             self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return {**stats, "grad_norm": grad_norm, "r": r, "lr": lr, "skipped": self.skipped, "pairs": len(pairs)}
+        return {**stats, "grad_norm": grad_norm, "r": r, "lr": lr, "skipped": self.skipped, "pairs": len(pairs),
+                "teacher_calls": getattr(self.source, "teacher_calls", 0)}
 
     # -- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict:
