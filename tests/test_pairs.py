@@ -93,3 +93,15 @@ def test_fixed_route_and_blank_filter(teacher):
     assert torch.all(src.keep_mask(far) == 1)  # MSE 4 > threshold: always kept
     near = torch.full((4000, 1, 8, 8), -0.5 * teacher.sigma_d)  # MSE 0.25: dropped with p = 0.5
     assert abs(float(src.keep_mask(near).mean()) - 0.5) < 0.05
+
+
+def test_subset_of_points_per_trajectory(teacher):
+    conds = teacher.encoder.encode(["a handwritten digit 4", "a handwritten digit 5"])
+    cfg = TrajectoryConfig(route_points=8, points_per_trajectory=3)
+    src = TrajectoryPairSource(teacher, conds, [4.0], (1, 8, 8), cfg, generator=torch.Generator().manual_seed(0))
+    pairs = src.sample(torch.tensor([0, 1]))
+    assert len(pairs) == 2 * 3
+    t = pairs.t.reshape(2, 3)
+    assert torch.all(t[:, 1:] < t[:, :-1])  # still in route order
+    assert torch.equal(pairs.prompt_ids, torch.tensor([0, 0, 0, 1, 1, 1]))
+    assert torch.allclose(pairs.u, teacher.velocity(pairs.x_t, pairs.t, pairs.cond, pairs.w), atol=1e-5)

@@ -26,6 +26,7 @@ class TrajectoryConfig:
     shift: float = 2.5
     jitter: bool = True
     blank_threshold: float = 0.0  # flow-space MSE to a blank image under which pairs may drop; 0 = off
+    points_per_trajectory: int = 0  # keep this many random points of the K - 1 per trajectory; 0 = all
 
 
 class TrajectoryPairSource:
@@ -92,7 +93,7 @@ class TrajectoryPairSource:
         # Drop the pure-noise point; order pairs prompt-major: [P, K-1] -> [P * (K-1)].
         x_t = traj.states[1:].transpose(0, 1).reshape(p * (k - 1), *self.image_shape)
         u = traj.velocities[1:].transpose(0, 1).reshape(p * (k - 1), *self.image_shape)
-        return Pairs(
+        pairs = Pairs(
             x_t=x_t,
             t=route[:, 1:].reshape(-1),
             u=u,
@@ -101,3 +102,10 @@ class TrajectoryPairSource:
             mask=keep.repeat_interleave(k - 1),
             prompt_ids=prompt_ids.repeat_interleave(k - 1),
         )
+        m = self.config.points_per_trajectory
+        if 0 < m < k - 1:  # ablation: a random subset of each trajectory's points
+            pick = torch.rand(p, k - 1, generator=self.generator).argsort(dim=1)[:, :m].sort(dim=1).values
+            idx = (pick + torch.arange(p)[:, None] * (k - 1)).reshape(-1).to(x_t.device)
+            pairs = Pairs(pairs.x_t[idx], pairs.t[idx], pairs.u[idx], pairs.cond.index(idx), pairs.w[idx],
+                          pairs.mask[idx], pairs.prompt_ids[idx.cpu()])
+        return pairs
