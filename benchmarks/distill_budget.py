@@ -1,11 +1,12 @@
 """Budget check of the main job: `tbcm distill` on the embedded default, as a user runs it.
 
 Measures, in one run on this machine: wall time and peak memory (max RSS of the child process)
-of the whole command, then how recognisable the samples are: the share of guided teacher samples
-(16 steps) and of 1/2/4-step student samples that a digit classifier (an SVM fit on scikit-learn's
-real digits, 97% accurate on held-out ones) assigns to the requested digit, over 10 digits x N seeds.
+of the whole command, then the quality of the samples (``tbcm.evaluation``, as ``tbcm eval``
+prints it): FID on the shipped digit classifier's features against the 600 held-out real digits,
+and adherence (the share the classifier assigns to the requested digit), for guided teacher
+samples (16 steps) and 1/2/4-step student samples, over 10 digits x N seeds.
 
-    python benchmarks/distill_budget.py --out runs/budget [--seeds 20] [key=value ...]
+    python benchmarks/distill_budget.py --out runs/budget [--seeds 100] [key=value ...]
 
 Prints a markdown table; the numbers in docs/results.md come from this script.
 """
@@ -22,29 +23,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.svm import SVC
 
-from tbcm.models.bundle import load_bundle
-from tbcm.models.student import Student
-from tbcm.models.teacher import Teacher
-from tbcm.previews import student_samples, teacher_samples
-
-PROMPTS = [f"a handwritten digit {d}" for d in range(10)]
-
-
-def adherence(pixels: torch.Tensor, seeds: int, clf) -> float:
-    """Share of samples ``[10 * seeds, 1, 8, 8]`` in [-1, 1] classified as their requested digit."""
-    flat = ((pixels[:, 0] + 1) / 2).reshape(pixels.shape[0], -1).numpy()
-    return float((clf.predict(flat) == np.repeat(np.arange(10), seeds)).mean())
+from tbcm.evaluation import evaluate
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/budget")
-    ap.add_argument("--seeds", type=int, default=20, help="samples per digit for adherence")
+    ap.add_argument("--seeds", type=int, default=100, help="samples per digit for FID and adherence")
     ap.add_argument("--cfg", type=float, default=4.5)
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
@@ -56,23 +43,17 @@ def main() -> None:
     wall = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux: KiB
 
-    digits = load_digits()
-    clf = SVC(gamma=0.25).fit(digits.data / 16.0, digits.target)
-    teacher = Teacher.from_bundle(load_bundle("builtin", expect_kind="teacher"))
-    b = load_bundle(Path(args.out) / "student", expect_kind="student")
-    student = Student(b.network, b.meta.sigma_d, b.meta.timestep_scale).eval()
-    rows = [("teacher, 16 steps, guided", adherence(teacher_samples(teacher, PROMPTS, args.cfg, 16, args.seeds), args.seeds, clf))]
-    for n in (1, 2, 4):
-        px = student_samples(student, b.encoder, PROMPTS, args.cfg, n, args.seeds, first_seed=1000)
-        rows.append((f"student, {n} step{'s' if n > 1 else ''}", adherence(px, args.seeds, clf)))
+    result = evaluate(args.out, [1, 2, 4], n_per_class=args.seeds, teacher_steps=[16], cfg_scale=args.cfg)
+    rows = [("teacher, 16 steps, guided", result["teacher"]["16"])]
+    rows += [(f"student, {n} step{'s' if n > 1 else ''}", result["student"][str(n)]) for n in (1, 2, 4)]
 
     print(f"\ncommand: {' '.join(['tbcm', *cmd[1:]])}")
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"date: {datetime.date.today()}")
     print(f"\n| wall time | peak memory (max RSS) |\n|---|---|\n| {wall:.0f} s | {peak_mb:.0f} MB |")
-    print(f"\n| sampler | requested digit recognised ({10 * args.seeds} samples, cfg {args.cfg}) |\n|---|---|")
-    for name, acc in rows:
-        print(f"| {name} | {acc:.1%} |")
+    print(f"\n| sampler ({10 * args.seeds} samples, cfg {args.cfg}) | FID (held-out digits) | adherence |\n|---|---|---|")
+    for name, scores in rows:
+        print(f"| {name} | {scores['fid']:.2f} | {scores['adherence']:.1%} |")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@
     tbcm trajectories --out DIR [--config FILE] [key=value ...]
     tbcm sample --student DIR (--prompt TEXT | --prompts FILE) [--steps N] [--n N] [--seed S] --out X.png
     tbcm teacher train --out DIR [--data PATH] [--config FILE] [--overwrite] [key=value ...]
+    tbcm eval DIR [--steps 1,2,4] [--n N] [--teacher 16,32] [--cfg 4.5] [--seed S] [--json]
+    tbcm classifier train --out DIR [--steps N] [--seed S] [--overwrite]
 
 Bad input is one line on stderr and exit code 2; nothing is written or overwritten.
 """
@@ -62,6 +64,24 @@ def _parser() -> argparse.ArgumentParser:
     tt.add_argument("--overwrite", action="store_true")
     tt.add_argument("--no-progress", action="store_true")
     tt.add_argument("overrides", nargs="*", metavar="key=value")
+
+    e = sub.add_parser("eval", help="FID and prompt adherence of a digits student (and its teacher)")
+    e.add_argument("dir", metavar="DIR", help="a `tbcm distill` run folder or its student/ folder")
+    e.add_argument("--steps", default="1,2,4", help="student step counts, comma-separated (default 1,2,4)")
+    e.add_argument("--n", type=int, default=100, help="images per digit (default 100)")
+    e.add_argument("--teacher", help="also the run's teacher (config.yaml, else builtin) at these step counts, e.g. 16,32")
+    e.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the student's)")
+    e.add_argument("--seed", type=int, default=0, help="image j of every digit starts from seed + j")
+    e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+    c = sub.add_parser("classifier", help="the digit classifier behind tbcm eval")
+    csub = c.add_subparsers(dest="classifier_command", required=True)
+    ct = csub.add_parser("train", help="train the digit classifier (FID features, adherence) on the train split")
+    ct.add_argument("--out", required=True, help="output folder (classifier.safetensors + classifier.yaml)")
+    ct.add_argument("--steps", type=int, default=1500)
+    ct.add_argument("--seed", type=int, default=0)
+    ct.add_argument("--overwrite", action="store_true")
+    ct.add_argument("--no-progress", action="store_true")
     return p
 
 
@@ -141,6 +161,35 @@ def cmd_sample(args) -> None:
     print(f"wrote {out} ({len(prompts)} prompt(s) x {args.n}, {args.steps} step(s), cfg {cfg_scale})")
 
 
+def _counts(option: str, text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise UserError(f"{option} {text!r} is not a comma-separated list of step counts: e.g. {option} 1,2,4") from None
+    if any(v < 1 for v in values):
+        raise UserError(f"{option} {text!r} has a count below 1: pass step counts >= 1, e.g. {option} 1,2,4")
+    return values
+
+
+def cmd_eval(args) -> None:
+    import json
+
+    from .evaluation import evaluate, format_table
+
+    result = evaluate(args.dir, _counts("--steps", args.steps), args.n,
+                      _counts("--teacher", args.teacher) if args.teacher else [], args.cfg, args.seed)
+    print(json.dumps(result) if args.json else format_table(result))
+
+
+def cmd_classifier_train(args) -> None:
+    from .evaluation import train_classifier
+    from .evaluation.classifier import load_classifier
+
+    out = train_classifier(args.out, args.steps, args.seed, progress=not args.no_progress, overwrite=args.overwrite)
+    acc = load_classifier(out).meta["heldout_accuracy"]
+    print(f"classifier: {out}\nheld-out accuracy: {acc:.2%}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -152,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
             cmd_sample(args)
         elif args.command == "teacher" and args.teacher_command == "train":
             cmd_teacher_train(args)
+        elif args.command == "eval":
+            cmd_eval(args)
+        elif args.command == "classifier" and args.classifier_command == "train":
+            cmd_classifier_train(args)
     except UserError as exc:
         print(f"tbcm: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -23,9 +23,9 @@ def _shape(network) -> tuple[int, int, int]:
 
 
 def teacher_samples(teacher, prompts: list[str], cfg_scale: float, steps: int, seeds: int,
-                    shift: float = 2.5) -> torch.Tensor:
+                    shift: float = 2.5, first_seed: int = 0) -> torch.Tensor:
     """Pixels ``[len(prompts) * seeds, C, H, W]`` in ``[-1, 1]``; row-major (prompt, seed)."""
-    noise = seeded_noise(seeds, len(prompts), _shape(teacher.F.net))
+    noise = seeded_noise(seeds, len(prompts), _shape(teacher.F.net), first_seed)
     cond = teacher.encoder.encode(prompts).repeat_interleave(seeds)
     w = torch.full((noise.shape[0],), float(cfg_scale))
     return to_pixels(teacher_sample(teacher, cond, w, noise, steps=steps, shift=shift), teacher.sigma_d)

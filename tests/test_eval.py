@@ -1,0 +1,146 @@
+"""Offline evaluation: the shipped digit classifier, FID on its features, adherence, ``tbcm eval``."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from tbcm.cli import main
+from tbcm.errors import UserError
+from tbcm.evaluation import (
+    accuracy,
+    adherence,
+    builtin_classifier_path,
+    digits_split,
+    fid,
+    load_classifier,
+)
+from tbcm.models.bundle import Bundle, ModelMeta, save_bundle
+from tbcm.models.student import LogvarHead
+from tbcm.models.text import PromptEncoder
+
+from .conftest import tiny_encoder, tiny_network
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def split():
+    return digits_split()
+
+
+def _student_dir(path, encoder=None):
+    net, enc = tiny_network(guidance=True, seed=1), encoder or tiny_encoder()
+    meta = ModelMeta(kind="student", sigma_d=0.5, channels=1, image_size=8, network=net.config.to_dict(),
+                     prompt_encoder=enc.config(), extra={"default_cfg_scale": 4.5, "shift": 2.5})
+    return save_bundle(Bundle(meta, net, enc, LogvarHead()), path)
+
+
+def _bad(argv, capsys):
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert err.startswith("tbcm: error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_split_and_shipped_classifier(split):
+    assert split.train_images.shape == (1197, 1, 8, 8) and split.heldout_images.shape == (600, 1, 8, 8)
+    assert torch.equal(split.heldout_labels.bincount(), torch.full((10,), 60))
+    assert split.heldout_images.min() >= -1 and split.heldout_images.max() <= 1
+    assert torch.equal(digits_split().heldout_images, split.heldout_images)  # fixed
+    assert sum(f.stat().st_size for f in builtin_classifier_path().iterdir()) < 512 * 1024
+    clf = load_classifier()
+    acc = accuracy(clf, split.heldout_images, split.heldout_labels)
+    assert acc >= 0.97, acc
+    assert acc == pytest.approx(clf.meta["heldout_accuracy"], abs=1e-5)
+    assert clf.meta["split"]["seed"] == 0
+    x = split.heldout_images[:5]
+    assert clf.features(x).shape == (5, 64) and clf(x).shape == (5, 10)
+    # no batch statistics: an image's features do not depend on the rest of the batch
+    assert torch.allclose(clf.features(x)[:1], clf.features(x[:1]), atol=1e-6)
+
+
+def test_fid_separates_real_from_noisy_and_noise(split):
+    held, train = split.heldout_images, split.train_images
+    gen = torch.Generator().manual_seed(0)
+    uniform = torch.rand(held.shape, generator=gen) * 2 - 1
+    noise_scale = fid(held, uniform)
+    assert noise_scale > 100
+    assert abs(fid(held, held)) < 1e-3 * noise_scale
+    real_vs_real = fid(train, held)
+    assert 0 < real_vs_real * 10 < noise_scale
+    assert fid(held, train) == pytest.approx(real_vs_real, rel=1e-6)  # symmetric
+    eps = torch.randn(held.shape, generator=gen)
+    noisy = [fid(held, held + std * eps) for std in (0.1, 0.3, 0.6)]
+    assert 0 < noisy[0] < noisy[1] < noisy[2], noisy
+    assert isinstance(noise_scale, float)
+
+
+def test_adherence_true_and_shuffled_labels(split):
+    held, labels = split.heldout_images, split.heldout_labels
+    assert adherence(held, labels) >= 0.97
+    shuffled = labels[torch.randperm(600, generator=torch.Generator().manual_seed(0))]
+    assert adherence(held, shuffled) == pytest.approx(0.1, abs=0.05)
+
+
+def test_eval_json_is_reproducible_and_finds_the_run_teacher(tmp_path, tiny_teacher_dir, capsys):
+    run = tmp_path / "run"
+    _student_dir(run / "student")
+    (run / "config.yaml").write_text(yaml.safe_dump({"teacher": str(tiny_teacher_dir)}))
+    argv = ["eval", str(run), "--steps", "1,2", "--n", "2", "--teacher", "2", "--seed", "3", "--json"]
+    outputs = []
+    for _ in range(2):
+        assert main(argv) == 0
+        out = capsys.readouterr().out.strip()
+        assert "\n" not in out
+        outputs.append(json.loads(out))
+    first, second = outputs
+    assert first == second
+    assert set(first["student"]) == {"1", "2"} and set(first["teacher"]) == {"2"}
+    for scores in [*first["student"].values(), *first["teacher"].values()]:
+        assert set(scores) == {"fid", "adherence"} and scores["fid"] >= 0 and 0 <= scores["adherence"] <= 1
+    assert first["n_per_class"] == 2 and first["cfg_scale"] == 4.5 and first["seed"] == 3
+    assert first["teacher_model"] == str(tiny_teacher_dir)
+    # another seed, other images
+    assert main([*argv[:-3], "--seed", "4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["student"] != first["student"]
+
+
+def test_eval_table_on_a_student_folder_with_the_builtin_teacher(tmp_path, capsys):
+    student = _student_dir(tmp_path / "student")
+    assert main(["eval", str(student), "--steps", "1", "--n", "1", "--teacher", "2", "--cfg", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "student" in out and "teacher" in out and "cfg 3.0" in out
+
+
+def test_eval_bad_input_exits_2_with_one_line(tmp_path, capsys):
+    student = _student_dir(tmp_path / "student")
+    assert "does not exist" in _bad(["eval", str(tmp_path / "missing")], capsys)
+    assert "--steps" in _bad(["eval", str(student), "--steps", "0"], capsys)
+    assert "--steps" in _bad(["eval", str(student), "--steps", "1,two"], capsys)
+    assert "--teacher" in _bad(["eval", str(student), "--teacher", "0"], capsys)
+    assert "--n" in _bad(["eval", str(student), "--n", "0"], capsys)
+    (tmp_path / "empty").mkdir()
+    assert "neither" in _bad(["eval", str(tmp_path / "empty")], capsys)
+    other = _student_dir(tmp_path / "cats", PromptEncoder(["a", "photo", "of", "cat"], dim=16, heads=2))
+    assert "'handwritten'" in _bad(["eval", str(other)], capsys)
+
+
+def test_classifier_train_writes_a_loadable_folder(tmp_path, capsys):
+    out = tmp_path / "clf"
+    assert main(["classifier", "train", "--out", str(out), "--steps", "3", "--no-progress"]) == 0
+    assert "held-out accuracy" in capsys.readouterr().out
+    clf = load_classifier(out)
+    assert clf.meta["split"] == {"seed": 0, "train": 1197, "heldout": 600}
+    assert clf.meta["training"]["steps"] == 3 and 0 <= clf.meta["heldout_accuracy"] <= 1
+    assert "--overwrite" in _bad(["classifier", "train", "--out", str(out), "--steps", "3"], capsys)
+    with pytest.raises(UserError, match="not a tbcm classifier"):
+        load_classifier(tmp_path)
