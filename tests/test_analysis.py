@@ -38,3 +38,14 @@ def test_discrepancy_rows(tiny_teacher_dir):
     for r in rows:
         if r.space == "diffusion":
             assert abs(r.std - 0.5) < 0.05 and abs(r.mean) < 0.05
+
+
+def test_discrepancy_command(tmp_path, tiny_teacher_dir, capsys):
+    from tbcm.cli import main
+
+    out = tmp_path / "disc"
+    assert main(["discrepancy", "--out", str(out), "--trajectories", "20", "--bins", "2",
+                 f"teacher={tiny_teacher_dir}", "pairs.route_points=4"]) == 0
+    assert {p.name for p in out.iterdir()} == {"discrepancy.md", "discrepancy.json", "discrepancy.png"}
+    assert "| generation |" in capsys.readouterr().out
+    assert main(["discrepancy", "--out", str(out), f"teacher={tiny_teacher_dir}"]) == 2  # exists, no --overwrite

@@ -65,6 +65,14 @@ def _parser() -> argparse.ArgumentParser:
     tt.add_argument("--no-progress", action="store_true")
     tt.add_argument("overrides", nargs="*", metavar="key=value")
 
+    dc = sub.add_parser("discrepancy", help="equivalent noise of trajectory states vs forward-noised real data, by t")
+    dc.add_argument("--out", required=True, help="folder for discrepancy.md, .json and .png")
+    dc.add_argument("--config", help="YAML config (the distill config: teacher, prompts, forward.data, pairs.*)")
+    dc.add_argument("--trajectories", type=int, default=256, help="teacher trajectories to roll out")
+    dc.add_argument("--bins", type=int, default=6, help="bins of t over (0, pi/2)")
+    dc.add_argument("--overwrite", action="store_true")
+    dc.add_argument("overrides", nargs="*", metavar="key=value")
+
     e = sub.add_parser("eval", help="FID and prompt adherence of a digits student (and its teacher)")
     e.add_argument("dir", metavar="DIR", help="a `tbcm distill` run folder or its student/ folder")
     e.add_argument("--steps", default="1,2,4", help="student step counts, comma-separated (default 1,2,4)")
@@ -128,6 +136,20 @@ def cmd_teacher_train(args) -> None:
     cfg = load_config(TeacherTrainConfig, args.config, overrides)
     out = train_teacher(cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress)
     print(f"teacher: {out}\nsamples: {out / 'samples.png'}\nuse it: tbcm distill --out RUN teacher={out}")
+
+
+def cmd_discrepancy(args) -> None:
+    from .analysis import write_report
+    from .config import DistillConfig, load_config
+    from .outputs import check_output_dir
+
+    if args.trajectories < 2 or args.bins < 1:
+        raise UserError(f"--trajectories must be >= 2 and --bins >= 1 (got {args.trajectories}, {args.bins})")
+    check_output_dir(args.out, args.overwrite)
+    cfg = load_config(DistillConfig, args.config, args.overrides)
+    write_report(cfg, args.out, args.trajectories, args.bins, args.overwrite)
+    print((Path(args.out) / "discrepancy.md").read_text().rstrip())
+    print(f"wrote {Path(args.out) / 'discrepancy.md'}, .json and .png")
 
 
 def cmd_sample(args) -> None:
@@ -201,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd_sample(args)
         elif args.command == "teacher" and args.teacher_command == "train":
             cmd_teacher_train(args)
+        elif args.command == "discrepancy":
+            cmd_discrepancy(args)
         elif args.command == "eval":
             cmd_eval(args)
         elif args.command == "classifier" and args.classifier_command == "train":
