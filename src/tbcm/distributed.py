@@ -72,12 +72,3 @@ def gather_objects(obj, info: DistInfo) -> list:
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
-
-
-def broadcast_flag(flag: bool, info: DistInfo) -> bool:
-    """Rank 0's decision, everywhere (so all ranks stop or save together)."""
-    if not info.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0])
-    dist.broadcast(t, src=0)
-    return bool(t.item())
