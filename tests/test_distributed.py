@@ -2,6 +2,7 @@
 batch: gradients (the JVP-built targets included) are really synchronised and averaged."""
 
 import tempfile
+import time
 
 import pytest
 import torch
@@ -41,6 +42,10 @@ def _shard(pairs: Pairs, rank: int, world: int) -> Pairs:
 
 
 def _worker(rank, world, init_file, teacher_dir, out_file, parallel):
+    import faulthandler
+    import sys
+
+    faulthandler.dump_traceback_later(60, exit=True, file=sys.stderr)  # a hung collective fails loudly
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
@@ -52,6 +57,8 @@ def _worker(rank, world, init_file, teacher_dir, out_file, parallel):
             state = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v) for k, v in state.items()}
         if rank == 0:
             torch.save(state, out_file)
+        del d  # free the DDP reducer / FSDP state while the process group is still alive
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
@@ -59,8 +66,14 @@ def _worker(rank, world, init_file, teacher_dir, out_file, parallel):
 def _two_process_weights(tmp_path, teacher_dir, parallel):
     init_file = tempfile.mktemp(dir=tmp_path)
     out_file = tmp_path / "rank0.pt"
-    mp.start_processes(_worker, args=(2, init_file, str(teacher_dir), str(out_file), parallel), nprocs=2,
-                       start_method="spawn")
+    ctx = mp.start_processes(_worker, args=(2, init_file, str(teacher_dir), str(out_file), parallel), nprocs=2,
+                             start_method="spawn", join=False)
+    deadline = time.time() + 120
+    while not ctx.join(timeout=1):
+        if time.time() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("the 2-process run did not finish in 120 s")
     return torch.load(out_file, weights_only=True)
 
 

@@ -119,3 +119,18 @@ def test_failed_save_leaves_the_previous_checkpoint_loadable(tmp_path, tiny_teac
     folder = tmp_path / "run" / "checkpoints"
     assert [p.name for p in folder.iterdir()] == ["step_00000002.pt"]  # no temp file left behind
     assert load_checkpoint(folder / "step_00000002.pt")["step"] == 2
+
+
+def test_relative_paths_are_saved_absolute_so_resume_works_from_elsewhere(tmp_path, tiny_teacher_dir, monkeypatch):
+    import shutil
+
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copytree(tiny_teacher_dir, work / "teacher")
+    (work / "p.txt").write_text("a handwritten digit 1\na handwritten digit 2\n")
+    monkeypatch.chdir(work)
+    assert main(["distill", "--out", "run", "--no-progress", "teacher=teacher", "prompts=p.txt", "steps=2", *RUN]) == 0
+    saved = load_config(DistillConfig, work / "run" / "config.yaml")
+    assert saved.teacher == str(work / "teacher") and saved.prompts == str(work / "p.txt")
+    monkeypatch.chdir(tmp_path)
+    assert main(["distill", "--resume", str(work / "run"), "--no-progress", "steps=3"]) == 0

@@ -95,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_distill(args) -> None:
     from .config import DistillConfig, load_config
+    from .distributed import shutdown
     from .distill import Distiller
     from .outputs import check_output_dir
 
@@ -115,14 +116,18 @@ def cmd_distill(args) -> None:
     if distiller.dist.is_main:
         print(f"student: {out / 'student'}\nsamples: {out / 'samples.png'}\nmetrics: {out / 'metrics.csv'}\n"
               f"steps: {distiller.step} ({distiller.skipped} skipped), peak memory: {distiller.peak_mem_mb:.0f} MB")
+    del distiller  # free the DDP reducer / FSDP state before the process group goes
+    shutdown()
 
 
 def cmd_trajectories(args) -> None:
     from .config import DistillConfig, load_config
+    from .distributed import shutdown
     from .trajectories import write_cache_from_config
 
     cfg = load_config(DistillConfig, args.config, args.overrides)
     out = write_cache_from_config(cfg, args.out, progress=not args.no_progress)
+    shutdown()
     print(f"trajectory cache: {out}\ntrain on it: tbcm distill --out RUN source=cache cache.dir={out}")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import MISSING as NO_FACTORY
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -167,6 +167,20 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
         raise UserError(_omegaconf_message(exc, schema)) from None
     validate(obj)
     return obj
+
+
+def with_absolute_paths(cfg: DistillConfig) -> DistillConfig:
+    """A copy whose path-valued keys (teacher, prompts, forward.data, cache.dir) are absolute when
+    they name existing files, so a saved config works from any working folder (resume, eval)."""
+
+    def absolute(value: str) -> str:
+        return str(Path(value).resolve()) if value and Path(value).exists() else value
+
+    return replace(cfg, teacher=absolute(cfg.teacher) if cfg.teacher != "builtin" else cfg.teacher,
+                   prompts=absolute(cfg.prompts) if cfg.prompts != "builtin" else cfg.prompts,
+                   forward=replace(cfg.forward, data=cfg.forward.data if cfg.forward.data == "digits"
+                                   else absolute(cfg.forward.data)),
+                   cache=replace(cfg.cache, dir=absolute(cfg.cache.dir)))
 
 
 def save_config(cfg, path: str | Path) -> None:

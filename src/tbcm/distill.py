@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from . import distributed as dist_utils
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import DistillConfig, save_config
+from .config import DistillConfig, save_config, with_absolute_paths
 from .data import read_prompts_file
 from .ema import EMA
 from .errors import TrainingStopped, UserError
@@ -277,7 +277,7 @@ class Distiller:
                 shutil.rmtree(out)
         if main:
             out.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, out / "config.yaml")
+            save_config(with_absolute_paths(cfg), out / "config.yaml")  # rerunnable from anywhere
         log = MetricsLog(out / "metrics.csv", tensorboard_dir=out / "tensorboard", resume_from=self.step) if main else None
         bar = tqdm(total=cfg.steps, initial=self.step, desc="distill", disable=not (progress and main), dynamic_ncols=True)
         start = time.perf_counter()

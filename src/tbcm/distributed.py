@@ -72,3 +72,10 @@ def gather_objects(obj, info: DistInfo) -> list:
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
+
+
+def shutdown() -> None:
+    """Leave the process group cleanly (call after the DDP/FSDP modules are gone)."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
