@@ -29,7 +29,7 @@ def _cli(*args):
 def test_sigkilled_run_resumes_to_the_same_weights(tmp_path, tiny_teacher_dir):
     common = [f"teacher={tiny_teacher_dir}", "steps=12", *RUN]
     straight = tmp_path / "straight"
-    assert _cli("distill", "--out", str(straight), "--no-progress", *common).wait() == 0
+    assert _cli("distill", "--out", str(straight), "--no-progress", *common).wait(timeout=300) == 0
 
     killed = tmp_path / "killed"
     proc = _cli("distill", "--out", str(killed), "--no-progress", *common)
@@ -43,7 +43,7 @@ def test_sigkilled_run_resumes_to_the_same_weights(tmp_path, tiny_teacher_dir):
     for ckpt in list_checkpoints(killed / "checkpoints"):
         load_checkpoint(ckpt)  # every checkpoint on disk loads
     resumed = _cli("distill", "--resume", str(killed), "--no-progress")
-    assert resumed.wait() == 0, resumed.stderr.read()
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
 
     a = load_checkpoint(list_checkpoints(straight / "checkpoints")[-1])
     b = load_checkpoint(list_checkpoints(killed / "checkpoints")[-1])
