@@ -34,3 +34,14 @@ def tiny_teacher_dir(tmp_path):
     meta = ModelMeta(kind="teacher", sigma_d=0.5, channels=1, image_size=8,
                      network=net.config.to_dict(), prompt_encoder=enc.config())
     return save_bundle(Bundle(meta, net, enc), tmp_path / "teacher")
+
+
+def assert_cli_error(argv, capsys) -> str:
+    """Run the CLI on bad input: exit 2, one line on stderr, no traceback. Returns the line."""
+    from tbcm.cli import main
+
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert err.startswith("tbcm: error: ") and "\n" not in err and "Traceback" not in err
+    return err

@@ -12,6 +12,8 @@ from safetensors.torch import load_file
 
 from tbcm.cli import main
 
+from .conftest import assert_cli_error
+
 FAST = ["steps=2", "prompts_per_step=2", "pairs.route_points=4", "sample.seeds=2", "sample.teacher_steps=3",
         "sample.prompts=[a handwritten digit 3,a handwritten digit 8]", "log_every=1"]
 
@@ -63,14 +65,6 @@ def test_distill_then_sample(tmp_path, tiny_teacher_dir, prompts_file, capsys):
     assert not np.array_equal(b, c)
 
 
-def _bad(argv, capsys):
-    rc = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert rc == 2, err
-    assert err.startswith("tbcm: error: ") and "\n" not in err and "Traceback" not in err
-    return err
-
-
 @pytest.mark.parametrize("override,needle", [
     ("steps=0", "steps=0"),
     ("optim.lr=-1", "optim.lr"),
@@ -82,26 +76,26 @@ def _bad(argv, capsys):
 ])
 def test_bad_config_values_exit_2_and_write_nothing(tmp_path, override, needle, capsys):
     out = tmp_path / "run"
-    err = _bad(["distill", "--out", str(out), override], capsys)
+    err = assert_cli_error(["distill", "--out", str(out), override], capsys)
     assert needle in err
     assert not out.exists() and not list(tmp_path.glob(".run*"))
 
 
 def test_bad_teacher_and_prompts(tmp_path, tiny_teacher_dir, capsys):
     out = tmp_path / "run"
-    assert "does not exist" in _bad(["distill", "--out", str(out), f"teacher={tmp_path / 'nope'}"], capsys)
+    assert "does not exist" in assert_cli_error(["distill", "--out", str(out), f"teacher={tmp_path / 'nope'}"], capsys)
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "model.yaml").write_text("{{{ not yaml")
-    assert "malformed" in _bad(["distill", "--out", str(out), f"teacher={broken}"], capsys)
+    assert "malformed" in assert_cli_error(["distill", "--out", str(out), f"teacher={broken}"], capsys)
     (broken / "model.yaml").write_text((tiny_teacher_dir / "model.yaml").read_text())
-    assert "weights" in _bad(["distill", "--out", str(out), f"teacher={broken}"], capsys)
+    assert "weights" in assert_cli_error(["distill", "--out", str(out), f"teacher={broken}"], capsys)
     empty = tmp_path / "empty.txt"
     empty.write_text("\n \n")
-    assert "no prompts" in _bad(["distill", "--out", str(out), f"prompts={empty}"], capsys)
+    assert "no prompts" in assert_cli_error(["distill", "--out", str(out), f"prompts={empty}"], capsys)
     cats = tmp_path / "cats.txt"
     cats.write_text("a handwritten digit 1\na photo of a cat\n")
-    err = _bad(["distill", "--out", str(out), f"prompts={cats}"], capsys)
+    err = assert_cli_error(["distill", "--out", str(out), f"prompts={cats}"], capsys)
     assert "'photo'" in err and "use only these words" in err
     assert not out.exists()
 
@@ -110,17 +104,17 @@ def test_existing_output_is_refused_and_survives_bad_input_even_with_overwrite(t
     out = tmp_path / "run"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
-    assert "--overwrite" in _bad(["distill", "--out", str(out)], capsys)
+    assert "--overwrite" in assert_cli_error(["distill", "--out", str(out)], capsys)
     # --overwrite clears the folder only once config, teacher and prompts have been checked
-    _bad(["distill", "--out", str(out), "--overwrite", f"teacher={tmp_path / 'missing'}"], capsys)
-    _bad(["distill", "--out", str(out), "--overwrite", "optim.lr=-1"], capsys)
+    assert_cli_error(["distill", "--out", str(out), "--overwrite", f"teacher={tmp_path / 'missing'}"], capsys)
+    assert_cli_error(["distill", "--out", str(out), "--overwrite", "optim.lr=-1"], capsys)
     assert (out / "precious.txt").read_text() == "keep me"
     assert main(["distill", "--out", str(out), "--overwrite", "--no-progress", f"teacher={tiny_teacher_dir}", *FAST]) == 0
     assert not (out / "precious.txt").exists() and (out / "student" / "model.yaml").is_file()
 
 
 def test_sample_bad_input(tmp_path, capsys):
-    assert "does not exist" in _bad(["sample", "--student", str(tmp_path / "none"), "--prompt", "x",
+    assert "does not exist" in assert_cli_error(["sample", "--student", str(tmp_path / "none"), "--prompt", "x",
                                      "--out", str(tmp_path / "a.png")], capsys)
 
 
@@ -142,7 +136,7 @@ def test_teacher_train_on_npz_feeds_distill(tmp_path, capsys):
                f"prompts={prompts}", "steps=1", "prompts_per_step=2", "pairs.route_points=3", "sample.seeds=1",
                "sample.teacher_steps=2"])
     assert rc == 0
-    err = _bad(["distill", "--out", str(tmp_path / "run2"), f"teacher={teacher}", f"prompts={prompts}",
+    err = assert_cli_error(["distill", "--out", str(tmp_path / "run2"), f"teacher={teacher}", f"prompts={prompts}",
                 "sample.prompts=[a toy bird]"], capsys)
     assert "'bird'" in err
 

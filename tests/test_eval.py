@@ -20,7 +20,7 @@ from tbcm.models.bundle import Bundle, ModelMeta, save_bundle
 from tbcm.models.student import LogvarHead
 from tbcm.models.text import PromptEncoder
 
-from .conftest import tiny_encoder, tiny_network
+from .conftest import assert_cli_error, tiny_encoder, tiny_network
 
 
 @pytest.fixture(autouse=True)
@@ -41,14 +41,6 @@ def _student_dir(path, encoder=None):
     meta = ModelMeta(kind="student", sigma_d=0.5, channels=1, image_size=8, network=net.config.to_dict(),
                      prompt_encoder=enc.config(), extra={"default_cfg_scale": 4.5, "shift": 2.5})
     return save_bundle(Bundle(meta, net, enc, LogvarHead()), path)
-
-
-def _bad(argv, capsys):
-    rc = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert rc == 2, err
-    assert err.startswith("tbcm: error: ") and "\n" not in err and "Traceback" not in err
-    return err
 
 
 def test_split_and_shipped_classifier(split):
@@ -123,15 +115,15 @@ def test_eval_table_on_a_student_folder_with_the_builtin_teacher(tmp_path, capsy
 
 def test_eval_bad_input_exits_2_with_one_line(tmp_path, capsys):
     student = _student_dir(tmp_path / "student")
-    assert "does not exist" in _bad(["eval", str(tmp_path / "missing")], capsys)
-    assert "--steps" in _bad(["eval", str(student), "--steps", "0"], capsys)
-    assert "--steps" in _bad(["eval", str(student), "--steps", "1,two"], capsys)
-    assert "--teacher" in _bad(["eval", str(student), "--teacher", "0"], capsys)
-    assert "--n" in _bad(["eval", str(student), "--n", "0"], capsys)
+    assert "does not exist" in assert_cli_error(["eval", str(tmp_path / "missing")], capsys)
+    assert "--steps" in assert_cli_error(["eval", str(student), "--steps", "0"], capsys)
+    assert "--steps" in assert_cli_error(["eval", str(student), "--steps", "1,two"], capsys)
+    assert "--teacher" in assert_cli_error(["eval", str(student), "--teacher", "0"], capsys)
+    assert "--n" in assert_cli_error(["eval", str(student), "--n", "0"], capsys)
     (tmp_path / "empty").mkdir()
-    assert "neither" in _bad(["eval", str(tmp_path / "empty")], capsys)
+    assert "neither" in assert_cli_error(["eval", str(tmp_path / "empty")], capsys)
     other = _student_dir(tmp_path / "cats", PromptEncoder(["a", "photo", "of", "cat"], dim=16, heads=2))
-    assert "'handwritten'" in _bad(["eval", str(other)], capsys)
+    assert "'handwritten'" in assert_cli_error(["eval", str(other)], capsys)
 
 
 def test_classifier_train_writes_a_loadable_folder(tmp_path, capsys):
@@ -141,6 +133,6 @@ def test_classifier_train_writes_a_loadable_folder(tmp_path, capsys):
     clf = load_classifier(out)
     assert clf.meta["split"] == {"seed": 0, "train": 1197, "heldout": 600}
     assert clf.meta["training"]["steps"] == 3 and 0 <= clf.meta["heldout_accuracy"] <= 1
-    assert "--overwrite" in _bad(["classifier", "train", "--out", str(out), "--steps", "3"], capsys)
+    assert "--overwrite" in assert_cli_error(["classifier", "train", "--out", str(out), "--steps", "3"], capsys)
     with pytest.raises(UserError, match="not a tbcm classifier"):
         load_classifier(tmp_path)

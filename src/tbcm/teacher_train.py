@@ -19,7 +19,7 @@ from .data import load_training_data
 from .errors import UserError
 from .grids import grid_image, save_png
 from .metrics_log import MetricsLog
-from .models.bundle import Bundle, ModelMeta, save_bundle
+from .models.bundle import Bundle, ModelMeta, write_bundle_files
 from .models.dit import TinyDiT
 from .models.teacher import Teacher
 from .models.text import PromptEncoder, tokenize_words
@@ -103,10 +103,7 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, overwrite: bool = Fa
         meta = ModelMeta(kind="teacher", sigma_d=cfg.sigma_d, channels=channels, image_size=cfg.image_size,
                          network=final.network.config.to_dict(), prompt_encoder=final.encoder.config(),
                          extra={"trained_on": cfg.data, "images": n, "steps": cfg.steps})
-        save_bundle(Bundle(meta, final.network, final.encoder), tmp / "model")
-        for f in (tmp / "model").iterdir():  # the teacher folder is `out` itself
-            f.rename(tmp / f.name)
-        (tmp / "model").rmdir()
+        write_bundle_files(Bundle(meta, final.network, final.encoder), tmp)  # `out` is the teacher folder
         teacher = Teacher(final.network.eval(), final.encoder.eval(), cfg.sigma_d)
         prompts = sorted(set(data.prompts))[:10]
         pixels = teacher_samples(teacher, prompts, cfg.sample_cfg_scale, cfg.sample_steps, seeds=8)

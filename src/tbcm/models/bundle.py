@@ -69,17 +69,23 @@ def _state_to_disk(module: nn.Module) -> dict:
     return {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
 
 
+def write_bundle_files(bundle: Bundle, folder: Path) -> None:
+    """Write a model folder's files into an existing ``folder`` (no atomicity of its own)."""
+    folder = Path(folder)
+    (folder / "model.yaml").write_text(yaml.safe_dump(bundle.meta.to_dict(), sort_keys=False))
+    save_file(_state_to_disk(bundle.network), str(folder / "network.safetensors"))
+    save_file(_state_to_disk(bundle.encoder), str(folder / "prompt_encoder.safetensors"))
+    if bundle.logvar_head is not None:
+        save_file(_state_to_disk(bundle.logvar_head), str(folder / "logvar_head.safetensors"))
+
+
 def save_bundle(bundle: Bundle, path: str | os.PathLike) -> Path:
     """Write a model folder atomically: a temp folder beside ``path``, renamed into place.
 
     An existing folder at ``path`` is replaced only after the new one is complete.
     """
     with staged_dir(path) as tmp:
-        (tmp / "model.yaml").write_text(yaml.safe_dump(bundle.meta.to_dict(), sort_keys=False))
-        save_file(_state_to_disk(bundle.network), str(tmp / "network.safetensors"))
-        save_file(_state_to_disk(bundle.encoder), str(tmp / "prompt_encoder.safetensors"))
-        if bundle.logvar_head is not None:
-            save_file(_state_to_disk(bundle.logvar_head), str(tmp / "logvar_head.safetensors"))
+        write_bundle_files(bundle, tmp)
     return Path(path)
 
 

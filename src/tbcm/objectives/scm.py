@@ -113,10 +113,8 @@ def scm_loss(student, pairs: Pairs, sigma_d: float, r: float, cfg: SCMConfig, jv
     mask = pairs.mask.to(loss_i.dtype)
     denom = mask.sum().clamp(min=1.0) if denominator is None else max(float(denominator), 1e-12)
     loss = (loss_i * mask).sum() / denom
-    stats = {
-        "loss": float(loss.detach()),
-        "mse": float((per_sample.detach() * mask).sum() / mask.sum().clamp(min=1.0)),
-        "g_rms": float(g_rms.mean()),
-        "kept": float(mask.mean()),
-    }
+    # One device-to-host copy for all statistics (each float() would be a sync on a GPU).
+    values = torch.stack([loss.detach(), (per_sample.detach() * mask).sum() / mask.sum().clamp(min=1.0),
+                          g_rms.mean(), mask.mean()]).tolist()
+    stats = dict(zip(("loss", "mse", "g_rms", "kept"), values))
     return loss, stats

@@ -46,13 +46,8 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _replace_atomically(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it onto ``path``."""
-    atomic_write(path, lambda tmp: write(str(tmp)))
-
-
 def _write_json(path: Path, obj: dict) -> None:
-    _replace_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1) + "\n"))
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1) + "\n"))
 
 
 def _read_json(path: Path) -> dict | None:
@@ -123,11 +118,11 @@ def write_trajectory_cache(source, prompts: list[str], out_dir, num_shards: int,
         tensors = {name: getattr(pairs, name).detach().cpu().contiguous() for name in FIELDS}
         digest = {}
 
-        def save(tmp: str) -> None:
-            safetensors.torch.save_file(tensors, tmp)
-            digest["sha256"] = _sha256(Path(tmp).read_bytes())
+        def save(tmp: Path) -> None:
+            safetensors.torch.save_file(tensors, str(tmp))
+            digest["sha256"] = _sha256(tmp.read_bytes())
 
-        _replace_atomically(shard_path(out_dir, i), save)
+        atomic_write(shard_path(out_dir, i), save)
         _write_json(sidecar_path(out_dir, i), {"sha256": digest["sha256"], "pairs": len(pairs),
                                                "trajectories": prompts_per_shard})
     return out_dir
