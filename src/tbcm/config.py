@@ -54,7 +54,10 @@ class CacheConfig:
 
 @dataclass
 class DistillConfig:
-    teacher: str = "builtin"  # a teacher folder, or "builtin"
+    teacher: str = "builtin"  # a teacher folder (tbcm, or a diffusers Sana pipeline folder), or "builtin"
+    teacher_dtype: str = "fp32"  # diffusers teachers: "fp32", "bf16" or "fp16" (teacher + text encoder)
+    teacher_time_multiplier: float = 0.0  # diffusers Sana: network timestep = this * tau; 0 = from its config
+    text_cache: str = "default"  # per-prompt text-encoder outputs: "default" ($TBCM_CACHE), a folder, or "none"
     prompts: str = "builtin"  # a text file, one prompt per line, or "builtin"
     seed: int = 0
     steps: int = 1200  # optimiser steps
@@ -248,6 +251,10 @@ def validate(cfg) -> None:
         _check(cfg.parallel in ("ddp", "fsdp2"), "parallel", cfg.parallel, "'ddp' or 'fsdp2'")
         _check(cfg.device in ("auto", "cpu", "cuda"), "device", cfg.device, "'auto', 'cpu' or 'cuda'")
         _check(cfg.threads >= 0, "threads", cfg.threads, ">= 0 (0 = default)")
+        _check(cfg.teacher_dtype in ("fp32", "bf16", "fp16"), "teacher_dtype", cfg.teacher_dtype,
+               "'fp32', 'bf16' or 'fp16'")
+        _check(cfg.teacher_time_multiplier >= 0, "teacher_time_multiplier", cfg.teacher_time_multiplier,
+               ">= 0 (0 = from the teacher's config)")
     elif isinstance(cfg, TeacherTrainConfig):
         _check(cfg.steps >= 1, "steps", cfg.steps, "a positive integer")
         _check(cfg.batch_size >= 1, "batch_size", cfg.batch_size, "a positive integer")

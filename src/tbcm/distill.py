@@ -14,6 +14,7 @@ by FSDP2), and rank 0 alone writes files.
 
 from __future__ import annotations
 
+import copy
 import math
 import resource
 import shutil
@@ -52,10 +53,18 @@ def load_teacher_and_prompts(cfg: DistillConfig):
 
     Raises :class:`UserError` for a bad teacher folder, prompts file or prompt.
     """
-    bundle = load_bundle(cfg.teacher, expect_kind="teacher")
+    bundle = load_bundle(cfg.teacher, expect_kind="teacher", **teacher_options(cfg))
     prompts = load_prompts(cfg.prompts)
     teacher = Teacher.from_bundle(bundle)
-    return bundle, teacher, prompts, teacher.encoder.encode(prompts)
+    if bundle.meta.family == "tbcm":
+        return bundle, teacher, prompts, teacher.encoder.encode(prompts)
+    return bundle, teacher, prompts, teacher.encoder.encode(prompts, progress=True)
+
+
+def teacher_options(cfg: DistillConfig) -> dict:
+    """How to load a diffusers teacher (ignored by tbcm teacher folders)."""
+    return {"dtype": cfg.teacher_dtype, "text_cache": None if cfg.text_cache == "none" else cfg.text_cache,
+            "time_multiplier": cfg.teacher_time_multiplier or None}
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -94,7 +103,10 @@ class Distiller:
         self.conds = self.conds.to(self.device)
         self.source = self._make_source()
 
-        student_net = self.teacher_bundle.network.with_guidance_embed()
+        student_net = self.teacher_bundle.network.with_guidance_embed().float()
+        # A fresh CPU copy to load EMA weights into at the end (cheaper than rebuilding it, and the
+        # live student may be sharded).
+        self._student_template = copy.deepcopy(student_net).cpu()
         student_net.gradient_checkpointing = cfg.grad_checkpointing
         self.student = Student(student_net, meta.sigma_d, meta.timestep_scale).to(self.device).train()
         self.model = self._wrap_parallel(self.student)  # the gradient path; the JVP uses self.student
@@ -110,6 +122,13 @@ class Distiller:
 
     def _make_source(self):
         cfg, rank, world = self.cfg, self.dist.rank, self.dist.world_size
+        family = self.teacher_bundle.meta.family
+        if family != "tbcm" and cfg.source == "forward":
+            raise UserError(f"source=forward trains on real images encoded by the VAE, which tbcm does not do for "
+                            f"{family} teachers: use source=trajectory (TBCM needs no images) or teacher_x0")
+        if family != "tbcm" and cfg.pairs.blank_threshold > 0:
+            raise UserError(f"pairs.blank_threshold needs the latent of a blank image, unknown for {family} teachers: "
+                            "set pairs.blank_threshold=0")
         if cfg.source == "cache":
             from .pairs.cache import CachePairSource
 
@@ -253,9 +272,9 @@ class Distiller:
         """An unsharded CPU copy of the student holding the EMA weights. Collective under FSDP2."""
         ema_state = self.ema.full_state_dict()
         meta = self.teacher_bundle.meta
-        copy = Student(self.teacher_bundle.network.with_guidance_embed().cpu(), meta.sigma_d, meta.timestep_scale)
-        copy.load_state_dict(ema_state)
-        return copy.eval()
+        student = Student(copy.deepcopy(self._student_template), meta.sigma_d, meta.timestep_scale)
+        student.load_state_dict(ema_state)
+        return student.eval()
 
     def run(self, out: str | Path, overwrite: bool = False, progress: bool = True, resume: bool = False) -> Path:
         """Train to ``cfg.steps``; write ``out/{config.yaml, metrics.csv, checkpoints/, student/, samples*.png}``.
@@ -321,7 +340,7 @@ class Distiller:
         meta = ModelMeta(
             kind="student", sigma_d=tmeta.sigma_d, channels=tmeta.channels, image_size=tmeta.image_size,
             network=student.network.config.to_dict(), prompt_encoder=self.encoder.config(),
-            timestep_scale=tmeta.timestep_scale, blank_value=tmeta.blank_value,
+            timestep_scale=tmeta.timestep_scale, blank_value=tmeta.blank_value, family=tmeta.family,
             extra={"teacher": str(self.cfg.teacher), "steps": self.step, "skipped_steps": self.skipped,
                    "default_cfg_scale": self.cfg.sample.cfg_scale, "shift": self.cfg.sample.shift},
         )
@@ -332,11 +351,13 @@ class Distiller:
         """Teacher (guided, many steps) beside the student (1, 2, 4 steps): same prompts, same seeds."""
         s, prompts = self.cfg.sample, self.grid_prompts
         rows = len(prompts)
-        teacher = self.teacher.to("cpu")
+        teacher, decode = self.teacher.to("cpu"), self.teacher_bundle.decode
         named = [(f"teacher {s.teacher_steps} steps",
-                  grid_image(teacher_samples(teacher, prompts, s.cfg_scale, s.teacher_steps, s.seeds, s.shift), rows))]
+                  grid_image(teacher_samples(teacher, prompts, s.cfg_scale, s.teacher_steps, s.seeds, s.shift,
+                                             decode=decode), rows))]
         for n in s.student_steps:
-            pixels = student_samples(student, self.encoder.to("cpu"), prompts, s.cfg_scale, n, s.seeds, s.shift)
+            pixels = student_samples(student, self.encoder.to("cpu"), prompts, s.cfg_scale, n, s.seeds, s.shift,
+                                     decode=decode)
             named.append((f"student {n} step{'s' if n > 1 else ''}", grid_image(pixels, rows)))
         for title, im in named:
             save_png(im, folder / f"samples_{title.replace(' ', '_')}.png")

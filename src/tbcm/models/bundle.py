@@ -8,6 +8,9 @@ A folder written by :func:`save_bundle` holds
 * ``logvar_head.safetensors``    -- students only: the learned loss weighting head.
 
 The built-in teacher is such a folder inside the package (``tbcm/assets/teacher``).
+A diffusers Sana pipeline folder (``model_index.json``) is also a teacher, and a Sana student is a
+``model.yaml`` with ``family: sana`` beside a diffusers ``transformer/`` folder
+(:mod:`tbcm.models.sana_bundle`).
 Every problem on load is a :class:`UserError` naming the folder and what to do.
 """
 
@@ -18,9 +21,11 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from typing import Callable
+
 import yaml
 from safetensors.torch import load_file, save_file
-from torch import nn
+from torch import Tensor, nn
 
 from ..atomic import staged_dir
 from ..errors import UserError, brief
@@ -52,6 +57,7 @@ class ModelMeta:
     timestep_scale: float = 1000.0
     blank_value: float = -1.0  # flow-space pixel value of a blank image (degenerate filter)
     extra: dict = field(default_factory=dict)  # provenance: training config, source teacher, ...
+    family: str = "tbcm"  # "tbcm" (TinyDiT + word encoder) or "sana" (diffusers SanaTransformer2DModel)
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, **{k: getattr(self, k) for k in self.__dataclass_fields__}}
@@ -59,10 +65,15 @@ class ModelMeta:
 
 @dataclass
 class Bundle:
+    """``network(x_flow, tau * timestep_scale, cond, guidance=None) -> v``; ``encoder.encode(prompts)``;
+    ``decode(x0)`` TrigFlow-space samples ``[B, C, H, W]`` -> pixels ``[B, 3 or 1, H', W']`` in [-1, 1]
+    (``None``: the samples are pixels already)."""
+
     meta: ModelMeta
-    network: TinyDiT
-    encoder: PromptEncoder
+    network: nn.Module
+    encoder: nn.Module
     logvar_head: nn.Module | None = None
+    decode: Callable[[Tensor], Tensor] | None = None
 
 
 def _state_to_disk(module: nn.Module) -> dict:
@@ -72,6 +83,10 @@ def _state_to_disk(module: nn.Module) -> dict:
 def write_bundle_files(bundle: Bundle, folder: Path) -> None:
     """Write a model folder's files into an existing ``folder`` (no atomicity of its own)."""
     folder = Path(folder)
+    if bundle.meta.family == "sana":
+        from .sana_bundle import write_sana_student
+
+        return write_sana_student(bundle, folder)
     (folder / "model.yaml").write_text(yaml.safe_dump(bundle.meta.to_dict(), sort_keys=False))
     save_file(_state_to_disk(bundle.network), str(folder / "network.safetensors"))
     save_file(_state_to_disk(bundle.encoder), str(folder / "prompt_encoder.safetensors"))
@@ -93,11 +108,20 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
     return builtin_teacher_path() if str(path) == BUILTIN else Path(path)
 
 
-def load_bundle(path: str | os.PathLike, expect_kind: str | None = None) -> Bundle:
-    """Load a model folder (``"builtin"`` is the shipped teacher). Raises :class:`UserError`."""
+def load_bundle(path: str | os.PathLike, expect_kind: str | None = None, **options) -> Bundle:
+    """Load a model folder (``"builtin"`` is the shipped teacher). Raises :class:`UserError`.
+
+    ``options`` go to the Sana loader (``dtype``, ``text_cache``) and are ignored otherwise.
+    """
     from .student import LogvarHead  # local: student imports this module
 
     path = resolve_model_path(path)
+    if (path / "model_index.json").is_file():  # a diffusers pipeline folder: a Sana teacher
+        from .sana_bundle import load_sana_teacher
+
+        if expect_kind not in (None, "teacher"):
+            raise UserError(f"{path} is a diffusers pipeline (a teacher), not a {expect_kind}")
+        return load_sana_teacher(path, **options)
     what = expect_kind or "model"
     hint = {
         "teacher": "pass a folder written by `tbcm teacher train` (or teacher=builtin)",
@@ -117,6 +141,10 @@ def load_bundle(path: str | os.PathLike, expect_kind: str | None = None) -> Bund
         raise UserError(f"{meta_file} is malformed ({brief(exc)}): {hint}") from None
     if expect_kind and meta.kind != expect_kind:
         raise UserError(f"{path} holds a {meta.kind}, not a {expect_kind}: {hint}")
+    if meta.family == "sana":
+        from .sana_bundle import load_sana_student
+
+        return load_sana_student(path, meta, **options)
     try:
         network = TinyDiT(DiTConfig(**meta.network))
         encoder = PromptEncoder(**meta.prompt_encoder)
