@@ -83,10 +83,10 @@ def _state_to_disk(module: nn.Module) -> dict:
 def write_bundle_files(bundle: Bundle, folder: Path) -> None:
     """Write a model folder's files into an existing ``folder`` (no atomicity of its own)."""
     folder = Path(folder)
-    if bundle.meta.family == "sana":
-        from .sana_bundle import write_sana_student
+    if bundle.meta.family != "tbcm":
+        from .families import family_module
 
-        return write_sana_student(bundle, folder)
+        return family_module(bundle.meta.family).write_student(bundle, folder)
     (folder / "model.yaml").write_text(yaml.safe_dump(bundle.meta.to_dict(), sort_keys=False))
     save_file(_state_to_disk(bundle.network), str(folder / "network.safetensors"))
     save_file(_state_to_disk(bundle.encoder), str(folder / "prompt_encoder.safetensors"))
@@ -108,6 +108,13 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
     return builtin_teacher_path() if str(path) == BUILTIN else Path(path)
 
 
+def hint_for(kind: str | None) -> str:
+    return {
+        "teacher": "pass a folder written by `tbcm teacher train`, a diffusers Sana pipeline folder, or teacher=builtin",
+        "student": "pass DIR/student of a `tbcm distill` run",
+    }.get(kind or "", "pass a folder written by tbcm")
+
+
 def load_bundle(path: str | os.PathLike, expect_kind: str | None = None, **options) -> Bundle:
     """Load a model folder (``"builtin"`` is the shipped teacher). Raises :class:`UserError`.
 
@@ -116,17 +123,14 @@ def load_bundle(path: str | os.PathLike, expect_kind: str | None = None, **optio
     from .student import LogvarHead  # local: student imports this module
 
     path = resolve_model_path(path)
-    if (path / "model_index.json").is_file():  # a diffusers pipeline folder: a Sana teacher
-        from .sana_bundle import load_sana_teacher
+    if (path / "model_index.json").is_file():  # a diffusers pipeline folder: a teacher
+        from .families import family_module, family_of_pipeline
 
         if expect_kind not in (None, "teacher"):
-            raise UserError(f"{path} is a diffusers pipeline (a teacher), not a {expect_kind}")
-        return load_sana_teacher(path, **options)
+            raise UserError(f"{path} is a diffusers pipeline (a teacher), not a {expect_kind}: {hint_for(expect_kind)}")
+        return family_module(family_of_pipeline(path)).load_teacher(path, **options)
     what = expect_kind or "model"
-    hint = {
-        "teacher": "pass a folder written by `tbcm teacher train` (or teacher=builtin)",
-        "student": "pass DIR/student of a `tbcm distill` run",
-    }.get(expect_kind or "", "pass a folder written by tbcm")
+    hint = hint_for(expect_kind)
     if not path.is_dir():
         raise UserError(f"{what} folder {path} does not exist: {hint}")
     meta_file = path / "model.yaml"
@@ -141,10 +145,10 @@ def load_bundle(path: str | os.PathLike, expect_kind: str | None = None, **optio
         raise UserError(f"{meta_file} is malformed ({brief(exc)}): {hint}") from None
     if expect_kind and meta.kind != expect_kind:
         raise UserError(f"{path} holds a {meta.kind}, not a {expect_kind}: {hint}")
-    if meta.family == "sana":
-        from .sana_bundle import load_sana_student
+    if meta.family != "tbcm":
+        from .families import family_module
 
-        return load_sana_student(path, meta, **options)
+        return family_module(meta.family).load_student(path, meta, **options)
     try:
         network = TinyDiT(DiTConfig(**meta.network))
         encoder = PromptEncoder(**meta.prompt_encoder)

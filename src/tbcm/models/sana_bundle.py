@@ -23,6 +23,7 @@ from .bundle import Bundle, ModelMeta
 from .sana import SANA_SIGMA_D, SanaVelocityNet, load_sana_transformer, pipeline_class_name, use_math_cross_attention
 from .sana_text import SanaPromptEncoder
 
+PIPELINE_PREFIXES = ("Sana",)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -62,14 +63,11 @@ def latent_decoder(folder: str | os.PathLike, sigma_d: float):
     return decode
 
 
-def load_sana_teacher(path: str | os.PathLike, dtype: str | torch.dtype | None = None,
+def load_teacher(path: str | os.PathLike, dtype: str | torch.dtype | None = None,
                       text_cache: str | None = "default", time_multiplier: float | None = None) -> Bundle:
     """The teacher of a Sana pipeline folder. ``time_multiplier`` overrides what the config implies."""
     path = Path(path)
     cls = pipeline_class_name(path)
-    if "Sana" not in cls:
-        raise UserError(f"{path} holds a {cls or 'diffusers'} pipeline; tbcm distills Sana pipelines (SanaPipeline, "
-                        "SanaSprintPipeline): pass a Sana folder")
     dt = _dtype(dtype)
     transformer = load_sana_transformer(path / "transformer", dt).eval().requires_grad_(False)
     if transformer.config.guidance_embeds:
@@ -85,7 +83,7 @@ def load_sana_teacher(path: str | os.PathLike, dtype: str | torch.dtype | None =
     return Bundle(meta, network, encoder, None, latent_decoder(path, SANA_SIGMA_D))
 
 
-def write_sana_student(bundle: Bundle, folder: Path) -> None:
+def write_student(bundle: Bundle, folder: Path) -> None:
     """``model.yaml`` + ``transformer/`` (diffusers) + ``logvar_head.safetensors`` into ``folder``."""
     (folder / "model.yaml").write_text(yaml.safe_dump(bundle.meta.to_dict(), sort_keys=False))
     bundle.network.transformer.save_pretrained(str(folder / "transformer"), safe_serialization=True)
@@ -94,9 +92,9 @@ def write_sana_student(bundle: Bundle, folder: Path) -> None:
         save_file(state, str(folder / "logvar_head.safetensors"))
 
 
-def load_sana_student(path: Path, meta: ModelMeta, dtype: str | torch.dtype | None = None,
+def load_student(path: Path, meta: ModelMeta, dtype: str | torch.dtype | None = None,
                       text_cache: str | None = "default", **_) -> Bundle:
-    """A student folder written by :func:`write_sana_student`; text encoder and VAE from its teacher."""
+    """A student folder written by :func:`write_student`; text encoder and VAE from its teacher."""
     from .student import LogvarHead
 
     transformer = load_sana_transformer(path / "transformer", _dtype(dtype)).eval()
