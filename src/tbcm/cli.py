@@ -6,7 +6,9 @@
     tbcm sample --student DIR (--prompt TEXT | --prompts FILE) [--steps N] [--n N] [--seed S] --out X.png
     tbcm teacher train --out DIR [--data PATH] [--config FILE] [--overwrite] [key=value ...]
     tbcm eval DIR [--steps 1,2,4] [--n N] [--teacher 16,32] [--cfg 4.5] [--seed S] [--json]
+    tbcm eval DIR --reference ROOT --inception FILE --clip DIR [--steps 1,2,4] [--n N] [--batch B] [--json]
     tbcm classifier train --out DIR [--steps N] [--seed S] [--overwrite]
+    tbcm export RUN --format diffusers --out DIR [--overwrite]
 
 Bad input is one line on stderr and exit code 2; nothing is written or overwritten.
 """
@@ -73,14 +75,30 @@ def _parser() -> argparse.ArgumentParser:
     dc.add_argument("--overwrite", action="store_true")
     dc.add_argument("overrides", nargs="*", metavar="key=value")
 
-    e = sub.add_parser("eval", help="FID and prompt adherence of a digits student (and its teacher)")
+    e = sub.add_parser("eval", help="FID and prompt adherence of a digits student (and its teacher); "
+                       "with --reference FID and CLIP score on an MJHQ-30k style folder")
     e.add_argument("dir", metavar="DIR", help="a `tbcm distill` run folder or its student/ folder")
     e.add_argument("--steps", default="1,2,4", help="student step counts, comma-separated (default 1,2,4)")
-    e.add_argument("--n", type=int, default=100, help="images per digit (default 100)")
+    e.add_argument("--n", type=int, default=None,
+                   help="images per digit (default 100); with --reference the first N reference images (default all)")
     e.add_argument("--teacher", help="also the run's teacher (config.yaml, else builtin) at these step counts, e.g. 16,32")
     e.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the student's)")
-    e.add_argument("--seed", type=int, default=0, help="image j of every digit starts from seed + j")
+    e.add_argument("--seed", type=int, default=0, help="image j of every digit starts from seed + j "
+                   "(with --reference image i uses seed + i)")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    e.add_argument("--reference", metavar="ROOT", help="MJHQ-30k style folder (meta_data.json, <category>/<id>.jpg): "
+                   "FID and CLIP score of the student on its prompts")
+    e.add_argument("--inception", metavar="FILE", help="with --reference: local FID Inception weights "
+                   "(pt_inception-2015-12-05-6726825d.pth)")
+    e.add_argument("--clip", metavar="DIR", help="with --reference: local CLIP folder (e.g. openai/clip-vit-large-patch14)")
+    e.add_argument("--batch", type=int, default=None, help="with --reference: images per batch (default 16)")
+    e.add_argument("--no-progress", action="store_true", help="with --reference: no progress bars")
+
+    x = sub.add_parser("export", help="write a Sana student as a SanaSprintPipeline folder")
+    x.add_argument("run", metavar="RUN", help="a `tbcm distill` run folder (of a Sana teacher) or its student/ folder")
+    x.add_argument("--format", choices=["diffusers"], default="diffusers", help="output format (diffusers)")
+    x.add_argument("--out", required=True, help="output pipeline folder")
+    x.add_argument("--overwrite", action="store_true", help="replace an existing --out (after the new one is complete)")
 
     c = sub.add_parser("classifier", help="the digit classifier behind tbcm eval")
     csub = c.add_subparsers(dest="classifier_command", required=True)
@@ -178,12 +196,14 @@ def cmd_sample(args) -> None:
         student_dir = student_dir / "student"  # a run folder was given
     bundle = load_bundle(student_dir, expect_kind="student")
     prompts = [args.prompt] if args.prompt is not None else read_prompts_file(args.prompts)
-    bundle.encoder.token_ids(prompts)  # validate every prompt before generating anything
+    if hasattr(bundle.encoder, "token_ids"):
+        bundle.encoder.token_ids(prompts)  # validate every prompt before generating anything
     student = Student(bundle.network, bundle.meta.sigma_d, bundle.meta.timestep_scale, bundle.logvar_head).eval()
     cfg_scale = args.cfg if args.cfg is not None else float(bundle.meta.extra.get("default_cfg_scale", 4.5))
     shift = float(bundle.meta.extra.get("shift", 2.5))
     with torch.no_grad():
-        pixels = student_samples(student, bundle.encoder, prompts, cfg_scale, args.steps, args.n, shift, args.seed)
+        pixels = student_samples(student, bundle.encoder, prompts, cfg_scale, args.steps, args.n, shift, args.seed,
+                                 decode=bundle.decode)
     save_png(grid_image(pixels, rows=len(prompts), scale=args.scale), out)  # atomic
     print(f"wrote {out} ({len(prompts)} prompt(s) x {args.n}, {args.steps} step(s), cfg {cfg_scale})")
 
@@ -201,11 +221,41 @@ def _counts(option: str, text: str) -> list[int]:
 def cmd_eval(args) -> None:
     import json
 
+    if args.reference is not None:
+        return cmd_eval_realscale(args)
+    for flag, value in (("--inception", args.inception), ("--clip", args.clip), ("--batch", args.batch)):
+        if value is not None:
+            raise UserError(f"{flag} belongs to the real-scale evaluation: add --reference ROOT (or drop {flag})")
     from .evaluation import evaluate, format_table
 
-    result = evaluate(args.dir, _counts("--steps", args.steps), args.n,
+    result = evaluate(args.dir, _counts("--steps", args.steps), args.n if args.n is not None else 100,
                       _counts("--teacher", args.teacher) if args.teacher else [], args.cfg, args.seed)
     print(json.dumps(result) if args.json else format_table(result))
+
+
+def cmd_eval_realscale(args) -> None:
+    import json
+
+    for flag, value in (("--inception", args.inception), ("--clip", args.clip)):
+        if value is None:
+            raise UserError(f"--reference needs {flag}: pass {flag} {'FILE' if flag == '--inception' else 'DIR'} "
+                            "(local files, nothing is downloaded)")
+    if args.teacher:
+        raise UserError("--teacher is not measured with --reference: drop --teacher")
+    from .evaluation.realscale import evaluate_realscale, format_realscale_table
+
+    result = evaluate_realscale(args.dir, args.reference, args.inception, args.clip, _counts("--steps", args.steps),
+                                args.n, args.batch if args.batch is not None else 16, args.cfg, args.seed,
+                                progress=not args.no_progress)
+    print(json.dumps(result) if args.json else format_realscale_table(result))
+
+
+def cmd_export(args) -> None:
+    from .export import export_diffusers
+
+    out = export_diffusers(args.run, args.out, overwrite=args.overwrite)
+    print(f"exported: {out}\nload it with diffusers.SanaSprintPipeline.from_pretrained({str(out)!r}); "
+          f"{out / 'tbcm_sampling.json'} has the call arguments for 1, 2 and 4 steps")
 
 
 def cmd_classifier_train(args) -> None:
@@ -232,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd_discrepancy(args)
         elif args.command == "eval":
             cmd_eval(args)
+        elif args.command == "export":
+            cmd_export(args)
         elif args.command == "classifier" and args.classifier_command == "train":
             cmd_classifier_train(args)
     except UserError as exc:

@@ -54,11 +54,22 @@ def load_teacher_and_prompts(cfg: DistillConfig):
     Raises :class:`UserError` for a bad teacher folder, prompts file or prompt.
     """
     bundle = load_bundle(cfg.teacher, expect_kind="teacher", **teacher_options(cfg))
+    check_family_supports(cfg, bundle.meta.family)
     prompts = load_prompts(cfg.prompts)
     teacher = Teacher.from_bundle(bundle)
     if bundle.meta.family == "tbcm":
         return bundle, teacher, prompts, teacher.encoder.encode(prompts)
     return bundle, teacher, prompts, teacher.encoder.encode(prompts, progress=True)
+
+
+def check_family_supports(cfg: DistillConfig, family: str) -> None:
+    """What latent (diffusers) teachers cannot do yet, refused before any prompt is encoded."""
+    if family != "tbcm" and cfg.source == "forward":
+        raise UserError(f"source=forward trains on real images encoded by the VAE, which tbcm does not do for "
+                        f"{family} teachers: use source=trajectory (TBCM needs no images) or teacher_x0")
+    if family != "tbcm" and cfg.pairs.blank_threshold > 0:
+        raise UserError(f"pairs.blank_threshold needs the latent of a blank image, unknown for {family} teachers: "
+                        "set pairs.blank_threshold=0")
 
 
 def teacher_options(cfg: DistillConfig) -> dict:
@@ -122,13 +133,6 @@ class Distiller:
 
     def _make_source(self):
         cfg, rank, world = self.cfg, self.dist.rank, self.dist.world_size
-        family = self.teacher_bundle.meta.family
-        if family != "tbcm" and cfg.source == "forward":
-            raise UserError(f"source=forward trains on real images encoded by the VAE, which tbcm does not do for "
-                            f"{family} teachers: use source=trajectory (TBCM needs no images) or teacher_x0")
-        if family != "tbcm" and cfg.pairs.blank_threshold > 0:
-            raise UserError(f"pairs.blank_threshold needs the latent of a blank image, unknown for {family} teachers: "
-                            "set pairs.blank_threshold=0")
         if cfg.source == "cache":
             from .pairs.cache import CachePairSource
 

@@ -37,3 +37,14 @@ def family_of_pipeline(path: Path) -> str:
             return name
     raise UserError(f"{path} holds a {cls or 'diffusers'} pipeline; tbcm distills "
                     f"{', '.join(FAMILIES)} pipelines: pass such a folder")
+
+
+def quiet_libraries() -> None:
+    """diffusers / transformers log warnings and weight-loading progress bars to stderr; tbcm keeps
+    stderr for its own one-line errors and its progress bars."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for lib in (diffusers_logging, transformers_logging):
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import UserError, brief
 from .bundle import Bundle, ModelMeta
+from .families import quiet_libraries
 from .sana import SANA_SIGMA_D, SanaVelocityNet, load_sana_transformer, pipeline_class_name, use_math_cross_attention
 from .sana_text import SanaPromptEncoder
 
@@ -66,6 +67,7 @@ def latent_decoder(folder: str | os.PathLike, sigma_d: float):
 def load_teacher(path: str | os.PathLike, dtype: str | torch.dtype | None = None,
                       text_cache: str | None = "default", time_multiplier: float | None = None) -> Bundle:
     """The teacher of a Sana pipeline folder. ``time_multiplier`` overrides what the config implies."""
+    quiet_libraries()
     path = Path(path)
     cls = pipeline_class_name(path)
     dt = _dtype(dtype)
@@ -97,6 +99,7 @@ def load_student(path: Path, meta: ModelMeta, dtype: str | torch.dtype | None = 
     """A student folder written by :func:`write_student`; text encoder and VAE from its teacher."""
     from .student import LogvarHead
 
+    quiet_libraries()
     transformer = load_sana_transformer(path / "transformer", _dtype(dtype)).eval()
     use_math_cross_attention(transformer)
     network = SanaVelocityNet(transformer, float(meta.network.get("time_multiplier", 1.0)))

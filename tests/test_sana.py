@@ -1,0 +1,233 @@
+"""The Sana family: tiny real diffusers components with random weights, built and saved locally.
+
+Checked against mathematics (the closed-form flow -> TrigFlow conversion, finite differences of
+the student's JVP), against the ecosystem (the prompt encodings of SanaPipeline /
+SanaSprintPipeline; SanaSprintPipeline generating from the exported folder exactly as tbcm's own
+sampler does), and end to end through the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from tbcm.cli import main
+from tbcm.models.adapter import TrigFlowAdapter
+from tbcm.models.bundle import load_bundle
+from tbcm.models.sana import MathCrossAttnProcessor, student_transformer, time_embedding_error
+from tbcm.models.student import Student
+from tbcm.models.text import TextCondition
+
+from tbcm.models.bundle import Bundle, ModelMeta, save_bundle
+
+from .conftest import assert_cli_error, tiny_encoder, tiny_network
+from .tiny_diffusers import save_tiny_sana_pipeline
+
+pytest.importorskip("diffusers")  # the test extra installs it; this only guards a bare install
+
+
+@pytest.fixture(scope="module")
+def sana_dir(tmp_path_factory):
+    return save_tiny_sana_pipeline(tmp_path_factory.mktemp("sana") / "pipe")
+
+
+@pytest.fixture(scope="module")
+def sprint_dir(tmp_path_factory):
+    return save_tiny_sana_pipeline(tmp_path_factory.mktemp("sprint") / "pipe", sprint_style=True, seed=1)
+
+
+@pytest.fixture(scope="module")
+def prompts_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("prompts") / "prompts.txt"
+    path.write_text("a photo of a cat\na red car on the house\nblue sky with sun\na dog under the tree\n")
+    return path
+
+
+def _closed_form_F(v, x, t):
+    """METHOD.md: tau = sin t / (sin t + cos t), x_flow = x sqrt(tau^2 + (1-tau)^2),
+    F = ((1 - 2 tau) x_flow + (1 - 2 tau + 2 tau^2) v) / sqrt(tau^2 + (1 - tau)^2)."""
+    tau = (torch.sin(t) / (torch.sin(t) + torch.cos(t))).view(-1, 1, 1, 1)
+    norm = torch.sqrt(tau ** 2 + (1 - tau) ** 2)
+    x_flow = x * norm
+    return ((1 - 2 * tau) * x_flow + (1 - 2 * tau + 2 * tau ** 2) * v) / norm, x_flow, tau.flatten()
+
+
+def _cond(bundle, prompts):
+    return bundle.encoder.encode(prompts)
+
+
+@pytest.mark.parametrize("which,multiplier", [("sana", 1000.0), ("sprint", 1.0)])
+def test_teacher_adapter_is_the_closed_form_conversion(which, multiplier, sana_dir, sprint_dir, tmp_path):
+    folder = sana_dir if which == "sana" else sprint_dir
+    bundle = load_bundle(folder, expect_kind="teacher", text_cache=str(tmp_path))
+    assert bundle.network.time_multiplier == multiplier  # 1000 tau, or tau for the dense time embedding
+    torch.manual_seed(0)
+    x, t = torch.randn(3, 4, 16, 16), torch.tensor([0.2, 0.9, 1.5])
+    cond = _cond(bundle, ["a photo of a cat", "red car", ""])
+    F = TrigFlowAdapter(bundle.network, bundle.meta.timestep_scale)(x, t, cond)
+    transformer = bundle.network.transformer
+    # The raw transformer called as SanaPipeline calls it: timestep = 1000 tau * config.timestep_scale.
+    _, x_flow, tau = _closed_form_F(torch.zeros_like(x), x, t)
+    timestep = 1000 * tau * transformer.config.timestep_scale
+    v = transformer(hidden_states=x_flow, encoder_hidden_states=cond.embeds, encoder_attention_mask=cond.mask,
+                    timestep=timestep, return_dict=False)[0]
+    expected, _, _ = _closed_form_F(v, x, t)
+    torch.testing.assert_close(F, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_untrained_student_equals_teacher_for_every_guidance_scale(sprint_dir, tmp_path):
+    bundle = load_bundle(sprint_dir, expect_kind="teacher", text_cache=str(tmp_path))
+    teacher_F = TrigFlowAdapter(bundle.network, 1.0)
+    student = Student(bundle.network.with_guidance_embed(), bundle.meta.sigma_d, 1.0)
+    procs = student.network.transformer.attn_processors
+    assert any(isinstance(p, MathCrossAttnProcessor) for p in procs.values())  # JVP-safe cross-attention
+    torch.manual_seed(1)
+    x, t = torch.randn(2, 4, 16, 16), torch.tensor([0.4, 1.2])
+    cond = _cond(bundle, ["a photo of a cat", "blue sky"])
+    with torch.no_grad():
+        want = teacher_F(x, t, cond)
+        for w in (1.0, 4.5):
+            got = student(x, t, cond, torch.full((2,), w))
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_time_refit_recovers_a_teacher_time_embedding_the_dense_input_can_express(sana_dir, tmp_path):
+    """A 1000-tau teacher, the dense-time (tau) student. Its sinusoidal features reach 1 rad per unit
+    tau, the teacher's 1000: only the teacher's low-frequency channels can be matched. A teacher
+    whose timestep MLP reads just those channels is matched almost exactly by the refit; a random
+    teacher's error still falls."""
+    import copy
+
+    bundle = load_bundle(sana_dir, expect_kind="teacher", text_cache=str(tmp_path))
+    teacher = bundle.network.transformer
+    band_limited = copy.deepcopy(teacher)
+    half = band_limited.time_embed.emb.time_proj.num_channels // 2
+    freqs = 1000 * torch.exp(-math.log(10000) * torch.arange(half) / half)  # radians per unit tau
+    keep = (freqs <= 1.0).float()
+    with torch.no_grad():  # features are [cos, sin] halves (flip_sin_to_cos)
+        band_limited.time_embed.emb.timestep_embedder.linear_1.weight.mul_(torch.cat([keep, keep])[None])
+    for t, bound in ((band_limited, 0.02), (teacher, None)):
+        copied = student_transformer(t, 1000.0, refit_steps=0)
+        refitted = student_transformer(t, 1000.0, refit_steps=300)
+        before, after = time_embedding_error(t, copied, 1000.0), time_embedding_error(t, refitted, 1000.0)
+        assert after < before, (before, after)
+        if bound is not None:
+            assert after < bound and after < before / 5, (before, after)
+
+
+def test_student_jvp_matches_central_differences(sprint_dir, tmp_path):
+    bundle = load_bundle(sprint_dir, expect_kind="teacher", text_cache=str(tmp_path))
+    student = Student(bundle.network.with_guidance_embed().double(), bundle.meta.sigma_d, 1.0)
+    torch.manual_seed(2)
+    x, t = torch.randn(2, 4, 16, 16, dtype=torch.float64), torch.tensor([0.5, 1.1], dtype=torch.float64)
+    dx = torch.randn_like(x)
+    c = _cond(bundle, ["a photo of a cat", "a dog"])
+    cond = TextCondition(c.embeds.double(), c.mask)
+    w = torch.full((2,), 4.5, dtype=torch.float64)
+
+    def f(xx, tt):
+        return student(xx, tt, cond, w)
+
+    with torch.no_grad():
+        _, jvp = torch.func.jvp(f, (x, t), (dx, torch.ones_like(t)))
+        errors = []
+        for h in (1e-2, 1e-3, 1e-4):
+            fd = (f(x + h * dx, t + h) - f(x - h * dx, t - h)) / (2 * h)
+            errors.append((fd - jvp).abs().max().item())
+    # Sana's time features are computed in float32 inside diffusers, which floors the difference
+    # quotient near 1e-4 relative; until then the error must fall fast (a wrong JVP would not).
+    assert min(errors) < 2e-3 * jvp.abs().max().item(), errors
+    assert errors[1] < errors[0] / 10, errors
+
+
+def test_prompt_encodings_are_the_pipelines_and_come_back_from_the_cache(sana_dir, tmp_path, monkeypatch):
+    from diffusers import SanaPipeline, SanaSprintPipeline
+
+    bundle = load_bundle(sana_dir, expect_kind="teacher", text_cache=str(tmp_path))
+    enc = bundle.encoder
+    prompts = ["a photo of a cat", "", "red car"]
+    first = enc.encode(prompts)
+    assert first.embeds.shape == (3, 300, 32) and first.mask.shape == (3, 300)
+    sprint = SanaSprintPipeline(tokenizer=enc._pipe.tokenizer, text_encoder=enc.text_encoder, vae=None,
+                                transformer=None, scheduler=None)
+    pipe = SanaPipeline(tokenizer=enc._pipe.tokenizer, text_encoder=enc.text_encoder, vae=None,
+                        transformer=None, scheduler=None)
+    with torch.no_grad():
+        embeds, mask = sprint.encode_prompt("a photo of a cat", device="cpu", complex_human_instruction=enc.instruction)
+        _, _, null_embeds, null_mask = pipe.encode_prompt("a photo of a cat", do_classifier_free_guidance=True,
+                                                          negative_prompt="", device="cpu")
+    torch.testing.assert_close(first.embeds[0], embeds[0])
+    torch.testing.assert_close(first.mask[0], mask[0].float())
+    torch.testing.assert_close(first.embeds[1], null_embeds[0])  # "" is SanaPipeline's negative prompt
+    torch.testing.assert_close(first.mask[1], null_mask[0].float())
+    assert len(list(enc.cache_dir.glob("*.safetensors"))) == 3
+
+    def no_encoder(*_a, **_k):
+        raise AssertionError("the text encoder ran although every prompt is cached")
+
+    monkeypatch.setattr(enc, "_encode_uncached", no_encoder)
+    again = enc.encode(prompts)
+    torch.testing.assert_close(again.embeds, first.embeds, rtol=0, atol=0)
+
+
+def test_distill_export_and_generate_with_sana_sprint_pipeline(sana_dir, prompts_file, tmp_path):
+    """A few real steps on a tiny Sana teacher, then SanaSprintPipeline runs the exported folder
+    at 1, 2 and 4 steps and reproduces tbcm's own sampler on the same noise."""
+    from diffusers import SanaSprintPipeline
+
+    from tbcm.sampling import student_sample
+
+    run, cache = tmp_path / "run", tmp_path / "text"
+    rc = main(["distill", "--out", str(run), "--no-progress", f"teacher={sana_dir}", f"prompts={prompts_file}",
+               "steps=3", "prompts_per_step=2", "pairs.route_points=4", f"text_cache={cache}", "sample.seeds=1",
+               "sample.teacher_steps=2", "sample.student_steps=[1,2]", "optim.lr=1e-3", "optim.warmup_steps=0"])
+    assert rc == 0
+    assert (run / "samples.png").is_file() and (run / "student" / "transformer" / "config.json").is_file()
+    student_bundle = load_bundle(run / "student", expect_kind="student", text_cache=str(cache))
+    teacher_bundle = load_bundle(sana_dir, expect_kind="teacher", text_cache=str(cache))
+    init = teacher_bundle.network.with_guidance_embed(refit_steps=300).transformer.state_dict()
+    trained = student_bundle.network.transformer.state_dict()
+    assert set(init) == set(trained)
+    assert any(not torch.equal(init[k], trained[k]) for k in init)  # training moved the weights
+
+    out = tmp_path / "export"
+    assert main(["export", str(run), "--format", "diffusers", "--out", str(out)]) == 0
+    pipe = SanaSprintPipeline.from_pretrained(str(out))
+    pipe.set_progress_bar_config(disable=True)
+    sampling = json.loads((out / "tbcm_sampling.json").read_text())
+    student = Student(student_bundle.network, student_bundle.meta.sigma_d, student_bundle.meta.timestep_scale).eval()
+    cond = student_bundle.encoder.encode(["a red car on the house"])
+    noise = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    for n in (1, 2, 4):
+        kwargs = sampling["call"][str(n)]
+        latents = pipe("a red car on the house", latents=noise.clone(), guidance_scale=4.5, height=32, width=32,
+                       use_resolution_binning=False, output_type="latent",
+                       generator=torch.Generator().manual_seed(1), **kwargs).images
+        with torch.no_grad():
+            ours = student_sample(student, cond, torch.tensor([4.5]), noise, sampling["angles"][str(n)],
+                                  generator=torch.Generator().manual_seed(1)) / student_bundle.meta.sigma_d
+        torch.testing.assert_close(latents, ours, rtol=1e-4, atol=1e-4)
+        images = pipe(["a photo of a cat", "blue sky"], guidance_scale=4.5, height=32, width=32,
+                      use_resolution_binning=False, output_type="pt", **kwargs).images
+        assert images.shape == (2, 3, 32, 32) and torch.isfinite(images).all()
+    assert sampling["angles"]["1"] == [math.pi / 2, 0.0]
+
+
+def test_sana_bad_input_is_one_line(sana_dir, prompts_file, tmp_path, capsys):
+    run = tmp_path / "run"
+    err = assert_cli_error(["distill", "--out", str(run), f"teacher={sana_dir}", f"prompts={prompts_file}",
+                            "source=forward", f"text_cache={tmp_path / 't'}"], capsys)
+    assert "source=forward" in err and not run.exists()
+    assert "does not exist" in assert_cli_error(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")],
+                                                capsys)
+    (tmp_path / "taken").mkdir()
+    assert "already exists" in assert_cli_error(["export", str(run), "--out", str(tmp_path / "taken")], capsys)
+    net, enc = tiny_network(guidance=True), tiny_encoder()
+    meta = ModelMeta(kind="student", sigma_d=0.5, channels=1, image_size=8, network=net.config.to_dict(),
+                     prompt_encoder=enc.config())
+    digits_student = save_bundle(Bundle(meta, net, enc), tmp_path / "digits")
+    assert "exports students of diffusers Sana" in assert_cli_error(
+        ["export", str(digits_student), "--out", str(tmp_path / "y")], capsys)
