@@ -231,3 +231,16 @@ def test_sana_bad_input_is_one_line(sana_dir, prompts_file, tmp_path, capsys):
     digits_student = save_bundle(Bundle(meta, net, enc), tmp_path / "digits")
     assert "exports students of diffusers Sana" in assert_cli_error(
         ["export", str(digits_student), "--out", str(tmp_path / "y")], capsys)
+
+
+def test_the_documented_sana_config_runs_with_local_paths(sana_dir, prompts_file, tmp_path):
+    """configs/distill_sana.yaml as written, with only the paths, the length and the device changed."""
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "distill_sana.yaml"
+    run = tmp_path / "run"
+    rc = main(["distill", "--config", str(config), "--out", str(run), "--no-progress", f"teacher={sana_dir}",
+               f"prompts={prompts_file}", f"text_cache={tmp_path / 'text'}", "steps=1", "device=cpu",
+               "sample.teacher_steps=2", "sample.seeds=1", "sample.student_steps=[1]"])
+    assert rc == 0
+    assert load_bundle(run / "student", expect_kind="student", text_cache=None).meta.family == "sana"
