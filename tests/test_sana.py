@@ -215,6 +215,14 @@ def test_distill_export_and_generate_with_sana_sprint_pipeline(sana_dir, prompts
         assert images.shape == (2, 3, 32, 32) and torch.isfinite(images).all()
     assert sampling["angles"]["1"] == [math.pi / 2, 0.0]
 
+    from tbcm.generate import load_image_generator  # what `tbcm eval --reference` generates with
+
+    generator = load_image_generator(run / "student", steps=2)
+    assert generator.resolution == 32
+    images = generator.generate(["a photo of a cat", "blue sky"], [0, 1])
+    assert images.shape == (2, 3, 32, 32) and images.dtype == torch.uint8
+    assert torch.equal(images, generator.generate(["a photo of a cat", "blue sky"], [0, 1]))  # seeded
+
 
 def test_sana_bad_input_is_one_line(sana_dir, prompts_file, tmp_path, capsys):
     run = tmp_path / "run"

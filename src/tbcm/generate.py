@@ -52,6 +52,9 @@ GeneratorLoader = Callable[..., ImageGenerator]  # (student_dir, steps, cfg_scal
 # kind of student plugs in; the module is imported only when such a student is evaluated.
 GENERATORS: dict[str, str] = {
     "tbcm": "tbcm.generate:load_tbcm_generator",
+    # diffusers students: the same sampler in latent space, pixels from the teacher's VAE
+    "sana": "tbcm.generate:load_tbcm_generator",
+    "flux": "tbcm.generate:load_tbcm_generator",
 }
 DEFAULT_FAMILY = "tbcm"
 
@@ -108,8 +111,9 @@ def to_uint8_rgb(pixels: Tensor) -> Tensor:
 
 
 class TbcmGenerator:
-    """The few-step sampler of a student written by ``tbcm distill`` (a TinyDiT in TrigFlow,
-    pixels; grayscale students give gray RGB images)."""
+    """The few-step sampler of a student written by ``tbcm distill``: a TinyDiT in pixel space
+    (grayscale students give gray RGB images), or a diffusers student in latent space whose
+    ``bundle.decode`` (the teacher's VAE) makes the pixels."""
 
     def __init__(self, bundle, steps: int, cfg_scale: float | None, shift: float | None,
                  device: str | torch.device | None = None):
@@ -127,10 +131,13 @@ class TbcmGenerator:
         self.encoder = bundle.encoder.eval().to(self.device)
         self.sigma_d = float(bundle.meta.sigma_d)
         self.shape = (int(bundle.meta.channels), int(bundle.meta.image_size), int(bundle.meta.image_size))
-        self.resolution = self.shape[-1]
+        self.decode = bundle.decode
+        # pixel students: the sample size; latent students: what the VAE makes of one latent
+        self.resolution = self.shape[-1] if self.decode is None else int(self.decode(torch.zeros(1, *self.shape)).shape[-1])
 
     def check_prompts(self, prompts: list[str]) -> None:
-        self.encoder.token_ids(prompts)  # PromptError (a UserError) names the unknown word
+        if hasattr(self.encoder, "token_ids"):  # the word-level encoder knows a closed vocabulary
+            self.encoder.token_ids(prompts)  # PromptError (a UserError) names the unknown word
 
     @torch.no_grad()
     def generate(self, prompts: list[str], seeds: list[int]) -> Tensor:
@@ -154,7 +161,8 @@ class TbcmGenerator:
             x0 = consistency_fn(x, t, self.student(x / sd, t, cond, w), sd)
             if t_next > 0:
                 x = math.cos(t_next) * x0 + math.sin(t_next) * sd * noise()
-        return to_uint8_rgb(to_pixels(x0, sd)).cpu()
+        pixels = to_pixels(x0, sd) if self.decode is None else self.decode(x0)
+        return to_uint8_rgb(pixels).cpu()
 
 
 def load_tbcm_generator(student_dir: Path, steps: int, cfg_scale: float | None, shift: float | None,
