@@ -3,6 +3,7 @@ batch: gradients (the JVP-built targets included) are really synchronised and av
 
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,11 +16,15 @@ from tbcm.pairs.base import Pairs
 from tbcm.pairs.trajectory import TrajectoryConfig, TrajectoryPairSource
 
 K, PROMPTS = 4, 4
+# Words both the tiny digits encoder (tests/conftest.py VOCAB) and the tiny Gemma tokenizer know.
+PROMPTS_FILE = Path(tempfile.mkdtemp()) / "prompts.txt"
+PROMPTS_FILE.write_text("a digit 1\na digit 2\na handwritten digit 3\na digit 4\na digit 5\n")
 
 
 def _cfg(teacher_dir, parallel="ddp"):
     return load_config(DistillConfig, None, [f"teacher={teacher_dir}", "optim.warmup_steps=0", "optim.grad_clip=0",
-                                             "optim.lr=1e-3", f"parallel={parallel}", "threads=1"])
+                                             "optim.lr=1e-3", f"parallel={parallel}", "threads=1", "text_cache=none",
+                                             f"prompts={PROMPTS_FILE}"])
 
 
 def _global_batches(d: Distiller, steps: int) -> list[Pairs]:
@@ -77,8 +82,17 @@ def _two_process_weights(tmp_path, teacher_dir, parallel):
     return torch.load(out_file, weights_only=True)
 
 
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp2"])
-def test_two_processes_match_one_process(tmp_path, tiny_teacher_dir, parallel):
+@pytest.fixture
+def sana_teacher_dir(tmp_path):
+    from .tiny_diffusers import save_tiny_sana_pipeline
+
+    return save_tiny_sana_pipeline(tmp_path / "sana")
+
+
+@pytest.mark.parametrize("parallel,teacher", [("ddp", "tbcm"), ("fsdp2", "tbcm"), ("fsdp2", "sana")])
+def test_two_processes_match_one_process(tmp_path, request, parallel, teacher):
+    """... for the built-in kind of teacher, and for a diffusers Sana teacher sharded by FSDP2."""
+    tiny_teacher_dir = request.getfixturevalue("tiny_teacher_dir" if teacher == "tbcm" else "sana_teacher_dir")
     torch.set_num_threads(1)
     single = Distiller(_cfg(tiny_teacher_dir))
     start = {k: v.clone() for k, v in single.student.state_dict().items()}
@@ -89,4 +103,8 @@ def test_two_processes_match_one_process(tmp_path, tiny_teacher_dir, parallel):
     moved = max(float((expected[k] - start[k]).abs().max()) for k in expected)
     assert moved > 1e-4  # the steps did change the weights
     for name, tensor in expected.items():
-        assert torch.allclose(got[name], tensor, atol=1e-6, rtol=1e-5), name
+        if name.endswith("attn2.to_k.bias"):
+            # Softmax is shift-invariant, so a key bias has an exactly zero gradient: Adam turns its
+            # rounding noise into lr-sized steps that differ between any two runs. Nothing to compare.
+            continue
+        assert torch.allclose(got[name], tensor, atol=2e-6, rtol=1e-5), name

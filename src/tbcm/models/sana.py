@@ -99,6 +99,11 @@ class SanaVelocityNet(nn.Module):
         return SanaNetConfig(c.in_channels, c.sample_size, self.time_multiplier, dict(c))
 
     @property
+    def blocks(self) -> nn.ModuleList:
+        """The transformer blocks: the units FSDP2 shards one by one."""
+        return self.transformer.transformer_blocks
+
+    @property
     def gradient_checkpointing(self) -> bool:
         return bool(self.transformer.gradient_checkpointing)
 
