@@ -46,7 +46,7 @@ def guided_F(
     """
     b = x_norm.shape[0]
     if len(null_cond) == 1:
-        null_cond = TextCondition(null_cond.embeds.expand(b, -1, -1), null_cond.mask.expand(b, -1))
+        null_cond = null_cond.apply(lambda z: z.expand(b, *z.shape[1:]))
     both = F_fn(torch.cat([x_norm, x_norm]), torch.cat([t, t]), TextCondition.cat([cond, null_cond]))
     f_cond, f_null = both.chunk(2)
     wb = w.to(f_cond.dtype).reshape(b, *([1] * (x_norm.ndim - 1)))

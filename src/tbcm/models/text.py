@@ -23,26 +23,33 @@ class PromptError(UserError):
 
 @dataclass
 class TextCondition:
-    """Encoded prompts: ``embeds`` ``[B, L, D]`` (float) and ``mask`` ``[B, L]`` (1 = real token)."""
+    """Encoded prompts: ``embeds`` ``[B, L, D]`` (float) and ``mask`` ``[B, L]`` (1 = real token);
+    ``pooled`` ``[B, P]``: an optional pooled prompt vector (FLUX's CLIP projection), else ``None``."""
 
     embeds: Tensor
     mask: Tensor
+    pooled: Tensor | None = None
 
     def __len__(self) -> int:
         return self.embeds.shape[0]
 
+    def apply(self, fn) -> "TextCondition":
+        """The condition with ``fn`` applied to each of its tensors (``None`` stays ``None``)."""
+        return TextCondition(fn(self.embeds), fn(self.mask), None if self.pooled is None else fn(self.pooled))
+
     def index(self, idx: Tensor | slice) -> "TextCondition":
-        return TextCondition(self.embeds[idx], self.mask[idx])
+        return self.apply(lambda z: z[idx])
 
     def repeat_interleave(self, n: int) -> "TextCondition":
-        return TextCondition(self.embeds.repeat_interleave(n, 0), self.mask.repeat_interleave(n, 0))
+        return self.apply(lambda z: z.repeat_interleave(n, 0))
 
     def to(self, device) -> "TextCondition":
-        return TextCondition(self.embeds.to(device), self.mask.to(device))
+        return self.apply(lambda z: z.to(device))
 
     @staticmethod
     def cat(conds: list["TextCondition"]) -> "TextCondition":
-        return TextCondition(torch.cat([c.embeds for c in conds]), torch.cat([c.mask for c in conds]))
+        pooled = None if all(c.pooled is None for c in conds) else torch.cat([c.pooled for c in conds])
+        return TextCondition(torch.cat([c.embeds for c in conds]), torch.cat([c.mask for c in conds]), pooled)
 
 
 def tokenize_words(prompt: str) -> list[str]:

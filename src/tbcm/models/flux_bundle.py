@@ -1,0 +1,128 @@
+"""FLUX teachers and students as tbcm :class:`~tbcm.models.bundle.Bundle` s.
+
+* Teacher: a diffusers ``FluxPipeline`` folder (``transformer/``, ``text_encoder/`` + ``tokenizer/``
+  (CLIP), ``text_encoder_2/`` + ``tokenizer_2/`` (T5), ``vae/``) whose transformer has no guidance
+  embedding. The VAE is loaded only when images are wanted (sample grids, evaluation).
+* Latent size: the VAE's ``sample_size`` (pixels) over its downsampling factor -- 1024 / 8 = 128 for
+  FLUX.1, what ``FluxPipeline`` generates by default; 128 without a readable ``vae/config.json``.
+* sigma_d = 0.5, as for Sana: the flow latents (VAE latents shifted and scaled by the VAE's
+  ``shift_factor`` / ``scaling_factor``, about unit variance) are TrigFlow's ``x0 / sigma_d``; the
+  teacher's ODE is the same whatever sigma_d, it sets the student's output scale.
+* Student folder: ``model.yaml`` (``family: flux``; the teacher folder whose text encoders and
+  VAE it uses), ``transformer/`` (diffusers ``save_pretrained``) and ``logvar_head.safetensors``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from ..errors import UserError, brief
+from .bundle import Bundle, ModelMeta
+from .flux import FLUX_SIGMA_D, FluxVelocityNet, guidance_distilled_message, use_math_attention
+from .flux_text import FluxPromptEncoder
+from .sana import pipeline_class_name
+from .sana_bundle import _dtype
+from .sana_bundle import write_student as _write_student
+
+PIPELINE_PREFIXES = ("Flux",)
+DEFAULT_LATENT_SIZE = 128  # FluxPipeline.default_sample_size
+
+
+def load_flux_transformer(folder: Path, dtype: torch.dtype | None = None):
+    from diffusers import FluxTransformer2DModel
+
+    try:
+        return FluxTransformer2DModel.from_pretrained(str(folder), local_files_only=True, torch_dtype=dtype)
+    except Exception as exc:  # noqa: BLE001
+        raise UserError(f"cannot load a FluxTransformer2DModel from {folder} ({brief(exc)}): pass the "
+                        "pipeline folder of a FLUX model (with a transformer/ subfolder)") from None
+
+
+def latent_size(folder: Path) -> int:
+    """Latent height = width of the images ``FluxPipeline`` makes by default with this folder's VAE."""
+    try:
+        cfg = json.loads((Path(folder) / "vae" / "config.json").read_text())
+        size = int(cfg["sample_size"]) // 2 ** (len(cfg["block_out_channels"]) - 1)
+    except Exception:  # noqa: BLE001 - no readable VAE config: FluxPipeline's default
+        return DEFAULT_LATENT_SIZE
+    if size < 2 or size % 2:
+        raise UserError(f"{folder}/vae/config.json gives a latent size of {size}; FLUX packs 2x2 latent patches, "
+                        "so it must be even: fix sample_size there")
+    return size
+
+
+@lru_cache(maxsize=4)
+def _vae(folder: str):
+    from diffusers import AutoencoderKL
+
+    try:
+        return AutoencoderKL.from_pretrained(str(Path(folder) / "vae"), local_files_only=True).eval()
+    except Exception as exc:  # noqa: BLE001
+        raise UserError(f"cannot load the VAE of {folder} ({brief(exc)}): sample grids and evaluation of a FLUX "
+                        "model need its vae/ folder") from None
+
+
+def latent_decoder(folder: str | os.PathLike, sigma_d: float):
+    """``decode(x0 [B, C, h, w] TrigFlow latents) -> pixels [B, 3, H, W]`` in [-1, 1] with the VAE,
+    undoing ``FluxPipeline``'s latent normalisation: ``z = x0 / sigma_d / scaling_factor + shift_factor``."""
+
+    @torch.no_grad()
+    def decode(x0: torch.Tensor) -> torch.Tensor:
+        vae = _vae(str(Path(folder).resolve()))
+        c = vae.config
+        latents = (x0 / sigma_d).to(next(vae.parameters()).device, vae.dtype) / c.scaling_factor + c.shift_factor
+        return vae.decode(latents, return_dict=False)[0].float().clamp(-1, 1).cpu()
+
+    return decode
+
+
+def load_teacher(path: str | os.PathLike, dtype: str | torch.dtype | None = None,
+                 text_cache: str | None = "default", time_multiplier: float | None = None) -> Bundle:
+    """The teacher of a FLUX pipeline folder (transformer without guidance embedding)."""
+    path = Path(path)
+    cls = pipeline_class_name(path)
+    if time_multiplier not in (None, 1, 1.0):
+        raise UserError(f"teacher_time_multiplier={time_multiplier} applies to Sana teachers only: a FLUX transformer "
+                        "takes the flow time as FluxPipeline feeds it; leave it unset")
+    dt = _dtype(dtype)
+    transformer = load_flux_transformer(path / "transformer", dt).eval().requires_grad_(False)
+    if transformer.config.guidance_embeds:
+        raise UserError(guidance_distilled_message(f"{path}/transformer"))
+    size = latent_size(path)
+    network = FluxVelocityNet(transformer, size)
+    encoder = FluxPromptEncoder(path, cache_dir=text_cache, dtype=dt)
+    meta = ModelMeta(kind="teacher", sigma_d=FLUX_SIGMA_D, channels=network.config.in_channels, image_size=size,
+                     network=network.config.to_dict(), prompt_encoder=encoder.config(), timestep_scale=1.0,
+                     blank_value=0.0, family="flux", extra={"pipeline": str(path.resolve()), "class": cls})
+    return Bundle(meta, network, encoder, None, latent_decoder(path, FLUX_SIGMA_D))
+
+
+def write_student(bundle: Bundle, folder: Path) -> None:
+    """``model.yaml`` + ``transformer/`` (diffusers) + ``logvar_head.safetensors`` into ``folder``."""
+    _write_student(bundle, folder)
+
+
+def load_student(path: Path, meta: ModelMeta, dtype: str | torch.dtype | None = None,
+                 text_cache: str | None = "default", **_) -> Bundle:
+    """A student folder written by :func:`write_student`; text encoders and VAE from its teacher."""
+    from .student import LogvarHead
+
+    transformer = load_flux_transformer(path / "transformer", _dtype(dtype)).eval()
+    use_math_attention(transformer)
+    network = FluxVelocityNet(transformer, meta.image_size)
+    teacher_folder = Path(meta.prompt_encoder["folder"])
+    if not teacher_folder.is_dir():
+        raise UserError(f"the student in {path} takes its text encoders from {teacher_folder}, which does not exist: "
+                        f"restore that folder or edit prompt_encoder.folder in {path}/model.yaml")
+    encoder = FluxPromptEncoder(teacher_folder, cache_dir=text_cache)
+    logvar_head = None
+    if (path / "logvar_head.safetensors").is_file():
+        logvar_head = LogvarHead()
+        logvar_head.load_state_dict(load_file(str(path / "logvar_head.safetensors")))
+    return Bundle(meta, network, encoder, logvar_head, latent_decoder(teacher_folder, meta.sigma_d))
