@@ -355,12 +355,14 @@ class Distiller:
         """Teacher (guided, many steps) beside the student (1, 2, 4 steps): same prompts, same seeds."""
         s, prompts = self.cfg.sample, self.grid_prompts
         rows = len(prompts)
-        teacher, decode = self.teacher.to("cpu"), self.teacher_bundle.decode
+        # On the training device: a real teacher's 16-step grids would take hours on a CPU.
+        teacher, decode = self.teacher, self.teacher_bundle.decode
+        student = student.to(self.device)
         named = [(f"teacher {s.teacher_steps} steps",
                   grid_image(teacher_samples(teacher, prompts, s.cfg_scale, s.teacher_steps, s.seeds, s.shift,
                                              decode=decode), rows))]
         for n in s.student_steps:
-            pixels = student_samples(student, self.encoder.to("cpu"), prompts, s.cfg_scale, n, s.seeds, s.shift,
+            pixels = student_samples(student, self.encoder, prompts, s.cfg_scale, n, s.seeds, s.shift,
                                      decode=decode)
             named.append((f"student {n} step{'s' if n > 1 else ''}", grid_image(pixels, rows)))
         for title, im in named:

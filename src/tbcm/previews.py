@@ -31,18 +31,20 @@ def teacher_samples(teacher, prompts: list[str], cfg_scale: float, steps: int, s
     """Pixels ``[len(prompts) * seeds, C, H, W]`` in ``[-1, 1]``; row-major (prompt, seed).
 
     ``decode`` maps TrigFlow-space latents to pixels (a latent teacher's VAE); ``None``: pixel space."""
-    noise = seeded_noise(seeds, len(prompts), _shape(teacher.F.net), first_seed)
     cond = teacher.encoder.encode(prompts).repeat_interleave(seeds)
-    w = torch.full((noise.shape[0],), float(cfg_scale))
+    device = cond.embeds.device  # the model's device; the noise is drawn on the CPU (same on any device)
+    noise = seeded_noise(seeds, len(prompts), _shape(teacher.F.net), first_seed).to(device)
+    w = torch.full((noise.shape[0],), float(cfg_scale), device=device)
     return _pixels(teacher_sample(teacher, cond, w, noise, steps=steps, shift=shift), teacher.sigma_d, decode)
 
 
 def student_samples(student, encoder: PromptEncoder, prompts: list[str], cfg_scale: float, steps: int,
                     seeds: int, shift: float = 2.5, first_seed: int = 0, decode=None) -> torch.Tensor:
     """Pixels ``[len(prompts) * seeds, C, H, W]`` from the ``steps``-step student sampler."""
-    noise = seeded_noise(seeds, len(prompts), _shape(student.network), first_seed)
     cond = encoder.encode(prompts).repeat_interleave(seeds)
-    w = torch.full((noise.shape[0],), float(cfg_scale))
+    device = cond.embeds.device
+    noise = seeded_noise(seeds, len(prompts), _shape(student.network), first_seed).to(device)
+    w = torch.full((noise.shape[0],), float(cfg_scale), device=device)
     gen = torch.Generator().manual_seed(first_seed + 10_000)  # noise of the later steps
     x0 = student_sample(student, cond, w, noise, student_angles(steps, shift), generator=gen)
     return _pixels(x0, student.sigma_d, decode)

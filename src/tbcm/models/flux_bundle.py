@@ -74,9 +74,9 @@ def latent_decoder(folder: str | os.PathLike, sigma_d: float):
 
     @torch.no_grad()
     def decode(x0: torch.Tensor) -> torch.Tensor:
-        vae = _vae(str(Path(folder).resolve()))
+        vae = _vae(str(Path(folder).resolve())).to(x0.device)  # decode where the latents are
         c = vae.config
-        latents = (x0 / sigma_d).to(next(vae.parameters()).device, vae.dtype) / c.scaling_factor + c.shift_factor
+        latents = (x0 / sigma_d).to(vae.dtype) / c.scaling_factor + c.shift_factor
         return vae.decode(latents, return_dict=False)[0].float().clamp(-1, 1).cpu()
 
     return decode

@@ -57,8 +57,8 @@ def latent_decoder(folder: str | os.PathLike, sigma_d: float):
 
     @torch.no_grad()
     def decode(x0: torch.Tensor) -> torch.Tensor:
-        vae = _vae(str(Path(folder).resolve()))
-        latents = (x0 / sigma_d).to(next(vae.parameters()).device, vae.dtype) / vae.config.scaling_factor
+        vae = _vae(str(Path(folder).resolve())).to(x0.device)  # decode where the latents are
+        latents = (x0 / sigma_d).to(vae.dtype) / vae.config.scaling_factor
         return vae.decode(latents, return_dict=False)[0].float().clamp(-1, 1).cpu()
 
     return decode

@@ -83,10 +83,11 @@ class TrajectoryPairSource:
     @torch.no_grad()
     def sample(self, prompt_ids: Tensor) -> Pairs:
         p, k = prompt_ids.shape[0], self.config.route_points
-        cond = self.conds.index(prompt_ids)
-        w = self.cfg_scales[torch.randint(len(self.cfg_scales), (p,), generator=self.generator)]
-        route = self.routes(p).float()
-        noise = torch.randn((p, *self.image_shape), generator=self.generator)
+        device = self.conds.embeds.device  # the teacher's device; random draws stay on the CPU generator
+        cond = self.conds.index(prompt_ids.to(device))
+        w = self.cfg_scales[torch.randint(len(self.cfg_scales), (p,), generator=self.generator)].to(device)
+        route = self.routes(p).float().to(device)
+        noise = torch.randn((p, *self.image_shape), generator=self.generator).to(device)
         traj = rollout(lambda x, t: self.teacher.velocity(x, t, cond, w), self.teacher.sigma_d * noise, route)
         self.teacher_calls += k * p
         keep = self.keep_mask(traj.final)
@@ -99,7 +100,7 @@ class TrajectoryPairSource:
             u=u,
             cond=cond.repeat_interleave(k - 1),
             w=w.repeat_interleave(k - 1),
-            mask=keep.repeat_interleave(k - 1),
+            mask=keep.to(device).repeat_interleave(k - 1),
             prompt_ids=prompt_ids.repeat_interleave(k - 1),
         )
         m = self.config.points_per_trajectory
