@@ -33,10 +33,12 @@ def sana_06b_student(depth: int, device, dtype=torch.float32):
     from tbcm.models.student import Student
 
     torch.manual_seed(0)
-    transformer = SanaTransformer2DModel(
-        in_channels=32, out_channels=32, num_attention_heads=36, attention_head_dim=32, num_layers=depth,
-        num_cross_attention_heads=16, cross_attention_head_dim=72, cross_attention_dim=1152, caption_channels=2304,
-        mlp_ratio=2.5, sample_size=16, patch_size=1, guidance_embeds=True)
+    with torch.device(device):  # initialise on the GPU: a CPU init of 0.6B parameters takes minutes
+        transformer = SanaTransformer2DModel(
+            in_channels=32, out_channels=32, num_attention_heads=36, attention_head_dim=32, num_layers=depth,
+            num_cross_attention_heads=16, cross_attention_head_dim=72, cross_attention_dim=1152,
+            caption_channels=2304, mlp_ratio=2.5, sample_size=16, patch_size=1, guidance_embeds=True)
+    torch.manual_seed(0)
     with torch.no_grad():  # random weights everywhere (diffusers zero-inits some layers), so every path counts
         for p in transformer.parameters():
             p.add_(0.02 * torch.randn_like(p))
