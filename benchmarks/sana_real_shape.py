@@ -196,8 +196,9 @@ def run_kind(kind: str, spec: dict) -> dict:
     gen = torch.Generator().manual_seed(0)
 
     t_setup = time.perf_counter()
-    transformer = SanaTransformer2DModel(**{**SANA_600M_512, "num_layers": spec["depth"]}).eval()
-    student_net = SanaVelocityNet(student_transformer(transformer, 1000.0, refit_steps=10), 1.0).float()
+    with torch.device(device):  # initialise on the device: a CPU init of two 0.6B models takes a minute
+        transformer = SanaTransformer2DModel(**{**SANA_600M_512, "num_layers": spec["depth"]}).eval()
+        student_net = SanaVelocityNet(student_transformer(transformer, 1000.0, refit_steps=10), 1.0).float()
     student = Student(student_net, SIGMA_D, 1.0).to(device).train()
     transformer.to(device=device, dtype=low).requires_grad_(False)
     null = random_conds(1, "cpu", gen)
@@ -220,7 +221,8 @@ def run_kind(kind: str, spec: dict) -> dict:
                                       generator=torch.Generator().manual_seed(1))
         vae = None
     else:
-        vae = AutoencoderDC(**DC_AE_F32C32_SANA).eval().requires_grad_(False).to(device=device, dtype=low)
+        with torch.device(device):
+            vae = AutoencoderDC(**DC_AE_F32C32_SANA).eval().requires_grad_(False).to(device=device, dtype=low)
         info["params_vae"], info["params_vae_encoder"] = count(vae), count(vae.encoder)
         conds = random_conds(pairs_n, device, gen)
         fwd_gen = torch.Generator().manual_seed(1)

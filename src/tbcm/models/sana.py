@@ -159,18 +159,20 @@ def student_transformer(teacher: nn.Module, teacher_time_multiplier: float, refi
 
 
 def _teacher_time_features(teacher: nn.Module, tau: Tensor, multiplier: float) -> Tensor:
+    """``[N, D]`` on ``tau``'s device, whatever device the teacher is on."""
     emb = teacher.time_embed.emb
-    return emb.timestep_embedder(emb.time_proj(tau * multiplier).to(teacher.dtype))
+    t = tau.to(teacher.device) * multiplier
+    return emb.timestep_embedder(emb.time_proj(t).to(teacher.dtype)).to(tau.device)
 
 
 def _student_time_features(student: nn.Module, tau: Tensor) -> Tensor:
     te = student.time_embed
-    return te.timestep_embedder(te.time_proj(tau).to(student.dtype))
+    return te.timestep_embedder(te.time_proj(tau.to(student.device)).to(student.dtype)).to(tau.device)
 
 
 def time_embedding_error(teacher: nn.Module, student: nn.Module, multiplier: float, points: int = 1025) -> float:
     """Relative RMS error ``|e_s(tau) - e_t(m tau)| / |e_t(m tau)|`` over ``points`` flow times in [0, 1]."""
-    tau = torch.linspace(0, 1, points)
+    tau = torch.linspace(0, 1, points, device="cpu")
     with torch.no_grad():
         target = _teacher_time_features(teacher, tau, multiplier).float()
         got = _student_time_features(student, tau).float()
@@ -189,8 +191,9 @@ def refit_time_embedding(teacher: nn.Module, student: nn.Module, multiplier: flo
     mlp = student.time_embed.timestep_embedder
     initial = {k: v.clone() for k, v in mlp.state_dict().items()}
     dtype = next(mlp.parameters()).dtype
-    tau = torch.rand(points, generator=torch.Generator().manual_seed(0))
-    tau = torch.cat([tau, torch.linspace(0, 1, 257)])
+    device = student.device
+    tau = torch.rand(points, generator=torch.Generator().manual_seed(0), device="cpu")
+    tau = torch.cat([tau, torch.linspace(0, 1, 257, device="cpu")]).to(device)
     with torch.no_grad():
         target = _teacher_time_features(teacher, tau, multiplier).float()
         inputs = student.time_embed.time_proj(tau).float()
