@@ -124,7 +124,7 @@ def main() -> None:
         if attn == "sdpa":
             set_sdpa(s16)
         try:
-            (j16, ms, mem) = timed(lambda: jvp_of(s16, torch.bfloat16), device)
+            (j16, ms, mem) = timed(lambda m=s16: jvp_of(m, torch.bfloat16), device)
             err = (j16.float() - ref).abs().max().item() / scale
             rel_rms = ((j16.float() - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt()).item()
             rows.append((f"{name} cross-attn, bf16 student", f"{ms:.0f}", f"{mem:.0f}",
@@ -134,7 +134,6 @@ def main() -> None:
             msg = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
             rows.append((f"{name} cross-attn, bf16 student", "-", "-", f"fails: {msg}"))
             result[f"{attn}_bf16"] = {"error": msg}
-        del s16
 
     print(f"JVP of a Sana-0.6B-wide student (depth {depth}, batch {b}) on {result['device']}")
     print("| variant | JVP ms | peak MB | check |\n|---|---|---|---|")

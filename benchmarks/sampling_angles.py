@@ -40,7 +40,7 @@ def main() -> None:
     labels = torch.arange(10).repeat_interleave(args.n)
     w = torch.full((noise.shape[0],), args.cfg)
     defaults = {tuple(student_angles(k)[1:-1]) for k in (2, 4)}
-    print(f"| steps | intermediate angles (rad) | FID | adherence |\n|---|---|---|---|")
+    print("| steps | intermediate angles (rad) | FID | adherence |\n|---|---|---|---|")
     for mids in SCHEDULES + [list(m) for m in sorted(defaults)]:
         angles = [math.pi / 2, *mids, 0.0]
         x0 = student_sample(student, cond, w, noise, angles, generator=torch.Generator().manual_seed(1))
