@@ -141,18 +141,6 @@ class NullEncoder:
         return self.cond
 
 
-class OnDevice:
-    """The teacher for :class:`TrajectoryPairSource`, whose rollout starts from noise drawn on the
-    CPU: inputs go to the teacher's device, the velocity comes back where the state lives."""
-
-    def __init__(self, teacher, device):
-        self.teacher, self.device, self.sigma_d = teacher, device, teacher.sigma_d
-
-    def velocity(self, x_t, t, cond, w):
-        d = self.device
-        return self.teacher.velocity(x_t.to(d), t.to(d), cond.to(d), w.to(d)).to(x_t.device)
-
-
 def random_conds(n: int, device, generator):
     """``n`` text conditions like cached Gemma-2 outputs: ``[n, 300, 2304]``, real tokens first."""
     import torch
@@ -216,7 +204,7 @@ def run_kind(kind: str, spec: dict) -> dict:
 
     if kind == "tbcm":
         conds = random_conds(prompts, device, gen)
-        source = TrajectoryPairSource(OnDevice(teacher, device), conds, CFG_SCALES, (32, 16, 16),
+        source = TrajectoryPairSource(teacher, conds, CFG_SCALES, (32, 16, 16),
                                       TrajectoryConfig(route_points=k), blank_value=0.0,
                                       generator=torch.Generator().manual_seed(1))
         vae = None
