@@ -105,3 +105,25 @@ def test_subset_of_points_per_trajectory(teacher):
     assert torch.all(t[:, 1:] < t[:, :-1])  # still in route order
     assert torch.equal(pairs.prompt_ids, torch.tensor([0, 0, 0, 1, 1, 1]))
     assert torch.allclose(pairs.u, teacher.velocity(pairs.x_t, pairs.t, pairs.cond, pairs.w), atol=1e-5)
+
+
+def test_renoised_points_forward_noise_the_trajectorys_own_final_sample(teacher):
+    conds = teacher.encoder.encode(["a handwritten digit 4", "a handwritten digit 5"])
+    k, m = 6, 4
+    cfg = TrajectoryConfig(route_points=k, renoised_points=m)
+    src = TrajectoryPairSource(teacher, conds, [4.0], (1, 8, 8), cfg, generator=torch.Generator().manual_seed(0))
+    pairs = src.sample(torch.tensor([0, 1]))
+    assert len(pairs) == 2 * (k - 1) + 2 * m and src.teacher_calls == 2 * k + 2 * m
+    on_route = pairs.t[: 2 * (k - 1)].reshape(2, k - 1)
+    x_last = pairs.x_t[: 2 * (k - 1)].reshape(2, k - 1, 1, 8, 8)[:, -1]
+    u_last = pairs.u[: 2 * (k - 1)].reshape(2, k - 1, 1, 8, 8)[:, -1]
+    t_last = on_route[:, -1].view(2, 1, 1, 1)
+    final = torch.cos(t_last) * x_last - torch.sin(t_last) * u_last  # the rollout's exact last step to t = 0
+    x_t, t = pairs.x_t[2 * (k - 1):], pairs.t[2 * (k - 1):]
+    for i in range(2 * m):  # each angle is one of its own trajectory's route points
+        assert torch.isclose(on_route[i // m], t[i]).any()
+    assert torch.equal(pairs.prompt_ids[2 * (k - 1):], torch.tensor([0] * m + [1] * m))
+    tb = t.view(-1, 1, 1, 1)
+    eps = (x_t - torch.cos(tb) * final.repeat_interleave(m, 0)) / (torch.sin(tb) * teacher.sigma_d)
+    assert abs(float(eps.mean())) < 0.15 and 0.85 < float(eps.std()) < 1.15  # forward noise, N(0, 1)
+    assert torch.allclose(pairs.u, teacher.velocity(pairs.x_t, pairs.t, pairs.cond, pairs.w), atol=1e-5)

@@ -27,6 +27,9 @@ class TrajectoryConfig:
     jitter: bool = True
     blank_threshold: float = 0.0  # flow-space MSE to a blank image under which pairs may drop; 0 = off
     points_per_trajectory: int = 0  # keep this many random points of the K - 1 per trajectory; 0 = all
+    # Extra pairs per trajectory from its own final sample, forward-noised to a route angle (the
+    # states a multi-step sampler feeds the student), each with one more guided teacher call; 0 = off.
+    renoised_points: int = 0
 
 
 class TrajectoryPairSource:
@@ -109,4 +112,29 @@ class TrajectoryPairSource:
             idx = (pick + torch.arange(p)[:, None] * (k - 1)).reshape(-1).to(x_t.device)
             pairs = Pairs(pairs.x_t[idx], pairs.t[idx], pairs.u[idx], pairs.cond.index(idx), pairs.w[idx],
                           pairs.mask[idx], pairs.prompt_ids[idx.cpu()])
+        if self.config.renoised_points > 0:
+            pairs = _concat(pairs, self.renoised_pairs(traj.final, route, cond, w, keep.to(device), prompt_ids))
         return pairs
+
+    def renoised_pairs(self, final: Tensor, route: Tensor, cond: TextCondition, w: Tensor, keep: Tensor,
+                       prompt_ids: Tensor) -> Pairs:
+        """``renoised_points`` pairs per trajectory: its final sample ``x0`` ``[P, C, H, W]`` forward-noised,
+        ``x_t = cos t x0 + sin t sigma_d eps``, at angles drawn from the trajectory's own route points
+        after pi/2, with the guided teacher velocity at ``x_t`` as the tangent (one batched call)."""
+        p, m, device = final.shape[0], self.config.renoised_points, final.device
+        pick = torch.randint(1, route.shape[1], (p, m), generator=self.generator).to(device)
+        t = route.gather(1, pick).reshape(-1)  # [P * m], prompt-major
+        eps = torch.randn((p * m, *self.image_shape), generator=self.generator).to(device)
+        x0 = final.repeat_interleave(m, 0)
+        tb = t.view(-1, *([1] * len(self.image_shape)))
+        x_t = torch.cos(tb) * x0 + torch.sin(tb) * self.teacher.sigma_d * eps
+        cond_m, w_m = cond.repeat_interleave(m), w.repeat_interleave(m)
+        u = self.teacher.velocity(x_t, t, cond_m, w_m)
+        self.teacher_calls += p * m
+        return Pairs(x_t=x_t, t=t, u=u, cond=cond_m, w=w_m, mask=keep.repeat_interleave(m),
+                     prompt_ids=prompt_ids.repeat_interleave(m))
+
+
+def _concat(a: Pairs, b: Pairs) -> Pairs:
+    return Pairs(torch.cat([a.x_t, b.x_t]), torch.cat([a.t, b.t]), torch.cat([a.u, b.u]), TextCondition.cat([a.cond, b.cond]),
+                 torch.cat([a.w, b.w]), torch.cat([a.mask, b.mask]), torch.cat([a.prompt_ids, b.prompt_ids]))
