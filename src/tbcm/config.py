@@ -222,6 +222,8 @@ def validate(cfg) -> None:
         _check(cfg.pairs.points_per_trajectory >= 0, "pairs.points_per_trajectory", cfg.pairs.points_per_trajectory,
                ">= 0 (0 = all points)")
         _check(cfg.pairs.renoised_points >= 0, "pairs.renoised_points", cfg.pairs.renoised_points, ">= 0 (0 = off)")
+        _check(cfg.source != "cache" or cfg.pairs.renoised_points == 0, "pairs.renoised_points",
+               cfg.pairs.renoised_points, "0 with source=cache (the cache holds trajectory points only)")
         _check(cfg.pairs.blank_threshold >= 0, "pairs.blank_threshold", cfg.pairs.blank_threshold, ">= 0 (0 = off)")
         o = cfg.objective
         _check(o.jvp in JVP_BACKENDS, "objective.jvp", o.jvp, f"one of {', '.join(JVP_BACKENDS)}")

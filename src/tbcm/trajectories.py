@@ -13,11 +13,15 @@ import torch
 from . import distributed as dist_utils
 from .config import DistillConfig
 from .distill import load_teacher_and_prompts
+from .errors import UserError
 from .pairs.cache import write_trajectory_cache
 from .pairs.trajectory import TrajectoryPairSource
 
 
 def write_cache_from_config(cfg: DistillConfig, out: str | Path, progress: bool = True) -> Path:
+    if cfg.pairs.renoised_points or cfg.pairs.points_per_trajectory:
+        raise UserError("a trajectory cache stores whole trajectories: set pairs.renoised_points=0 and "
+                        "pairs.points_per_trajectory=0 for `tbcm trajectories`")
     info = dist_utils.init_distributed(cfg.device)
     bundle, teacher, prompts, conds = load_teacher_and_prompts(cfg)
     meta = bundle.meta
