@@ -9,10 +9,13 @@ a velocity network behind the TrigFlow adapter, a prompt encoder and a latent de
 from __future__ import annotations
 
 import importlib
+from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
 
-from ..errors import UserError
+from torch import nn
+
+from ..errors import UserError, brief
 
 FAMILIES = {"sana": "tbcm.models.sana_bundle", "flux": "tbcm.models.flux_bundle"}
 
@@ -48,3 +51,32 @@ def quiet_libraries() -> None:
     for lib in (diffusers_logging, transformers_logging):
         lib.set_verbosity_error()
         lib.disable_progress_bar()
+
+
+class TransformerNet(nn.Module):
+    """Base of the diffusers velocity-network wrappers (``SanaVelocityNet``, ``FluxVelocityNet``):
+    holds ``self.transformer`` and passes gradient checkpointing through to it."""
+
+    def __init__(self, transformer: nn.Module):
+        super().__init__()
+        self.transformer = transformer
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        return bool(self.transformer.gradient_checkpointing)
+
+    @gradient_checkpointing.setter
+    def gradient_checkpointing(self, on: bool) -> None:
+        (self.transformer.enable_gradient_checkpointing if on else self.transformer.disable_gradient_checkpointing)()
+
+
+@lru_cache(maxsize=4)
+def load_vae(folder: str, class_name: str, family: str) -> nn.Module:
+    """The ``vae/`` of a pipeline folder as diffusers' ``class_name``, loaded once per folder."""
+    import diffusers
+
+    try:
+        return getattr(diffusers, class_name).from_pretrained(str(Path(folder) / "vae"), local_files_only=True).eval()
+    except Exception as exc:  # noqa: BLE001
+        raise UserError(f"cannot load the VAE of {folder} ({brief(exc)}): sample grids and evaluation of a {family} "
+                        "model need its vae/ folder") from None

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
+from .families import TransformerNet
 from .text import TextCondition
 
 FLUX_SIGMA_D = 0.5  # TrigFlow data scale: a unit convention (x0 = sigma_d * latent), Sana-Sprint's value
@@ -92,7 +93,7 @@ def use_math_attention(transformer: nn.Module) -> None:
             processor._attention_backend = backend
 
 
-class FluxVelocityNet(nn.Module):
+class FluxVelocityNet(TransformerNet):
     """``forward(x_flow [B,C,H,W], tau [B], cond, guidance [B] | None) -> v [B,C,H,W]`` (flow velocity).
 
     ``cond`` carries the T5 sequence (``embeds``) and the CLIP pooled projection (``pooled``);
@@ -100,8 +101,7 @@ class FluxVelocityNet(nn.Module):
     """
 
     def __init__(self, transformer: nn.Module, image_size: int):
-        super().__init__()
-        self.transformer = transformer
+        super().__init__(transformer)
         self.image_size = int(image_size)
 
     @property
@@ -113,14 +113,6 @@ class FluxVelocityNet(nn.Module):
     def blocks(self) -> list[nn.Module]:
         """The double- and single-stream transformer blocks: the units FSDP2 shards one by one."""
         return [*self.transformer.transformer_blocks, *self.transformer.single_transformer_blocks]
-
-    @property
-    def gradient_checkpointing(self) -> bool:
-        return bool(self.transformer.gradient_checkpointing)
-
-    @gradient_checkpointing.setter
-    def gradient_checkpointing(self, on: bool) -> None:
-        (self.transformer.enable_gradient_checkpointing if on else self.transformer.disable_gradient_checkpointing)()
 
     def forward(self, x_flow: Tensor, tau: Tensor, cond: TextCondition, guidance: Tensor | None = None) -> Tensor:
         if cond.pooled is None:

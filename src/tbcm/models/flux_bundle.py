@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -24,7 +23,13 @@ from safetensors.torch import load_file
 
 from ..errors import UserError, brief
 from .bundle import Bundle, ModelMeta
-from .flux import FLUX_SIGMA_D, FluxVelocityNet, guidance_distilled_message, use_math_attention
+from .families import load_vae, quiet_libraries
+from .flux import (
+    FLUX_SIGMA_D,
+    FluxVelocityNet,
+    guidance_distilled_message,
+    use_math_attention,
+)
 from .flux_text import FluxPromptEncoder
 from .sana import pipeline_class_name
 from .sana_bundle import _dtype
@@ -57,24 +62,14 @@ def latent_size(folder: Path) -> int:
     return size
 
 
-@lru_cache(maxsize=4)
-def _vae(folder: str):
-    from diffusers import AutoencoderKL
-
-    try:
-        return AutoencoderKL.from_pretrained(str(Path(folder) / "vae"), local_files_only=True).eval()
-    except Exception as exc:  # noqa: BLE001
-        raise UserError(f"cannot load the VAE of {folder} ({brief(exc)}): sample grids and evaluation of a FLUX "
-                        "model need its vae/ folder") from None
-
-
 def latent_decoder(folder: str | os.PathLike, sigma_d: float):
     """``decode(x0 [B, C, h, w] TrigFlow latents) -> pixels [B, 3, H, W]`` in [-1, 1] with the VAE,
     undoing ``FluxPipeline``'s latent normalisation: ``z = x0 / sigma_d / scaling_factor + shift_factor``."""
 
     @torch.no_grad()
     def decode(x0: torch.Tensor) -> torch.Tensor:
-        vae = _vae(str(Path(folder).resolve())).to(x0.device)  # decode where the latents are
+        # decode where the latents are
+        vae = load_vae(str(Path(folder).resolve()), "AutoencoderKL", "FLUX").to(x0.device)
         c = vae.config
         latents = (x0 / sigma_d).to(vae.dtype) / c.scaling_factor + c.shift_factor
         return vae.decode(latents, return_dict=False)[0].float().clamp(-1, 1).cpu()
@@ -85,6 +80,7 @@ def latent_decoder(folder: str | os.PathLike, sigma_d: float):
 def load_teacher(path: str | os.PathLike, dtype: str | torch.dtype | None = None,
                  text_cache: str | None = "default", time_multiplier: float | None = None) -> Bundle:
     """The teacher of a FLUX pipeline folder (transformer without guidance embedding)."""
+    quiet_libraries()
     path = Path(path)
     cls = pipeline_class_name(path)
     if time_multiplier not in (None, 1, 1.0):
@@ -113,6 +109,7 @@ def load_student(path: Path, meta: ModelMeta, dtype: str | torch.dtype | None = 
     """A student folder written by :func:`write_student`; text encoders and VAE from its teacher."""
     from .student import LogvarHead
 
+    quiet_libraries()
     transformer = load_flux_transformer(path / "transformer", _dtype(dtype)).eval()
     use_math_attention(transformer)
     network = FluxVelocityNet(transformer, meta.image_size)

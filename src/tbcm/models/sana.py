@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UserError, brief
+from .families import TransformerNet
 from .text import TextCondition
 
 SANA_SIGMA_D = 0.5  # TrigFlow data scale of Sana-Sprint (SCMScheduler sigma_data)
@@ -82,15 +83,14 @@ def use_math_cross_attention(transformer: nn.Module) -> None:
     transformer.set_attn_processor(processors)
 
 
-class SanaVelocityNet(nn.Module):
+class SanaVelocityNet(TransformerNet):
     """``forward(x_flow [B,C,H,W], tau [B], cond, guidance [B] | None) -> v [B,C,H,W]`` (flow velocity).
 
     ``guidance`` is the CFG scale ``w`` (student only); the embedder sees ``w * guidance_embeds_scale``.
     """
 
     def __init__(self, transformer: nn.Module, time_multiplier: float):
-        super().__init__()
-        self.transformer = transformer
+        super().__init__(transformer)
         self.time_multiplier = float(time_multiplier)
 
     @property
@@ -102,14 +102,6 @@ class SanaVelocityNet(nn.Module):
     def blocks(self) -> nn.ModuleList:
         """The transformer blocks: the units FSDP2 shards one by one."""
         return self.transformer.transformer_blocks
-
-    @property
-    def gradient_checkpointing(self) -> bool:
-        return bool(self.transformer.gradient_checkpointing)
-
-    @gradient_checkpointing.setter
-    def gradient_checkpointing(self, on: bool) -> None:
-        (self.transformer.enable_gradient_checkpointing if on else self.transformer.disable_gradient_checkpointing)()
 
     def forward(self, x_flow: Tensor, tau: Tensor, cond: TextCondition, guidance: Tensor | None = None) -> Tensor:
         dtype = self.transformer.dtype

@@ -11,17 +11,22 @@
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from pathlib import Path
 
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from ..errors import UserError, brief
+from ..errors import UserError
 from .bundle import Bundle, ModelMeta
-from .families import quiet_libraries
-from .sana import SANA_SIGMA_D, SanaVelocityNet, load_sana_transformer, pipeline_class_name, use_math_cross_attention
+from .families import load_vae, quiet_libraries
+from .sana import (
+    SANA_SIGMA_D,
+    SanaVelocityNet,
+    load_sana_transformer,
+    pipeline_class_name,
+    use_math_cross_attention,
+)
 from .sana_text import SanaPromptEncoder
 
 PIPELINE_PREFIXES = ("Sana",)
@@ -41,23 +46,13 @@ def teacher_time_multiplier(transformer) -> float:
     return 1000.0 * float(transformer.config.get("timestep_scale", 1.0))
 
 
-@lru_cache(maxsize=4)
-def _vae(folder: str):
-    from diffusers import AutoencoderDC
-
-    try:
-        return AutoencoderDC.from_pretrained(str(Path(folder) / "vae"), local_files_only=True).eval()
-    except Exception as exc:  # noqa: BLE001
-        raise UserError(f"cannot load the VAE of {folder} ({brief(exc)}): sample grids and evaluation of a Sana "
-                        "model need its vae/ folder") from None
-
-
 def latent_decoder(folder: str | os.PathLike, sigma_d: float):
     """``decode(x0 [B, C, h, w] TrigFlow latents) -> pixels [B, 3, H, W]`` in [-1, 1] with the DC-AE."""
 
     @torch.no_grad()
     def decode(x0: torch.Tensor) -> torch.Tensor:
-        vae = _vae(str(Path(folder).resolve())).to(x0.device)  # decode where the latents are
+        # decode where the latents are
+        vae = load_vae(str(Path(folder).resolve()), "AutoencoderDC", "Sana").to(x0.device)
         latents = (x0 / sigma_d).to(vae.dtype) / vae.config.scaling_factor
         return vae.decode(latents, return_dict=False)[0].float().clamp(-1, 1).cpu()
 
