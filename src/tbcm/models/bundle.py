@@ -83,13 +83,12 @@ def _state_to_disk(module: nn.Module) -> dict:
 def write_bundle_files(bundle: Bundle, folder: Path) -> None:
     """Write a model folder's files into an existing ``folder`` (no atomicity of its own)."""
     folder = Path(folder)
-    if bundle.meta.family != "tbcm":
-        from .families import family_module
-
-        return family_module(bundle.meta.family).write_student(bundle, folder)
     (folder / "model.yaml").write_text(yaml.safe_dump(bundle.meta.to_dict(), sort_keys=False))
-    save_file(_state_to_disk(bundle.network), str(folder / "network.safetensors"))
-    save_file(_state_to_disk(bundle.encoder), str(folder / "prompt_encoder.safetensors"))
+    if bundle.meta.family == "tbcm":
+        save_file(_state_to_disk(bundle.network), str(folder / "network.safetensors"))
+        save_file(_state_to_disk(bundle.encoder), str(folder / "prompt_encoder.safetensors"))
+    else:  # a diffusers student: its transformer in diffusers' format; the text encoders stay with the teacher
+        bundle.network.transformer.save_pretrained(str(folder / "transformer"), safe_serialization=True)
     if bundle.logvar_head is not None:
         save_file(_state_to_disk(bundle.logvar_head), str(folder / "logvar_head.safetensors"))
 
@@ -108,6 +107,17 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
     return builtin_teacher_path() if str(path) == BUILTIN else Path(path)
 
 
+def load_logvar_head(folder: Path) -> nn.Module | None:
+    """``folder/logvar_head.safetensors`` as a :class:`~tbcm.models.student.LogvarHead`, if there is one."""
+    from .student import LogvarHead  # local: student imports this module
+
+    if not (Path(folder) / "logvar_head.safetensors").is_file():
+        return None
+    head = LogvarHead()
+    head.load_state_dict(load_file(str(Path(folder) / "logvar_head.safetensors")))
+    return head
+
+
 def hint_for(kind: str | None) -> str:
     return {
         "teacher": "pass a folder written by `tbcm teacher train`, a diffusers Sana pipeline folder, or teacher=builtin",
@@ -120,8 +130,6 @@ def load_bundle(path: str | os.PathLike, expect_kind: str | None = None, **optio
 
     ``options`` go to the Sana loader (``dtype``, ``text_cache``) and are ignored otherwise.
     """
-    from .student import LogvarHead  # local: student imports this module
-
     path = resolve_model_path(path)
     if (path / "model_index.json").is_file():  # a diffusers pipeline folder: a teacher
         from .families import family_module, family_of_pipeline
@@ -154,10 +162,7 @@ def load_bundle(path: str | os.PathLike, expect_kind: str | None = None, **optio
         encoder = PromptEncoder(**meta.prompt_encoder)
         network.load_state_dict(load_file(str(path / "network.safetensors")))
         encoder.load_state_dict(load_file(str(path / "prompt_encoder.safetensors")))
-        logvar_head = None
-        if (path / "logvar_head.safetensors").is_file():
-            logvar_head = LogvarHead()
-            logvar_head.load_state_dict(load_file(str(path / "logvar_head.safetensors")))
+        logvar_head = load_logvar_head(path)
     except Exception as exc:  # noqa: BLE001
         raise UserError(f"{path} has missing or mismatched weights ({brief(exc)}): {hint}") from None
     return Bundle(meta, network.eval(), encoder.eval(), logvar_head)

@@ -1,9 +1,10 @@
 """Which module loads a diffusers teacher or student: one entry per model family.
 
 A family module provides ``PIPELINE_PREFIXES`` (diffusers pipeline class names it takes, by
-prefix), ``load_teacher(path, **options) -> Bundle``, ``load_student(path, meta, **options) ->
-Bundle`` and ``write_student(bundle, folder)``. Everything else in tbcm sees only the Bundle:
-a velocity network behind the TrigFlow adapter, a prompt encoder and a latent decoder.
+prefix), ``load_teacher(path, **options) -> Bundle`` and ``load_student(path, meta, **options)
+-> Bundle`` (students are written by :func:`tbcm.models.bundle.write_bundle_files`). Everything
+else in tbcm sees only the Bundle: a velocity network behind the TrigFlow adapter, a prompt
+encoder and a latent decoder. What the families share lives here.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
 
+import torch
 from torch import nn
 
 from ..errors import UserError, brief
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 FAMILIES = {"sana": "tbcm.models.sana_bundle", "flux": "tbcm.models.flux_bundle"}
 
 
@@ -80,3 +83,37 @@ def load_vae(folder: str, class_name: str, family: str) -> nn.Module:
     except Exception as exc:  # noqa: BLE001
         raise UserError(f"cannot load the VAE of {folder} ({brief(exc)}): sample grids and evaluation of a {family} "
                         "model need its vae/ folder") from None
+
+
+def torch_dtype(name: str | torch.dtype | None) -> torch.dtype:
+    """``"fp32"`` / ``"bf16"`` / ``"fp16"`` (or a dtype, or None = fp32) as a torch dtype."""
+    if name is None or isinstance(name, torch.dtype):
+        return name or torch.float32
+    if name not in DTYPES:
+        raise UserError(f"unknown dtype {name!r}: use one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def latent_decoder(folder: str | Path, sigma_d: float, vae_class: str, family: str):
+    """``decode(x0 [B, C, h, w] TrigFlow latents) -> pixels [B, 3, H, W]`` in [-1, 1] with the
+    folder's VAE, undoing the pipeline's latent normalisation
+    ``z = x0 / sigma_d / scaling_factor + shift_factor`` (no shift for VAEs without one)."""
+    folder = str(Path(folder).resolve())
+
+    @torch.no_grad()
+    def decode(x0: torch.Tensor) -> torch.Tensor:
+        vae = load_vae(folder, vae_class, family).to(x0.device)  # decode where the latents are
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        latents = (x0 / sigma_d).to(vae.dtype) / vae.config.scaling_factor + shift
+        return vae.decode(latents, return_dict=False)[0].float().clamp(-1, 1).cpu()
+
+    return decode
+
+
+def student_teacher_folder(student: Path, meta) -> Path:
+    """The teacher folder a diffusers student takes its text encoders and VAE from."""
+    folder = Path(meta.prompt_encoder["folder"])
+    if not folder.is_dir():
+        raise UserError(f"the student in {student} takes its text encoder from {folder}, which does not exist: "
+                        f"restore that folder or edit prompt_encoder.folder in {student}/model.yaml")
+    return folder

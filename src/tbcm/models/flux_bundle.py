@@ -8,7 +8,7 @@
 * sigma_d = 0.5, as for Sana: the flow latents (VAE latents shifted and scaled by the VAE's
   ``shift_factor`` / ``scaling_factor``, about unit variance) are TrigFlow's ``x0 / sigma_d``; the
   teacher's ODE is the same whatever sigma_d, it sets the student's output scale.
-* Student folder: ``model.yaml`` (``family: flux``; the teacher folder whose text encoders and
+* Student folder (written by :func:`tbcm.models.bundle.write_bundle_files`): ``model.yaml`` (``family: flux``; the teacher folder whose text encoders and
   VAE it uses), ``transformer/`` (diffusers ``save_pretrained``) and ``logvar_head.safetensors``.
 """
 
@@ -19,11 +19,10 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from ..errors import UserError, brief
-from .bundle import Bundle, ModelMeta
-from .families import load_vae, quiet_libraries
+from .bundle import Bundle, ModelMeta, load_logvar_head
+from .families import latent_decoder, quiet_libraries, student_teacher_folder, torch_dtype
 from .flux import (
     FLUX_SIGMA_D,
     FluxVelocityNet,
@@ -32,8 +31,6 @@ from .flux import (
 )
 from .flux_text import FluxPromptEncoder
 from .sana import pipeline_class_name
-from .sana_bundle import _dtype
-from .sana_bundle import write_student as _write_student
 
 PIPELINE_PREFIXES = ("Flux",)
 DEFAULT_LATENT_SIZE = 128  # FluxPipeline.default_sample_size
@@ -62,21 +59,6 @@ def latent_size(folder: Path) -> int:
     return size
 
 
-def latent_decoder(folder: str | os.PathLike, sigma_d: float):
-    """``decode(x0 [B, C, h, w] TrigFlow latents) -> pixels [B, 3, H, W]`` in [-1, 1] with the VAE,
-    undoing ``FluxPipeline``'s latent normalisation: ``z = x0 / sigma_d / scaling_factor + shift_factor``."""
-
-    @torch.no_grad()
-    def decode(x0: torch.Tensor) -> torch.Tensor:
-        # decode where the latents are
-        vae = load_vae(str(Path(folder).resolve()), "AutoencoderKL", "FLUX").to(x0.device)
-        c = vae.config
-        latents = (x0 / sigma_d).to(vae.dtype) / c.scaling_factor + c.shift_factor
-        return vae.decode(latents, return_dict=False)[0].float().clamp(-1, 1).cpu()
-
-    return decode
-
-
 def load_teacher(path: str | os.PathLike, dtype: str | torch.dtype | None = None,
                  text_cache: str | None = "default", time_multiplier: float | None = None) -> Bundle:
     """The teacher of a FLUX pipeline folder (transformer without guidance embedding)."""
@@ -86,7 +68,7 @@ def load_teacher(path: str | os.PathLike, dtype: str | torch.dtype | None = None
     if time_multiplier not in (None, 1, 1.0):
         raise UserError(f"teacher_time_multiplier={time_multiplier} applies to Sana teachers only: a FLUX transformer "
                         "takes the flow time as FluxPipeline feeds it; leave it unset")
-    dt = _dtype(dtype)
+    dt = torch_dtype(dtype)
     transformer = load_flux_transformer(path / "transformer", dt).eval().requires_grad_(False)
     if transformer.config.guidance_embeds:
         raise UserError(guidance_distilled_message(f"{path}/transformer"))
@@ -96,30 +78,17 @@ def load_teacher(path: str | os.PathLike, dtype: str | torch.dtype | None = None
     meta = ModelMeta(kind="teacher", sigma_d=FLUX_SIGMA_D, channels=network.config.in_channels, image_size=size,
                      network=network.config.to_dict(), prompt_encoder=encoder.config(), timestep_scale=1.0,
                      blank_value=0.0, family="flux", extra={"pipeline": str(path.resolve()), "class": cls})
-    return Bundle(meta, network, encoder, None, latent_decoder(path, FLUX_SIGMA_D))
-
-
-def write_student(bundle: Bundle, folder: Path) -> None:
-    """``model.yaml`` + ``transformer/`` (diffusers) + ``logvar_head.safetensors`` into ``folder``."""
-    _write_student(bundle, folder)
+    return Bundle(meta, network, encoder, None, latent_decoder(path, FLUX_SIGMA_D, "AutoencoderKL", "FLUX"))
 
 
 def load_student(path: Path, meta: ModelMeta, dtype: str | torch.dtype | None = None,
                  text_cache: str | None = "default", **_) -> Bundle:
-    """A student folder written by :func:`write_student`; text encoders and VAE from its teacher."""
-    from .student import LogvarHead
-
+    """A student folder (see the module notes); text encoders and VAE from its teacher."""
     quiet_libraries()
-    transformer = load_flux_transformer(path / "transformer", _dtype(dtype)).eval()
+    transformer = load_flux_transformer(path / "transformer", torch_dtype(dtype)).eval()
     use_math_attention(transformer)
     network = FluxVelocityNet(transformer, meta.image_size)
-    teacher_folder = Path(meta.prompt_encoder["folder"])
-    if not teacher_folder.is_dir():
-        raise UserError(f"the student in {path} takes its text encoders from {teacher_folder}, which does not exist: "
-                        f"restore that folder or edit prompt_encoder.folder in {path}/model.yaml")
+    teacher_folder = student_teacher_folder(path, meta)
     encoder = FluxPromptEncoder(teacher_folder, cache_dir=text_cache)
-    logvar_head = None
-    if (path / "logvar_head.safetensors").is_file():
-        logvar_head = LogvarHead()
-        logvar_head.load_state_dict(load_file(str(path / "logvar_head.safetensors")))
-    return Bundle(meta, network, encoder, logvar_head, latent_decoder(teacher_folder, meta.sigma_d))
+    return Bundle(meta, network, encoder, load_logvar_head(path),
+                  latent_decoder(teacher_folder, meta.sigma_d, "AutoencoderKL", "FLUX"))
