@@ -151,9 +151,9 @@ def test_prompt_encodings_are_the_pipelines_and_come_back_from_the_cache(sana_di
     prompts = ["a photo of a cat", "", "red car"]
     first = enc.encode(prompts)
     assert first.embeds.shape == (3, 300, 32) and first.mask.shape == (3, 300)
-    sprint = SanaSprintPipeline(tokenizer=enc._pipe.tokenizer, text_encoder=enc.text_encoder, vae=None,
+    sprint = SanaSprintPipeline(tokenizer=enc.tokenizer, text_encoder=enc.text_encoder, vae=None,
                                 transformer=None, scheduler=None)
-    pipe = SanaPipeline(tokenizer=enc._pipe.tokenizer, text_encoder=enc.text_encoder, vae=None,
+    pipe = SanaPipeline(tokenizer=enc.tokenizer, text_encoder=enc.text_encoder, vae=None,
                         transformer=None, scheduler=None)
     with torch.no_grad():
         embeds, mask = sprint.encode_prompt("a photo of a cat", device="cpu", complex_human_instruction=enc.instruction)

@@ -68,7 +68,7 @@ def export_diffusers(run_or_student: str | os.PathLike, out: str | os.PathLike, 
         raise UserError(f"cannot load the VAE of the teacher folder {teacher_folder} ({brief(exc)}): the export "
                         "copies it; restore the teacher folder") from None
     transformer = bundle.network.transformer  # attention processors are not saved: the pipeline uses its own
-    pipe = SanaSprintPipeline(tokenizer=bundle.encoder._pipe.tokenizer, text_encoder=bundle.encoder.text_encoder,
+    pipe = SanaSprintPipeline(tokenizer=bundle.encoder.tokenizer, text_encoder=bundle.encoder.text_encoder,
                               vae=vae, transformer=transformer,
                               scheduler=SCMScheduler(sigma_data=bundle.meta.sigma_d, prediction_type="trigflow"))
     shift = float(bundle.meta.extra.get("shift", 2.5))

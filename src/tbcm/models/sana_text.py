@@ -75,6 +75,10 @@ class SanaPromptEncoder(nn.Module):
             cache_dir = default_cache_dir()
         self.cache_dir = None if cache_dir is None else Path(cache_dir) / _fingerprint(self.folder)
 
+    @property
+    def tokenizer(self):
+        return self._pipe.tokenizer
+
     def config(self) -> dict:
         return {"folder": str(self.folder.resolve()), "complex_human_instruction": self.use_chi}
 
