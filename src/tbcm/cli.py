@@ -198,7 +198,7 @@ def cmd_sample(args) -> None:
     prompts = [args.prompt] if args.prompt is not None else read_prompts_file(args.prompts)
     if hasattr(bundle.encoder, "token_ids"):
         bundle.encoder.token_ids(prompts)  # validate every prompt before generating anything
-    student = Student(bundle.network, bundle.meta.sigma_d, bundle.meta.timestep_scale, bundle.logvar_head).eval()
+    student = Student.from_bundle(bundle).eval()
     cfg_scale = args.cfg if args.cfg is not None else float(bundle.meta.extra.get("default_cfg_scale", 4.5))
     shift = float(bundle.meta.extra.get("shift", 2.5))
     with torch.no_grad():

@@ -60,12 +60,13 @@ def teacher_sample(teacher, cond, w: Tensor, noise: Tensor, steps: int = 16, shi
 
 @torch.no_grad()
 def student_sample(student, cond, w: Tensor, noise: Tensor, angles: list[float],
-                   generator: torch.Generator | None = None) -> Tensor:
+                   generator: torch.Generator | list[torch.Generator] | None = None) -> Tensor:
     """Few-step consistency sampling: predict ``x0`` with ``f``, re-noise to the next angle.
 
     ``angles`` runs from pi/2 down to 0 (``len(angles) - 1`` network calls), e.g. ``[pi/2, 0]``
     for one step.  ``noise`` ``[B, C, H, W]`` is standard normal; the fresh noise of later steps
-    comes from ``generator``.  Returns ``x0`` ``[B, C, H, W]`` in TrigFlow space.
+    comes from ``generator`` -- one for the batch, or a list of ``B`` (image ``i`` draws from its
+    own, so it does not depend on its batch).  Returns ``x0`` ``[B, C, H, W]`` in TrigFlow space.
     """
     sd = student.sigma_d
     x = sd * noise
@@ -74,7 +75,11 @@ def student_sample(student, cond, w: Tensor, noise: Tensor, angles: list[float],
         t = torch.full((x.shape[0],), t_now, dtype=x.dtype, device=x.device)
         x0 = consistency_fn(x, t, student(x / sd, t, cond, w), sd)
         if t_next > 0:
-            eps = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+            if isinstance(generator, list):
+                eps = torch.stack([torch.randn(x.shape[1:], generator=g, dtype=x.dtype) for g in generator])
+            else:
+                eps = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            eps = eps.to(x.device)
             x = torch.cos(torch.tensor(t_next)) * x0 + torch.sin(torch.tensor(t_next)) * sd * eps
     return x0
 

@@ -104,7 +104,7 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
     heldout = digits_split(split_seed).heldout_images
     ref = FIDReference(heldout, clf)
     labels = torch.arange(10).repeat_interleave(n_per_class)  # row-major (digit, seed)
-    student = Student(bundle.network, bundle.meta.sigma_d, bundle.meta.timestep_scale, bundle.logvar_head).eval()
+    student = Student.from_bundle(bundle).eval()
 
     result: dict = {"student": {}, "teacher": {}}
     for steps in student_steps:  # one prompt at a time: memory stays at n images

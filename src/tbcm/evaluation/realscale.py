@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..errors import UserError, brief
-from ..generate import ImageGenerator, load_image_generator, student_family
+from ..generate import load_image_generator
 from .evaluate import find_student
 from .inception import load_inception
 
@@ -209,13 +209,11 @@ def evaluate_realscale(path: str | os.PathLike, reference: str | os.PathLike, in
     _check_counts(student_steps, batch)
     device = torch.device(device) if device is not None else _default_device()
     student_dir, _ = find_student(path)
-    family = student_family(student_dir)
     ref = read_reference(reference, n)
     features = load_inception(inception)
     make_clip = clip_loader(clip)
-    # The first generator is loaded (and the prompts checked) before anything is computed; the
-    # others replace it one at a time, so a large student is in memory once.
-    gen: ImageGenerator | None = load_image_generator(student_dir, student_steps[0], cfg_scale, shift, device=device)
+    # The student is loaded (and the prompts checked) once, before anything is computed.
+    gen = load_image_generator(student_dir, student_steps[0], cfg_scale, shift, device=device)
     gen.check_prompts(ref.prompts)
     size, used_cfg = int(gen.resolution), gen.cfg_scale
 
@@ -230,25 +228,19 @@ def evaluate_realscale(path: str | os.PathLike, reference: str | os.PathLike, in
 
     result: dict = {"student": {}}
     for steps in student_steps:
-        if gen is None:
-            gen = load_image_generator(student_dir, steps, cfg_scale, shift, device=device)
         fid.reset()  # the generated side only (reset_real_features=False)
         clip_score.reset()
         with tqdm(desc=f"{steps}-step", **bar_opts) as bar:
             for start in range(0, count, batch):
                 prompts = ref.prompts[start:start + batch]
-                images = gen.generate(prompts, [seed + i for i in range(start, start + len(prompts))])
-                if images.dtype != torch.uint8 or tuple(images.shape[1:]) != (3, size, size):
-                    raise RuntimeError(f"the {family} generator returned {images.dtype} {tuple(images.shape)}, "
-                                       f"expected uint8 [B, 3, {size}, {size}]")
+                images = gen.generate(prompts, [seed + i for i in range(start, start + len(prompts))], steps)
                 images = images.to(device)
                 fid.update(images, real=False)
                 clip_score.update(images, prompts)
                 bar.update(len(prompts))
         result["student"][str(steps)] = {"fid": float(fid.compute()), "clip_score": float(clip_score.compute())}
-        gen = None
     result.update({"reference": {"root": str(ref.root), "images": count}, "cfg_scale": used_cfg,
-                   "seed": seed, "family": family, "resolution": size})
+                   "seed": seed, "family": gen.family, "resolution": size})
     return result
 
 

@@ -25,7 +25,7 @@ FAMILIES = {"sana": "tbcm.models.sana_bundle", "flux": "tbcm.models.flux_bundle"
 
 def family_module(name: str) -> ModuleType:
     if name not in FAMILIES:
-        raise UserError(f"unknown model family {name!r}: tbcm knows {', '.join(['tbcm', *FAMILIES])}")
+        raise UserError(f"unknown model family {name!r}: known families are {', '.join(['tbcm', *FAMILIES])}")
     return importlib.import_module(FAMILIES[name])
 
 

@@ -40,6 +40,11 @@ class Student(nn.Module):
         self.logvar_head = logvar_head if logvar_head is not None else LogvarHead()
         self.sigma_d = float(sigma_d)
 
+    @classmethod
+    def from_bundle(cls, bundle) -> "Student":
+        """The student of a student folder loaded by :func:`tbcm.models.bundle.load_bundle`."""
+        return cls(bundle.network, bundle.meta.sigma_d, bundle.meta.timestep_scale, bundle.logvar_head)
+
     @property
     def network(self) -> nn.Module:
         return self.F.net
