@@ -110,7 +110,9 @@ class Distiller:
         self.encoder.encode(self.grid_prompts)  # fail now, not after training, on a bad grid prompt
         self.image_shape = (meta.channels, meta.image_size, meta.image_size)
         self.sigma_d = meta.sigma_d
-        self.teacher.to(self.device)
+        # the network only: prompts are encoded already, and a text encoder (Gemma-2, T5) would hold
+        # gigabytes of GPU memory for nothing
+        self.teacher.F.to(self.device)
         self.conds = self.conds.to(self.device)
         self.source = self._make_source()
 
@@ -159,7 +161,7 @@ class Distiller:
                                 f"{self.image_shape}: use data of the teacher's shape")
             unique = sorted(set(data.prompts))
             which = torch.tensor([unique.index(p) for p in data.prompts])
-            conds = self.encoder.encode(unique).index(which)  # one condition per image
+            conds = self.encoder.encode(unique).to(self.device).index(which.to(self.device))  # one per image
             source = ForwardNoisePairSource(self.teacher, sd * data.images, conds, list(cfg.cfg_scales),
                                             pairs_per_prompt, cfg.forward, generator)
         else:
@@ -210,8 +212,9 @@ class Distiller:
         r = tangent_ratio(self.step, self.cfg.objective)
         denominator = None
         if self.dist.enabled:  # global mean over kept pairs, whatever each rank kept
-            kept = dist_utils.all_reduce_sum(pairs.mask.sum().reshape(1).float().cpu(), self.dist)
-            denominator = float(kept) / self.dist.world_size
+            # on the training device: NCCL reduces CUDA tensors only, and a host copy would be a sync
+            kept = dist_utils.all_reduce_sum(pairs.mask.sum().reshape(()).float(), self.dist)
+            denominator = kept / self.dist.world_size
         loss, stats = scm_loss(self.model, pairs, self.sigma_d, r, self.cfg.objective, jvp_student=self.student,
                                denominator=denominator, bf16=self.cfg.precision == "bf16")
         self.optimizer.zero_grad(set_to_none=True)

@@ -70,7 +70,7 @@ def _bc(v: Tensor, like: Tensor) -> Tensor:
 
 
 def scm_loss(student, pairs: Pairs, sigma_d: float, r: float, cfg: SCMConfig, jvp_student=None,
-             denominator: float | None = None, bf16: bool = False) -> tuple[Tensor, dict]:
+             denominator: float | Tensor | None = None, bf16: bool = False) -> tuple[Tensor, dict]:
     """sCM loss on a batch of pairs.
 
     ``student(x_norm, t, cond, w, with_logvar=True) -> (F, logvar)`` is the gradient path (it may
@@ -111,7 +111,10 @@ def scm_loss(student, pairs: Pairs, sigma_d: float, r: float, cfg: SCMConfig, jv
     weight = 1.0 / (sigma_d * torch.tan(t)) if cfg.prior_weight else torch.ones_like(t)
     loss_i = torch.exp(-logvar) * weight * per_sample + logvar
     mask = pairs.mask.to(loss_i.dtype)
-    denom = mask.sum().clamp(min=1.0) if denominator is None else max(float(denominator), 1e-12)
+    if denominator is None:
+        denom = mask.sum().clamp(min=1.0)
+    else:  # a number or a tensor (the all-reduced count under DDP): no host sync either way
+        denom = torch.as_tensor(denominator, dtype=loss_i.dtype, device=loss_i.device).clamp(min=1e-12)
     loss = (loss_i * mask).sum() / denom
     # One device-to-host copy for all statistics (each float() would be a sync on a GPU).
     values = torch.stack([loss.detach(), (per_sample.detach() * mask).sum() / mask.sum().clamp(min=1.0),
