@@ -63,7 +63,7 @@ class ImageGenerator:
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
         noise = torch.stack([torch.randn(self.shape, generator=g) for g in gens]).to(self.device)
-        cond = self.encoder.encode(prompts)
+        cond = self.encoder.encode(prompts).to(self.device)  # cached encodings come back on the CPU
         w = torch.full((len(prompts),), self.cfg_scale, device=self.device)
         angles = student_angles(steps or self.steps, self.shift)
         x0 = student_sample(self.student, cond, w, noise, angles, generator=gens)

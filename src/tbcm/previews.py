@@ -22,6 +22,11 @@ def _shape(network) -> tuple[int, int, int]:
     return (c.in_channels, c.image_size, c.image_size)
 
 
+def _device(model) -> torch.device:
+    """Where the network runs (prompt encoders may return CPU tensors, e.g. from their disk cache)."""
+    return next(model.parameters()).device
+
+
 def _pixels(x0: torch.Tensor, sigma_d: float, decode) -> torch.Tensor:
     return to_pixels(x0, sigma_d) if decode is None else decode(x0)
 
@@ -31,8 +36,8 @@ def teacher_samples(teacher, prompts: list[str], cfg_scale: float, steps: int, s
     """Pixels ``[len(prompts) * seeds, C, H, W]`` in ``[-1, 1]``; row-major (prompt, seed).
 
     ``decode`` maps TrigFlow-space latents to pixels (a latent teacher's VAE); ``None``: pixel space."""
-    cond = teacher.encoder.encode(prompts).repeat_interleave(seeds)
-    device = cond.embeds.device  # the model's device; the noise is drawn on the CPU (same on any device)
+    device = _device(teacher.F)  # the noise is drawn on the CPU (the same on any device)
+    cond = teacher.encoder.encode(prompts).to(device).repeat_interleave(seeds)
     noise = seeded_noise(seeds, len(prompts), _shape(teacher.F.net), first_seed).to(device)
     w = torch.full((noise.shape[0],), float(cfg_scale), device=device)
     return _pixels(teacher_sample(teacher, cond, w, noise, steps=steps, shift=shift), teacher.sigma_d, decode)
@@ -41,8 +46,8 @@ def teacher_samples(teacher, prompts: list[str], cfg_scale: float, steps: int, s
 def student_samples(student, encoder: PromptEncoder, prompts: list[str], cfg_scale: float, steps: int,
                     seeds: int, shift: float = 2.5, first_seed: int = 0, decode=None) -> torch.Tensor:
     """Pixels ``[len(prompts) * seeds, C, H, W]`` from the ``steps``-step student sampler."""
-    cond = encoder.encode(prompts).repeat_interleave(seeds)
-    device = cond.embeds.device
+    device = _device(student)
+    cond = encoder.encode(prompts).to(device).repeat_interleave(seeds)
     noise = seeded_noise(seeds, len(prompts), _shape(student.network), first_seed).to(device)
     w = torch.full((noise.shape[0],), float(cfg_scale), device=device)
     gen = torch.Generator().manual_seed(first_seed + 10_000)  # noise of the later steps

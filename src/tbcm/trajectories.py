@@ -25,7 +25,7 @@ def write_cache_from_config(cfg: DistillConfig, out: str | Path, progress: bool 
     info = dist_utils.init_distributed(cfg.device)
     bundle, teacher, prompts, conds = load_teacher_and_prompts(cfg)
     meta = bundle.meta
-    teacher.to(info.device)
+    teacher.F.to(info.device)  # the network only: prompts are encoded already
     source = TrajectoryPairSource(teacher, conds.to(info.device), list(cfg.cfg_scales),
                                   (meta.channels, meta.image_size, meta.image_size), cfg.pairs, meta.blank_value,
                                   torch.Generator())

@@ -33,4 +33,6 @@ class Teacher(nn.Module):
     @torch.no_grad()
     def velocity(self, x_t: Tensor, t: Tensor, cond: TextCondition, w: Tensor) -> Tensor:
         sd = self.sigma_d
-        return sd * guided_F(self.F, x_t / sd, t, cond, self.null_cond.to(x_t.device), w)
+        if self.null_cond.embeds.device != x_t.device:  # moved once, not copied on every call
+            self.null_cond = self.null_cond.to(x_t.device)
+        return sd * guided_F(self.F, x_t / sd, t, cond, self.null_cond, w)
