@@ -25,7 +25,9 @@ def test_step_updates_student_and_ema_but_never_the_teacher(tiny_teacher_dir):
     assert all(torch.equal(a, b) for a, b in zip(teacher_before, _params(d.teacher)))
     assert any(not torch.equal(a, b) for a, b in zip(student_before, _params(d.student)))
     ema = [t.clone() for t in d.ema.shadow.values()]
-    # EMA lies strictly between the start and the current weights for a decaying average
+    # EMA lies strictly between the start and the current weights for a decaying average: it
+    # moved away from the start, and it lags behind the current weights
+    assert any(not torch.equal(a, b) for a, b in zip(ema, student_before))
     assert any(not torch.equal(a, b) for a, b in zip(ema, _params(d.student)))
 
 

@@ -251,6 +251,21 @@ def test_eval_reference_json_is_reproducible(stand_ins, capsys):
         assert set(scores) == {"fid", "clip_score"}
         assert np.isfinite(scores["fid"]) and scores["fid"] > 0
         assert 0 <= scores["clip_score"] <= 100
+    # the CLIP score by hand: 100 x cosine of CLIP's image and text embeddings, floored at 0, mean
+    from transformers import CLIPModel, CLIPProcessor
+
+    ref = read_reference(stand_ins["reference"], n=8)
+    images = load_image_generator(stand_ins["run"] / "student", 1).generate(ref.prompts, [2 + i for i in range(8)])
+    model = CLIPModel.from_pretrained(str(stand_ins["clip"]), local_files_only=True).eval()
+    processor = CLIPProcessor.from_pretrained(str(stand_ins["clip"]), local_files_only=True)
+    with torch.no_grad():
+        inputs = processor(text=ref.prompts, images=list(images), return_tensors="pt", padding=True,
+                           truncation=True, max_length=model.config.text_config.max_position_embeddings)
+        out = model(**inputs)
+    img = out.image_embeds / out.image_embeds.norm(dim=-1, keepdim=True)
+    txt = out.text_embeds / out.text_embeds.norm(dim=-1, keepdim=True)
+    by_hand = float((100 * (img * txt).sum(-1)).clamp(min=0).mean())
+    assert first["student"]["1"]["clip_score"] == pytest.approx(by_hand, rel=1e-4, abs=1e-4)
     # a rerun gives the same numbers (the 2-step scores do not depend on the 1-step run before them)
     assert main([*base, "--steps", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["student"]["2"] == first["student"]["2"]
