@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from ..errors import UserError, brief
-from .sana_text import _fingerprint, cached_encode, default_cache_dir
 from .text import TextCondition
+from .text_cache import cached_encode, encoder_cache_dir
 
 MAX_SEQUENCE_LENGTH = 512  # FluxPipeline's default and maximum
 TEXT_PARTS = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
@@ -57,9 +57,7 @@ class FluxPromptEncoder(nn.Module):
         self._pipe = FluxPipeline(scheduler=None, vae=None, text_encoder=self.text_encoder, tokenizer=tokenizer,
                                   text_encoder_2=self.text_encoder_2, tokenizer_2=tokenizer_2, transformer=None)
         self.max_sequence_length = min(MAX_SEQUENCE_LENGTH, int(tokenizer_2.model_max_length))
-        if cache_dir == "default":
-            cache_dir = default_cache_dir()
-        self.cache_dir = None if cache_dir is None else Path(cache_dir) / _fingerprint(self.folder, TEXT_PARTS)
+        self.cache_dir = encoder_cache_dir(cache_dir, self.folder, TEXT_PARTS, self.text_encoder_2.dtype)
 
     def config(self) -> dict:
         return {"folder": str(self.folder.resolve()), "max_sequence_length": self.max_sequence_length}

@@ -15,34 +15,15 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Callable
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm import tqdm
 
-from ..atomic import atomic_write
 from ..errors import UserError, brief
 from .text import TextCondition
+from .text_cache import cached_encode, encoder_cache_dir
 
 MAX_SEQUENCE_LENGTH = 300
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("TBCM_CACHE", Path.home() / ".cache" / "tbcm")) / "text_embeddings"
-
-
-def _fingerprint(folder: Path, subfolders: tuple[str, ...] = ("text_encoder", "tokenizer")) -> str:
-    """Identity of text encoders + tokenizers: their config files and weight-file sizes."""
-    h = hashlib.sha256()
-    for sub in subfolders:
-        for f in sorted((folder / sub).glob("*")):
-            if f.is_file():
-                h.update(f.name.encode())
-                h.update(f.read_bytes() if f.suffix in (".json", ".txt", ".model") and f.stat().st_size < 2**24
-                         else str(f.stat().st_size).encode())
-    return h.hexdigest()[:16]
 
 
 class SanaPromptEncoder(nn.Module):
@@ -71,9 +52,8 @@ class SanaPromptEncoder(nn.Module):
         self._pipe = SanaSprintPipeline(tokenizer=tokenizer, text_encoder=self.text_encoder, vae=None,
                                         transformer=None, scheduler=None)
         self.use_chi = bool(complex_human_instruction)
-        if cache_dir == "default":
-            cache_dir = default_cache_dir()
-        self.cache_dir = None if cache_dir is None else Path(cache_dir) / _fingerprint(self.folder)
+        self.cache_dir = encoder_cache_dir(cache_dir, self.folder, ("text_encoder", "tokenizer"),
+                                           self.text_encoder.dtype)
 
     @property
     def tokenizer(self):
@@ -116,39 +96,3 @@ class SanaPromptEncoder(nn.Module):
     def encode(self, prompts: list[str], batch_size: int = 16, progress: bool = False) -> TextCondition:
         """Encode ``prompts`` (``""`` = null condition), reading and filling the disk cache."""
         return cached_encode(prompts, self.cache_dir, self._key, self._encode_uncached, batch_size, progress)
-
-
-def cached_encode(prompts: list[str], cache_dir: Path | None, key: Callable[[str], str],
-                  encode_uncached: Callable[[list[str]], TextCondition], batch_size: int = 16,
-                  progress: bool = False) -> TextCondition:
-    """``encode_uncached`` behind a per-prompt disk cache: ``cache_dir/key(prompt).safetensors``
-    holds one prompt's ``embeds``, ``mask`` (and ``pooled``, where the condition has one).
-    ``cache_dir`` ``None``: no cache. Unknown prompts are encoded ``batch_size`` at a time."""
-    found: dict[str, TextCondition] = {}
-    todo = []
-    for p in dict.fromkeys(prompts):
-        path = cache_dir / f"{key(p)}.safetensors" if cache_dir else None
-        if path is not None and path.is_file():
-            try:
-                t = load_file(str(path))
-                found[p] = TextCondition(t["embeds"][None], t["mask"][None],
-                                         t["pooled"][None] if "pooled" in t else None)
-                continue
-            except Exception:  # noqa: BLE001 - a damaged cache entry is re-encoded
-                pass
-        todo.append(p)
-    bar = tqdm(total=len(todo), desc="encode prompts", disable=not progress or not todo, dynamic_ncols=True)
-    for i in range(0, len(todo), batch_size):
-        chunk = todo[i:i + batch_size]
-        cond = encode_uncached(chunk)
-        for j, p in enumerate(chunk):
-            found[p] = one = cond.index(slice(j, j + 1)).to("cpu")
-            if cache_dir is not None:
-                cache_dir.mkdir(parents=True, exist_ok=True)
-                tensors = {"embeds": one.embeds[0].contiguous(), "mask": one.mask[0].contiguous()}
-                if one.pooled is not None:
-                    tensors["pooled"] = one.pooled[0].contiguous()
-                atomic_write(cache_dir / f"{key(p)}.safetensors", lambda tmp, t=tensors: save_file(t, str(tmp)))
-        bar.update(len(chunk))
-    bar.close()
-    return TextCondition.cat([found[p] for p in prompts])
