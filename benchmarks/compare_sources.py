@@ -26,7 +26,6 @@ import concurrent.futures as cf
 import datetime
 import multiprocessing as mp
 import platform
-import re
 import resource
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from results_doc import write_block
 from tbcm.config import DistillConfig, load_config
 from tbcm.distill import Distiller
 from tbcm.evaluation.classifier import digits_split, load_classifier
@@ -146,19 +146,6 @@ def plot_curves(results: dict, path: Path, key: str, xlabel: str) -> None:
     plt.close(fig)
 
 
-def write_block(text: str) -> None:
-    """Replace the benchmark's block in docs/results.md (or append it)."""
-    doc = ROOT / "docs" / "results.md"
-    start, end = "<!-- bench:compare_sources:start -->", "<!-- bench:compare_sources:end -->"
-    body = doc.read_text()
-    block = f"{start}\n{text}\n{end}"
-    if start in body:
-        body = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, body, flags=re.S)
-    else:
-        body = body.rstrip() + "\n\n" + block + "\n"
-    doc.write_text(body)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="short runs, small evaluations (< 5 minutes)")
@@ -232,7 +219,7 @@ def main() -> None:
         plot_curves(sources, img / "sources_fid_vs_calls.png", "teacher_calls", "guided teacher calls")
         save_png(panels([(name, grid_image(res["grid"], 10)) for name, res in everything.items()]),
                  img / "sources_samples.png")
-        write_block(text)
+        write_block("compare_sources", text)
 
 
 if __name__ == "__main__":

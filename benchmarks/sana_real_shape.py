@@ -52,9 +52,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_doc import write_block
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "results.md"
-START, END = "<!-- bench:sana_real_shape:start -->", "<!-- bench:sana_real_shape:end -->"
 HEADING = "## Sana-0.6B shapes: TBCM step vs data-driven sCM step (time and memory per pair)"
 PAPER = {"time": 0.58, "memory": 0.36}  # TBCM / sCM: "about 42% less time and 64% less memory"
 
@@ -437,16 +438,6 @@ def doc_slots() -> dict:
     return json.loads(m.group(1)) if m else {}
 
 
-def write_block(text: str) -> None:
-    body = DOC.read_text()
-    block = f"{START}\n{text}\n{END}"
-    if START in body:
-        body = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, body, flags=re.DOTALL)
-    else:
-        body = body.rstrip() + f"\n\n{HEADING}\n\n{block}\n"
-    DOC.write_text(body)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--depth", type=int, help="transformer blocks (default 2; --full: 28)")
@@ -510,7 +501,7 @@ def main() -> None:
             print(f"warning: other processes took CPU time ({', '.join(f'{k} {v:.0%}' for k, v in shares.items())} "
                   "of the cores): wall times are inflated; compare CPU ms, or rerun on a quiet machine")
     if args.write_results:
-        write_block(render(slots))
+        write_block("sana_real_shape", render(slots), HEADING)
         print(f"wrote {DOC.relative_to(ROOT)}")
 
 

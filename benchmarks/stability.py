@@ -47,7 +47,6 @@ import math
 import multiprocessing as mp
 import os
 import platform
-import re
 import sys
 import time
 from pathlib import Path
@@ -55,6 +54,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from results_doc import write_block
 from tbcm.config import DistillConfig, load_config
 from tbcm.distill import Distiller
 from tbcm.evaluation.classifier import digits_split, load_classifier
@@ -293,19 +293,6 @@ def plot(results: list[dict], variants: list[str], folder: Path) -> list[Path]:
     return paths
 
 
-def write_block(text: str) -> None:
-    """Replace the benchmark's block in docs/results.md (or append it)."""
-    doc = ROOT / "docs" / "results.md"
-    start, end = "<!-- bench:stability:start -->", "<!-- bench:stability:end -->"
-    body = doc.read_text()
-    block = f"{start}\n{text}\n{end}"
-    if start in body:
-        body = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, body, flags=re.DOTALL)
-    else:
-        body = body.rstrip() + "\n\n" + block + "\n"
-    doc.write_text(body)
-
-
 STUDY = ("Full study: python benchmarks/stability.py --parallel 2 --write-results (about 25 minutes on 2 free "
          "cores). Its defaults are reduced from the issue's 2400 steps (2x the default run) for every run, "
          "which would take about 50 minutes: the default recipe trains 1800 steps (1.5x) and the fixed route, "
@@ -392,7 +379,7 @@ def main() -> None:
         plot(results, variants, args.plots)
     if args.write_results:
         plot(results, variants, ROOT / "docs" / "img")
-        write_block(text)
+        write_block("stability", text)
 
 
 if __name__ == "__main__":
