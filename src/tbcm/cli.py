@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("distill", help="distill a teacher into a 1-4 step student from a prompts file")
+    d.set_defaults(func=cmd_distill)
     where = d.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", help="output folder (refused if it exists and is not empty)")
     where.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint "
@@ -40,12 +41,14 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. steps=500 optim.lr=1e-4")
 
     tr = sub.add_parser("trajectories", help="write teacher trajectory pairs to disk (a cache training can read)")
+    tr.set_defaults(func=cmd_trajectories)
     tr.add_argument("--out", required=True, help="cache folder; rerunning skips the shards already there")
     tr.add_argument("--config", help="YAML config (the distill config: teacher, prompts, pairs.*, cache.*)")
     tr.add_argument("--no-progress", action="store_true")
     tr.add_argument("overrides", nargs="*", metavar="key=value")
 
     s = sub.add_parser("sample", help="generate images with a distilled student")
+    s.set_defaults(func=cmd_sample)
     s.add_argument("--student", required=True, help="a student folder (DIR/student of a distill run, or the run DIR)")
     src = s.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="one prompt")
@@ -60,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("teacher", help="the built-in kind of teacher")
     tsub = t.add_subparsers(dest="teacher_command", required=True)
     tt = tsub.add_parser("train", help="train a text-conditioned flow-matching teacher on images with prompts")
+    tt.set_defaults(func=cmd_teacher_train)
     tt.add_argument("--out", required=True, help="output teacher folder (what `tbcm distill teacher=DIR` takes)")
     tt.add_argument("--data", help="'digits' (default), a folder of images (class subfolders), or an .npz")
     tt.add_argument("--config", help="YAML config (see configs/teacher_digits.yaml)")
@@ -68,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     tt.add_argument("overrides", nargs="*", metavar="key=value")
 
     dc = sub.add_parser("discrepancy", help="equivalent noise of trajectory states vs forward-noised real data, by t")
+    dc.set_defaults(func=cmd_discrepancy)
     dc.add_argument("--out", required=True, help="folder for discrepancy.md, .json and .png")
     dc.add_argument("--config", help="YAML config (the distill config: teacher, prompts, forward.data, pairs.*)")
     dc.add_argument("--trajectories", type=int, default=256, help="teacher trajectories to roll out")
@@ -77,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="FID and prompt adherence of a digits student (and its teacher); "
                        "with --reference FID and CLIP score on an MJHQ-30k style folder")
+    e.set_defaults(func=cmd_eval)
     e.add_argument("dir", metavar="DIR", help="a `tbcm distill` run folder or its student/ folder")
     e.add_argument("--steps", default="1,2,4", help="student step counts, comma-separated (default 1,2,4)")
     e.add_argument("--n", type=int, default=None,
@@ -95,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--no-progress", action="store_true", help="with --reference: no progress bars")
 
     x = sub.add_parser("export", help="write a Sana student as a SanaSprintPipeline folder")
+    x.set_defaults(func=cmd_export)
     x.add_argument("run", metavar="RUN", help="a `tbcm distill` run folder (of a Sana teacher) or its student/ folder")
     x.add_argument("--format", choices=["diffusers"], default="diffusers", help="output format (diffusers)")
     x.add_argument("--out", required=True, help="output pipeline folder")
@@ -103,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("classifier", help="the digit classifier behind tbcm eval")
     csub = c.add_subparsers(dest="classifier_command", required=True)
     ct = csub.add_parser("train", help="train the digit classifier (FID features, adherence) on the train split")
+    ct.set_defaults(func=cmd_classifier_train)
     ct.add_argument("--out", required=True, help="output folder (classifier.safetensors + classifier.yaml)")
     ct.add_argument("--steps", type=int, default=1500)
     ct.add_argument("--seed", type=int, default=0)
@@ -180,6 +188,7 @@ def cmd_sample(args) -> None:
 
     from .data import read_prompts_file
     from .grids import grid_image, save_png
+    from .evaluation.evaluate import find_student
     from .models.bundle import load_bundle
     from .models.student import Student
     from .previews import student_samples
@@ -191,9 +200,7 @@ def cmd_sample(args) -> None:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise UserError(f"--out {out} must end in .png")
-    student_dir = Path(args.student)
-    if (student_dir / "student" / "model.yaml").is_file():
-        student_dir = student_dir / "student"  # a run folder was given
+    student_dir, _ = find_student(args.student)  # a run folder or a student folder
     bundle = load_bundle(student_dir, expect_kind="student")
     prompts = [args.prompt] if args.prompt is not None else read_prompts_file(args.prompts)
     if hasattr(bundle.encoder, "token_ids"):
@@ -223,7 +230,8 @@ def cmd_eval(args) -> None:
 
     if args.reference is not None:
         return cmd_eval_realscale(args)
-    for flag, value in (("--inception", args.inception), ("--clip", args.clip), ("--batch", args.batch)):
+    for flag, value in (("--inception", args.inception), ("--clip", args.clip), ("--batch", args.batch),
+                        ("--no-progress", args.no_progress or None)):
         if value is not None:
             raise UserError(f"{flag} belongs to the real-scale evaluation: add --reference ROOT (or drop {flag})")
     from .evaluation import evaluate, format_table
@@ -270,22 +278,7 @@ def cmd_classifier_train(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "distill":
-            cmd_distill(args)
-        elif args.command == "trajectories":
-            cmd_trajectories(args)
-        elif args.command == "sample":
-            cmd_sample(args)
-        elif args.command == "teacher" and args.teacher_command == "train":
-            cmd_teacher_train(args)
-        elif args.command == "discrepancy":
-            cmd_discrepancy(args)
-        elif args.command == "eval":
-            cmd_eval(args)
-        elif args.command == "export":
-            cmd_export(args)
-        elif args.command == "classifier" and args.classifier_command == "train":
-            cmd_classifier_train(args)
+        args.func(args)
     except UserError as exc:
         print(f"tbcm: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
