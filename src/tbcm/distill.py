@@ -220,7 +220,12 @@ class Distiller:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if hasattr(norm, "full_tensor"):  # FSDP2: a replicated DTensor
+            norm = norm.full_tensor()
+        # the one device-to-host copy of the step: the skip decision needs the norm on the host
+        *values, grad_norm = torch.stack([*(v.float() for v in stats.values()), norm.float()]).tolist()
+        stats = dict(zip(stats, values))
         if math.isfinite(grad_norm):
             self.optimizer.step()
             self.ema.update(self.student)

@@ -80,8 +80,8 @@ def scm_loss(student, pairs: Pairs, sigma_d: float, r: float, cfg: SCMConfig, jv
     under DDP pass ``global kept pairs / world size`` so averaged gradients equal the global mean.
     ``bf16`` runs the gradient forward under bfloat16 autocast; the JVP and the target
     ``F- + g`` stay in fp32 (forward-mode AD in bf16 loses the small differences the target is
-    made of).  Returns the scalar loss (with gradients into the student's parameters) and float
-    statistics.
+    made of).  Returns the scalar loss (with gradients into the student's parameters) and
+    statistics as detached 0-d tensors (``loss``, ``mse``, ``g_rms``, ``kept``).
     """
     jvp_student = student if jvp_student is None else jvp_student
     x_t, t, u = pairs.x_t, pairs.t.to(pairs.x_t.dtype), pairs.u
@@ -116,8 +116,8 @@ def scm_loss(student, pairs: Pairs, sigma_d: float, r: float, cfg: SCMConfig, jv
     else:  # a number or a tensor (the all-reduced count under DDP): no host sync either way
         denom = torch.as_tensor(denominator, dtype=loss_i.dtype, device=loss_i.device).clamp(min=1e-12)
     loss = (loss_i * mask).sum() / denom
-    # One device-to-host copy for all statistics (each float() would be a sync on a GPU).
-    values = torch.stack([loss.detach(), (per_sample.detach() * mask).sum() / mask.sum().clamp(min=1.0),
-                          g_rms.mean(), mask.mean()]).tolist()
-    stats = dict(zip(("loss", "mse", "g_rms", "kept"), values))
+    # 0-d tensors, not floats: a float() here would stall a GPU before the backward pass; the
+    # trainer copies them to the host together with the gradient norm, once per step.
+    stats = {"loss": loss.detach(), "mse": (per_sample.detach() * mask).sum() / mask.sum().clamp(min=1.0),
+             "g_rms": g_rms.mean(), "kept": mask.mean()}
     return loss, stats
