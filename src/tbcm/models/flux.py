@@ -67,10 +67,11 @@ def unpack_latents(x: Tensor, h: int, w: int) -> Tensor:
 
 def latent_image_ids(h: int, w: int, device=None, dtype=torch.float32) -> Tensor:
     """``[(H/2)(W/2), 3]`` rotary ids ``(0, row, col)`` of the packed patches: ``_prepare_latent_image_ids``."""
-    ids = torch.zeros(h // 2, w // 2, 3)
-    ids[..., 1] = torch.arange(h // 2)[:, None]
-    ids[..., 2] = torch.arange(w // 2)[None, :]
-    return ids.reshape(-1, 3).to(device=device, dtype=dtype)
+    # built on the target device: no host-to-device copy in every forward
+    ids = torch.zeros(h // 2, w // 2, 3, device=device, dtype=dtype)
+    ids[..., 1] = torch.arange(h // 2, device=device, dtype=dtype)[:, None]
+    ids[..., 2] = torch.arange(w // 2, device=device, dtype=dtype)[None, :]
+    return ids.reshape(-1, 3)
 
 
 def transformer_config(transformer: nn.Module) -> dict:
