@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .sampling import rollout
-from .trigflow import jitter_route, reference_route
+from .trigflow import forward_noise, jitter_route, reference_route
 
 
 def equivalent_noise(x_t: Tensor, t: Tensor, x0_hat: Tensor) -> Tensor:
@@ -80,8 +80,7 @@ def discrepancy(teacher, conds, real_x0: Tensor, cfg_scale: float, route_points:
     pick = torch.randint(real_x0.shape[0], (t.shape[0],), generator=gen)
     x0 = real_x0[pick].reshape(t.shape[0], -1)
     z = sd * torch.randn(x0.shape, generator=gen)
-    tb = t[:, None]
-    spaces["diffusion"] = equivalent_noise(torch.cos(tb) * x0 + torch.sin(tb) * z, t, x0)
+    spaces["diffusion"] = equivalent_noise(forward_noise(x0, t, z), t, x0)
 
     edges = torch.linspace(0, math.pi / 2, bins + 1)
     rows = []

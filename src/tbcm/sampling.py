@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .trigflow import consistency_fn, sampling_angles, trig_step
+from .trigflow import consistency_fn, forward_noise, sampling_angles, trig_step
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]  # (x_t [B,...], t [B]) -> dx/dt [B,...]
 
@@ -80,7 +80,7 @@ def student_sample(student, cond, w: Tensor, noise: Tensor, angles: list[float],
             else:
                 eps = torch.randn(x.shape, generator=generator, dtype=x.dtype)
             eps = eps.to(x.device)
-            x = torch.cos(torch.tensor(t_next)) * x0 + torch.sin(torch.tensor(t_next)) * sd * eps
+            x = forward_noise(x0, t_next, sd * eps)
     return x0
 
 

@@ -74,6 +74,13 @@ def consistency_fn(x_t: Tensor, t: Tensor, F: Tensor, sigma_d: float) -> Tensor:
     return torch.cos(tb) * x_t - torch.sin(tb) * sigma_d * F
 
 
+def forward_noise(x0: Tensor, t: Tensor | float, z: Tensor) -> Tensor:
+    """The TrigFlow forward process ``x_t = cos(t) x0 + sin(t) z`` with ``z ~ N(0, sigma_d^2)``
+    (already scaled); ``t`` a scalar or per-sample ``[B]`` angles. Shapes ``[B, ...]``."""
+    tb = _bcast(t, x0)
+    return torch.cos(tb) * x0 + torch.sin(tb) * z
+
+
 def trig_step(x_t: Tensor, u: Tensor, t: Tensor, s: Tensor) -> Tensor:
     """First-order exact step of the PF-ODE from angle ``t`` to angle ``s`` (DDIM in TrigFlow).
 

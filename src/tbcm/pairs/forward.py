@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..models.text import TextCondition
+from ..trigflow import forward_noise
 from ..sampling import teacher_sample
 from .base import Pairs
 
@@ -64,8 +65,7 @@ class ForwardNoisePairSource:
         z = self.teacher.sigma_d * torch.randn((n, *self.x0.shape[1:]), generator=self.generator)
         device = self.conds.embeds.device
         x0 = self.x0[idx].to(device)
-        tb = t.to(device).reshape(n, *([1] * (x0.ndim - 1)))
-        x_t = torch.cos(tb) * x0 + torch.sin(tb) * z.to(device)
+        x_t = forward_noise(x0, t.to(device), z.to(device))
         cond = self.conds.index(idx.to(device))
         u = self.teacher.velocity(x_t, t.to(device), cond, w.to(device))
         self.teacher_calls += n

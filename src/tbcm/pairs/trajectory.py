@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..models.text import TextCondition
 from ..sampling import rollout
-from ..trigflow import jitter_route, reference_route
+from ..trigflow import forward_noise, jitter_route, reference_route
 from .base import Pairs
 from .prompts import PromptSampler
 
@@ -126,8 +126,7 @@ class TrajectoryPairSource:
         t = route.gather(1, pick).reshape(-1)  # [P * m], prompt-major
         eps = torch.randn((p * m, *self.image_shape), generator=self.generator).to(device)
         x0 = final.repeat_interleave(m, 0)
-        tb = t.view(-1, *([1] * len(self.image_shape)))
-        x_t = torch.cos(tb) * x0 + torch.sin(tb) * self.teacher.sigma_d * eps
+        x_t = forward_noise(x0, t, self.teacher.sigma_d * eps)
         cond_m, w_m = cond.repeat_interleave(m), w.repeat_interleave(m)
         u = self.teacher.velocity(x_t, t, cond_m, w_m)
         self.teacher_calls += p * m
