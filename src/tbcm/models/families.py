@@ -10,6 +10,7 @@ encoder and a latent decoder. What the families share lives here.
 from __future__ import annotations
 
 import importlib
+import json
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
@@ -29,10 +30,28 @@ def family_module(name: str) -> ModuleType:
     return importlib.import_module(FAMILIES[name])
 
 
+def pipeline_class_name(path: Path) -> str:
+    """The ``_class_name`` of ``path/model_index.json`` (a diffusers pipeline folder)."""
+    try:
+        return str(json.loads((Path(path) / "model_index.json").read_text()).get("_class_name", ""))
+    except Exception as exc:  # noqa: BLE001
+        raise UserError(f"{path}/model_index.json is not readable JSON ({brief(exc)}): pass a diffusers pipeline "
+                        "folder written by save_pretrained") from None
+
+
+def load_transformer(folder: Path, class_name: str, family: str, dtype: torch.dtype | None = None) -> nn.Module:
+    """``folder`` (a pipeline's ``transformer/``) as diffusers' ``class_name``, from local files only."""
+    import diffusers
+
+    try:
+        return getattr(diffusers, class_name).from_pretrained(str(folder), local_files_only=True, torch_dtype=dtype)
+    except Exception as exc:  # noqa: BLE001
+        raise UserError(f"cannot load a {class_name} from {folder} ({brief(exc)}): pass the pipeline folder of a "
+                        f"{family} model (with a transformer/ subfolder)") from None
+
+
 def family_of_pipeline(path: Path) -> str:
     """The family whose pipeline class names the ``_class_name`` of ``path/model_index.json``."""
-    from .sana import pipeline_class_name
-
     cls = pipeline_class_name(path)
     for name in FAMILIES:
         try:

@@ -20,9 +20,16 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError, brief
+from ..errors import UserError
 from .bundle import Bundle, ModelMeta, load_logvar_head
-from .families import latent_decoder, quiet_libraries, student_teacher_folder, torch_dtype
+from .families import (
+    latent_decoder,
+    load_transformer,
+    pipeline_class_name,
+    quiet_libraries,
+    student_teacher_folder,
+    torch_dtype,
+)
 from .flux import (
     FLUX_SIGMA_D,
     FluxVelocityNet,
@@ -30,20 +37,9 @@ from .flux import (
     use_math_attention,
 )
 from .flux_text import FluxPromptEncoder
-from .sana import pipeline_class_name
 
 PIPELINE_PREFIXES = ("Flux",)
 DEFAULT_LATENT_SIZE = 128  # FluxPipeline.default_sample_size
-
-
-def load_flux_transformer(folder: Path, dtype: torch.dtype | None = None):
-    from diffusers import FluxTransformer2DModel
-
-    try:
-        return FluxTransformer2DModel.from_pretrained(str(folder), local_files_only=True, torch_dtype=dtype)
-    except Exception as exc:  # noqa: BLE001
-        raise UserError(f"cannot load a FluxTransformer2DModel from {folder} ({brief(exc)}): pass the "
-                        "pipeline folder of a FLUX model (with a transformer/ subfolder)") from None
 
 
 def latent_size(folder: Path) -> int:
@@ -69,7 +65,7 @@ def load_teacher(path: str | os.PathLike, dtype: str | torch.dtype | None = None
         raise UserError(f"teacher_time_multiplier={time_multiplier} applies to Sana teachers only: a FLUX transformer "
                         "takes the flow time as FluxPipeline feeds it; leave it unset")
     dt = torch_dtype(dtype)
-    transformer = load_flux_transformer(path / "transformer", dt).eval().requires_grad_(False)
+    transformer = load_transformer(path / "transformer", "FluxTransformer2DModel", "FLUX", dt).eval().requires_grad_(False)
     if transformer.config.guidance_embeds:
         raise UserError(guidance_distilled_message(f"{path}/transformer"))
     size = latent_size(path)
@@ -85,7 +81,7 @@ def load_student(path: Path, meta: ModelMeta, dtype: str | torch.dtype | None = 
                  text_cache: str | None = "default", **_) -> Bundle:
     """A student folder (see the module notes); text encoders and VAE from its teacher."""
     quiet_libraries()
-    transformer = load_flux_transformer(path / "transformer", torch_dtype(dtype)).eval()
+    transformer = load_transformer(path / "transformer", "FluxTransformer2DModel", "FLUX", torch_dtype(dtype)).eval()
     use_math_attention(transformer)
     network = FluxVelocityNet(transformer, meta.image_size)
     teacher_folder = student_teacher_folder(path, meta)

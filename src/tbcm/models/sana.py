@@ -23,15 +23,13 @@ its fast kernels: it never takes a JVP.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import UserError, brief
+from ..errors import UserError
 from .families import TransformerNet
 from .text import TextCondition
 
@@ -204,27 +202,3 @@ def refit_time_embedding(teacher: nn.Module, student: nn.Module, multiplier: flo
         mlp.load_state_dict(initial)
         after = before
     return before, after
-
-
-# -- folders ---------------------------------------------------------------------------------
-
-def is_diffusers_pipeline(path: Path) -> bool:
-    return (Path(path) / "model_index.json").is_file()
-
-
-def pipeline_class_name(path: Path) -> str:
-    try:
-        return str(json.loads((Path(path) / "model_index.json").read_text()).get("_class_name", ""))
-    except Exception as exc:  # noqa: BLE001
-        raise UserError(f"{path}/model_index.json is not readable JSON ({brief(exc)}): pass a diffusers pipeline "
-                        "folder written by save_pretrained") from None
-
-
-def load_sana_transformer(folder: Path, dtype: torch.dtype | None = None) -> nn.Module:
-    from diffusers import SanaTransformer2DModel
-
-    try:
-        return SanaTransformer2DModel.from_pretrained(str(folder), local_files_only=True, torch_dtype=dtype)
-    except Exception as exc:  # noqa: BLE001
-        raise UserError(f"cannot load a SanaTransformer2DModel from {folder} ({brief(exc)}): pass the "
-                        "pipeline folder of a Sana model (with a transformer/ subfolder)") from None

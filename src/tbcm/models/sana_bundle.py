@@ -17,12 +17,17 @@ import torch
 
 from ..errors import UserError
 from .bundle import Bundle, ModelMeta, load_logvar_head
-from .families import latent_decoder, quiet_libraries, student_teacher_folder, torch_dtype
+from .families import (
+    latent_decoder,
+    load_transformer,
+    pipeline_class_name,
+    quiet_libraries,
+    student_teacher_folder,
+    torch_dtype,
+)
 from .sana import (
     SANA_SIGMA_D,
     SanaVelocityNet,
-    load_sana_transformer,
-    pipeline_class_name,
     use_math_cross_attention,
 )
 from .sana_text import SanaPromptEncoder
@@ -40,7 +45,7 @@ def load_teacher(path: str | os.PathLike, dtype: str | torch.dtype | None = None
     path = Path(path)
     cls = pipeline_class_name(path)
     dt = torch_dtype(dtype)
-    transformer = load_sana_transformer(path / "transformer", dt).eval().requires_grad_(False)
+    transformer = load_transformer(path / "transformer", "SanaTransformer2DModel", "Sana", dt).eval().requires_grad_(False)
     if transformer.config.guidance_embeds:
         raise UserError(f"{path}/transformer already has a guidance embedding (a distilled Sana-Sprint student?): "
                         "pass the teacher it was distilled from")
@@ -58,7 +63,7 @@ def load_student(path: Path, meta: ModelMeta, dtype: str | torch.dtype | None = 
                  text_cache: str | None = "default", **_) -> Bundle:
     """A student folder (see the module notes); text encoder and VAE from its teacher."""
     quiet_libraries()
-    transformer = load_sana_transformer(path / "transformer", torch_dtype(dtype)).eval()
+    transformer = load_transformer(path / "transformer", "SanaTransformer2DModel", "Sana", torch_dtype(dtype)).eval()
     use_math_cross_attention(transformer)
     network = SanaVelocityNet(transformer, float(meta.network.get("time_multiplier", 1.0)))
     teacher_folder = student_teacher_folder(path, meta)
