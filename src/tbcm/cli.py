@@ -3,7 +3,7 @@
     tbcm distill --out DIR [--config FILE] [--overwrite] [key=value ...]
     tbcm distill --resume DIR [key=value ...]
     tbcm trajectories --out DIR [--config FILE] [key=value ...]
-    tbcm sample --student DIR (--prompt TEXT | --prompts FILE) [--steps N] [--n N] [--seed S] --out X.png
+    tbcm sample --student DIR (--prompt TEXT | --prompts FILE) [--steps N] [--n N] [--seed S] [--device D] --out X.png
     tbcm teacher train --out DIR [--data PATH] [--config FILE] [--overwrite] [key=value ...]
     tbcm eval DIR [--steps 1,2,4] [--n N] [--teacher 16,32] [--cfg 4.5] [--seed S] [--json]
     tbcm eval DIR --reference ROOT --inception FILE --clip DIR [--steps 1,2,4] [--n N] [--batch B] [--json]
@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--cfg", type=float, default=None, help="guidance scale input (default: the run's)")
     s.add_argument("--scale", type=int, default=4, help="pixel upscaling of the PNG")
     s.add_argument("--out", required=True, help="output PNG (rows: prompts, columns: seeds)")
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where the student runs (auto: cuda if available); prompts are encoded on the CPU")
 
     t = sub.add_parser("teacher", help="the built-in kind of teacher")
     tsub = t.add_subparsers(dest="teacher_command", required=True)
@@ -188,6 +190,7 @@ def cmd_sample(args) -> None:
 
     from .data import read_prompts_file
     from .grids import grid_image, save_png
+    from .distributed import pick_device
     from .evaluation.evaluate import find_student
     from .models.bundle import load_bundle
     from .models.student import Student
@@ -205,7 +208,7 @@ def cmd_sample(args) -> None:
     prompts = [args.prompt] if args.prompt is not None else read_prompts_file(args.prompts)
     if hasattr(bundle.encoder, "token_ids"):
         bundle.encoder.token_ids(prompts)  # validate every prompt before generating anything
-    student = Student.from_bundle(bundle).eval()
+    student = Student.from_bundle(bundle).eval().to(pick_device(args.device))
     cfg_scale = args.cfg if args.cfg is not None else float(bundle.meta.extra.get("default_cfg_scale", 4.5))
     shift = float(bundle.meta.extra.get("shift", 2.5))
     with torch.no_grad():
