@@ -10,7 +10,7 @@ from tbcm.models.bundle import load_bundle
 from tbcm.models.teacher import Teacher
 from tbcm.pairs.trajectory import TrajectoryConfig, TrajectoryPairSource
 from tbcm.sampling import rollout
-from tbcm.trigflow import reference_route
+from tbcm.trigflow import official_reference_route, reference_route
 
 from .conftest import assert_close_to_scale
 
@@ -83,7 +83,7 @@ def test_trajectory_pairs_reuse_the_teacher_velocity_and_drop_the_noise_point(te
 
 def test_fixed_route_and_blank_filter(teacher):
     conds = teacher.encoder.encode(["a handwritten digit 1"])
-    ref = reference_route(4, 2.5).float()
+    ref = official_reference_route(4, 2.5).float()
     src = TrajectoryPairSource(teacher, conds, [4.0], (1, 8, 8), TrajectoryConfig(route_points=4, jitter=False),
                                generator=torch.Generator().manual_seed(0))
     pairs = src.sample(torch.tensor([0, 0]))

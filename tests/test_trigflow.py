@@ -2,6 +2,8 @@
 
 import math
 
+import pytest
+
 import torch
 
 from tbcm import trigflow as tf
@@ -93,3 +95,42 @@ def test_jitter_is_stratified_and_decreasing():
         # uniform inside its interval: the mean sits at the midpoint
         assert abs(float(r[:, i].mean()) - (lo + hi) / 2) < 0.03 * (hi - lo) + 1e-9
     assert not torch.allclose(r[0], r[1])
+
+
+# hustvl/TBCM's compute_refer_route(shift=2.5, num_inference_steps=16), printed by the official code
+OFFICIAL_K16 = [1.5708, 1.5423, 1.5095, 1.4714, 1.4268, 1.3741, 1.3112, 1.2356, 1.1440, 1.0331, 0.8997, 0.7425,
+                0.5642, 0.3734, 0.1832, 0.0063]
+
+
+def test_official_reference_route_matches_the_papers_angles():
+    route = tf.official_reference_route(16, 2.5)
+    assert torch.allclose(route, torch.tensor(OFFICIAL_K16, dtype=route.dtype), atol=1e-4)
+    # the shift is applied twice: the last sigma is shift(shift(1/1000)), not shift(1/16)
+    once = 2.5 * 0.001 / (1 + 1.5 * 0.001)
+    twice = 2.5 * once / (1 + 1.5 * once)
+    assert abs(float(route[-1]) - math.atan(twice / (1 - twice))) < 1e-12
+
+
+def test_official_jitter_covers_the_interval_next_to_pi_over_2():
+    ref = tf.official_reference_route(16, 2.5)
+    r = tf.jitter_route_official(ref, torch.Generator().manual_seed(0), batch=2000)
+    assert r.shape == (2000, 16) and torch.all(r[:, 0] == math.pi / 2)
+    assert torch.all(r[:, 1:] < r[:, :-1])
+    for j in range(1, 16):  # point j uniform in (ref[j], ref[j-1])
+        lo, hi = float(ref[j]), float(ref[j - 1])
+        assert torch.all(r[:, j] > lo) and torch.all(r[:, j] <= hi)
+        assert abs(float(r[:, j].mean()) - (lo + hi) / 2) < 0.03 * (hi - lo)
+    assert (r[:, 1] > 1.56).float().mean() > 0.3  # trained next to pi/2, where 1-step sampling evaluates
+    assert float(r[:, 1:].min()) > 0.006  # and never below the official last angle: 1/tan t stays bounded
+    # tbcm's first convention never reaches above ref[1] = 1.544
+    old = tf.jitter_route(tf.reference_route(16, 2.5), torch.Generator().manual_seed(0), batch=2000)
+    assert float(old[:, 1:].max()) <= 1.5445
+
+
+def test_training_route_names_its_conventions():
+    ref, jitter = tf.training_route("official", 16, 2.5)
+    assert torch.equal(ref, tf.official_reference_route(16, 2.5)) and jitter is tf.jitter_route_official
+    ref, jitter = tf.training_route("tbcm_v1", 16, 2.5)
+    assert torch.equal(ref, tf.reference_route(16, 2.5)) and jitter is tf.jitter_route
+    with pytest.raises(ValueError, match="official"):
+        tf.training_route("mine", 16, 2.5)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .sampling import rollout
-from .trigflow import forward_noise, jitter_route, reference_route
+from .trigflow import forward_noise, training_route
 
 
 def equivalent_noise(x_t: Tensor, t: Tensor, x0_hat: Tensor) -> Tensor:
@@ -58,7 +58,8 @@ class BinStats:
 
 @torch.no_grad()
 def discrepancy(teacher, conds, real_x0: Tensor, cfg_scale: float, route_points: int = 16,
-                shift: float = 2.5, bins: int = 6, trajectories: int = 256, seed: int = 0) -> list[BinStats]:
+                shift: float = 2.5, bins: int = 6, trajectories: int = 256, seed: int = 0,
+                route_style: str = "official") -> list[BinStats]:
     """Per-``t``-bin statistics of the equivalent noise in both spaces (see the module docstring).
 
     ``conds``: prompt conditions to roll out (cycled); ``real_x0`` ``[M, C, H, W]`` real samples in
@@ -69,7 +70,8 @@ def discrepancy(teacher, conds, real_x0: Tensor, cfg_scale: float, route_points:
     ids = torch.arange(trajectories) % len(conds)
     cond = conds.index(ids)
     w = torch.full((trajectories,), float(cfg_scale))
-    route = jitter_route(reference_route(route_points, shift), gen, trajectories).float()
+    reference, jitter = training_route(route_style, route_points, shift)
+    route = jitter(reference, gen, trajectories).float()
     noise = torch.randn((trajectories, *real_x0.shape[1:]), generator=gen)
     traj = rollout(lambda x, t: teacher.velocity(x, t, cond, w), sd * noise, route)
     k = route_points - 1  # drop the pure-noise point, as the pair source does

@@ -18,9 +18,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .errors import UserError, brief
 from .models.dit import DiTConfig
-from .objectives.scm import JVP_BACKENDS, SCMConfig
+from .objectives.scm import JVP_BACKENDS, TANGENT_NORMS, SCMConfig
 from .pairs.forward import ForwardConfig
 from .pairs.trajectory import TrajectoryConfig
+from .trigflow import ROUTES
 
 @dataclass
 class OptimConfig:
@@ -219,6 +220,7 @@ def validate(cfg) -> None:
                "a positive integer")
         _check(cfg.pairs.route_points >= 2, "pairs.route_points", cfg.pairs.route_points, "at least 2")
         _check(_finite_positive(cfg.pairs.shift), "pairs.shift", cfg.pairs.shift, "a positive number")
+        _check(cfg.pairs.route in ROUTES, "pairs.route", cfg.pairs.route, f"one of {', '.join(ROUTES)}")
         _check(cfg.pairs.points_per_trajectory >= 0, "pairs.points_per_trajectory", cfg.pairs.points_per_trajectory,
                ">= 0 (0 = all points)")
         _check(cfg.pairs.renoised_points >= 0, "pairs.renoised_points", cfg.pairs.renoised_points, ">= 0 (0 = off)")
@@ -227,6 +229,8 @@ def validate(cfg) -> None:
         _check(cfg.pairs.blank_threshold >= 0, "pairs.blank_threshold", cfg.pairs.blank_threshold, ">= 0 (0 = off)")
         o = cfg.objective
         _check(o.jvp in JVP_BACKENDS, "objective.jvp", o.jvp, f"one of {', '.join(JVP_BACKENDS)}")
+        _check(o.tangent_norm in TANGENT_NORMS, "objective.tangent_norm", o.tangent_norm,
+               f"one of {', '.join(TANGENT_NORMS)}")
         _check(o.tangent_norm_c >= 0, "objective.tangent_norm_c", o.tangent_norm_c, ">= 0")
         _check(o.warmup_steps >= 0, "objective.warmup_steps", o.warmup_steps, ">= 0")
         _check(o.calm_down_end >= o.calm_down_start >= 0, "objective.calm_down_end", o.calm_down_end,

@@ -25,8 +25,9 @@ class EMA:
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
-        for name, p in module.named_parameters():
-            self.shadow[name].lerp_(p.detach(), 1.0 - self.decay)
+        params = dict(module.named_parameters())
+        # one fused kernel launch per device and dtype instead of one per tensor
+        torch._foreach_lerp_(list(self.shadow.values()), [params[n].detach() for n in self.shadow], 1.0 - self.decay)
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         return {name: full_tensor(t) for name, t in self.shadow.items()}

@@ -114,20 +114,71 @@ def reference_route(num_points: int, shift: float) -> Tensor:
 
 
 def jitter_route(route: Tensor, generator: torch.Generator | None = None, batch: int = 1) -> Tensor:
-    """Stratified jitter: each angle after the first is redrawn uniformly in its interval.
+    """Stratified jitter, tbcm's first convention (``pairs.route=tbcm_v1``).
 
     For ``route`` ``[K]`` (decreasing, ``route[0] = pi/2``) with the end point 0 appended, angle
     ``i >= 1`` is drawn from ``(route[i+1], route[i]]`` -- the interval it opens.  Each interval
-    gets exactly one point, so the result stays strictly decreasing and covers ``[0, pi/2]``.
+    gets exactly one point, so the result stays strictly decreasing and covers ``(0, route[1]]``:
+    the interval ``(route[1], pi/2)`` next to pure noise is never drawn.
     Returns ``[batch, K]`` (float64), one independent route per row.
     """
     ends = torch.cat([route, route.new_zeros(1)])
-    lo, hi = ends[2:], ends[1:-1]  # interval of point i (i >= 1): (route[i+1], route[i]]
-    u = torch.rand(batch, len(route) - 1, generator=generator, dtype=route.dtype)
+    return _draw_in_intervals(route[:1], ends[2:], ends[1:-1], generator, batch)
+
+
+def jitter_route_official(route: Tensor, generator: torch.Generator | None = None, batch: int = 1) -> Tensor:
+    """Stratified jitter of hustvl/TBCM (``sample_ordered_timesteps_from_ref``, ``pairs.route=official``).
+
+    Angle ``j >= 1`` is drawn from ``(route[j], route[j-1])``, the interval *above* reference point
+    ``j``: the first trained angle lies just below ``pi/2`` and the last above ``route[K-1]``
+    (0.0063 rad for :func:`official_reference_route`), so training covers ``(route[K-1], pi/2)``.
+    ``route`` ``[K]`` decreasing with ``route[0] = pi/2``; returns ``[batch, K]`` (float64).
+    """
+    return _draw_in_intervals(route[:1], route[1:], route[:-1], generator, batch)
+
+
+def _draw_in_intervals(first: Tensor, lo: Tensor, hi: Tensor, generator: torch.Generator | None,
+                       batch: int) -> Tensor:
+    """``[batch, 1 + len(lo)]``: ``first``, then one uniform draw in each ``(lo[i], hi[i]]``."""
+    u = torch.rand(batch, len(lo), generator=generator, dtype=lo.dtype)
     # 1 - u is in (0, 1]: never lands exactly on the lower end, so points stay distinct.
     inner = lo + (1 - u) * (hi - lo)
-    first = route[:1].expand(batch, 1)
-    return torch.cat([first, inner], dim=1)
+    return torch.cat([first.expand(batch, 1), inner], dim=1)
+
+
+def official_reference_route(num_points: int, shift: float, num_train_timesteps: int = 1000) -> Tensor:
+    """The reference route of hustvl/TBCM (``compute_refer_route``): ``[K]`` float64 angles.
+
+    Reproduced exactly, including that the shift is applied twice: the 1000 training sigmas
+    ``i / 1000`` are shifted once to find ``sigma_min`` (``s 0.001 / (1 + (s - 1) 0.001)``); ``K``
+    sigmas linear from 1 to ``sigma_min`` are then shifted again and mapped to angles
+    ``atan(sigma / (1 - sigma))``, with the first set to ``pi/2``.  For ``K = 16, s = 2.5``:
+    1.5708 1.5423 ... 0.1832 0.0063 (the last angle, not 0, bounds the prior weight ``1/tan t``).
+    """
+    if num_points < 2:
+        raise ValueError(f"num_points must be >= 2, got {num_points}")
+
+    def shifted(sigma: Tensor) -> Tensor:
+        return shift * sigma / (1 + (shift - 1) * sigma)
+
+    sigma_min = float(shifted(torch.tensor(1.0 / num_train_timesteps, dtype=torch.float64)))
+    sigma = shifted(torch.linspace(1.0, sigma_min, num_points, dtype=torch.float64))
+    route = torch.atan(sigma / (1 - sigma).clamp(min=1e-300))
+    route[0] = HALF_PI
+    return route
+
+
+ROUTES = ("official", "tbcm_v1")
+
+
+def training_route(style: str, num_points: int, shift: float) -> tuple[Tensor, callable]:
+    """``(reference [K], jitter)`` of a training-route convention: ``"official"`` (hustvl/TBCM) or
+    ``"tbcm_v1"`` (tbcm's first: one shift, jitter below each point, angles in ``(0, route[1]]``)."""
+    if style == "official":
+        return official_reference_route(num_points, shift), jitter_route_official
+    if style == "tbcm_v1":
+        return reference_route(num_points, shift), jitter_route
+    raise ValueError(f"unknown route {style!r}; choose one of {ROUTES}")
 
 
 def sampling_angles(steps: int, shift: float) -> list[float]:

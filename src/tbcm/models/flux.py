@@ -104,6 +104,16 @@ class FluxVelocityNet(TransformerNet):
     def __init__(self, transformer: nn.Module, image_size: int):
         super().__init__(transformer)
         self.image_size = int(image_size)
+        # diffusers casts the timestep to the latents' dtype (bf16: steps of 2^-8 in tau) before
+        # the time embedding; this hook hands the embedding the fp32 timestep instead, so the
+        # sinusoid (computed in fp32 by diffusers) sees the exact tau and its JVP tangent.
+        self._timestep_fp32: Tensor | None = None
+        transformer.time_text_embed.register_forward_pre_hook(self._exact_timestep)
+
+    def _exact_timestep(self, module: nn.Module, args: tuple) -> tuple | None:
+        if self._timestep_fp32 is None:
+            return None
+        return (self._timestep_fp32, *args[1:])
 
     @property
     def config(self) -> FluxNetConfig:
@@ -121,11 +131,15 @@ class FluxVelocityNet(TransformerNet):
         dtype = self.transformer.dtype
         _, _, h, w = x_flow.shape
         g = None if guidance is None else guidance.to(torch.float32)  # as FluxPipeline feeds guidance_scale
-        out = self.transformer(
-            hidden_states=pack_latents(x_flow.to(dtype)), timestep=tau.to(dtype), guidance=g,
-            pooled_projections=cond.pooled.to(dtype), encoder_hidden_states=cond.embeds.to(dtype),
-            txt_ids=torch.zeros(cond.embeds.shape[1], 3, device=x_flow.device, dtype=dtype),
-            img_ids=latent_image_ids(h, w, x_flow.device, dtype), return_dict=False)[0]
+        self._timestep_fp32 = tau.to(torch.float32) * 1000  # what diffusers computes, without the cast
+        try:
+            out = self.transformer(
+                hidden_states=pack_latents(x_flow.to(dtype)), timestep=tau.to(dtype), guidance=g,
+                pooled_projections=cond.pooled.to(dtype), encoder_hidden_states=cond.embeds.to(dtype),
+                txt_ids=torch.zeros(cond.embeds.shape[1], 3, device=x_flow.device, dtype=dtype),
+                img_ids=latent_image_ids(h, w, x_flow.device, dtype), return_dict=False)[0]
+        finally:
+            self._timestep_fp32 = None
         return unpack_latents(out, h, w).to(x_flow.dtype)
 
     def with_guidance_embed(self) -> "FluxVelocityNet":

@@ -4,11 +4,16 @@ With stop-gradient parameters (the current student, no grad):
 
 * ``(F-, dF-) = JVP of F at (x_t / sigma_d, t) along (cos t sin t u / sigma_d, cos t sin t)``
 * ``g = -cos^2 t (sigma_d F- - u) - r (cos t sin t x_t + sigma_d dF-)``
-* ``g <- g / (rms(g) + c)`` per sample (the RMS makes ``c`` independent of the image size)
-* ``loss = mean_masked( exp(-logvar(t)) * w(t) * mean((F - F- - g)^2) + logvar(t) )``
+* ``g <- g / (||g|| + c)`` per sample: ``tangent_norm="l2"`` divides by the L2 norm over all
+  elements (hustvl/TBCM: a unit-norm target), ``"rms"`` by the root mean square (Sana-Sprint's
+  code; ``c`` then does not depend on the image size)
+* ``loss = mean_masked( exp(-logvar(t)) * w(t) * mean((F - sg(F) - g)^2) + logvar(t) )``
 
 ``w(t) = 1 / (sigma_d tan t)`` when ``prior_weight`` is on, else 1.  ``F`` is the only forward
-with gradients; its gradient equals the sCM gradient because ``F- + g`` is a constant target.
+with gradients and ``sg(F)`` its own detached value (as hustvl/TBCM takes ``F-``), so the
+residual is exactly ``-g`` whatever the precision of that forward; the fp32 JVP gives ``dF/dt``
+and the ``F-`` inside ``g``.  The gradient equals the sCM gradient because ``sg(F) + g`` is a
+constant target.
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ from torch import Tensor
 from ..pairs.base import Pairs
 
 JVP_BACKENDS = ("autograd", "finite_difference")
+TANGENT_NORMS = ("l2", "rms")
 
 
 @dataclass
 class SCMConfig:
+    tangent_norm: str = "rms"  # "l2" (hustvl/TBCM: g / (||g||_2 + c)) or "rms" (Sana-Sprint: g / (rms(g) + c))
     tangent_norm_c: float = 0.1
     warmup_steps: int = 500  # r = min(1, step / warmup_steps): tangent warmup
     calm_down_start: int = 0  # TBCM calm-down: r falls linearly to calm_down_to ...
@@ -80,7 +87,7 @@ def scm_loss(student, pairs: Pairs, sigma_d: float, r: float, cfg: SCMConfig, jv
     under DDP pass ``global kept pairs / world size`` so averaged gradients equal the global mean.
     ``bf16`` runs the gradient forward under bfloat16 autocast; the JVP and the target
     ``F- + g`` stay in fp32 (forward-mode AD in bf16 loses the small differences the target is
-    made of).  Returns the scalar loss (with gradients into the student's parameters) and
+    made of); the residual's ``F-`` is the gradient forward's own detached output.  Returns the scalar loss (with gradients into the student's parameters) and
     statistics as detached 0-d tensors (``loss``, ``mse``, ``g_rms``, ``kept``).
     """
     jvp_student = student if jvp_student is None else jvp_student
@@ -100,13 +107,16 @@ def scm_loss(student, pairs: Pairs, sigma_d: float, r: float, cfg: SCMConfig, jv
         raise ValueError(f"unknown JVP backend {cfg.jvp!r}; choose one of {JVP_BACKENDS}")
 
     g = -cos**2 * (sigma_d * F_minus - u) - r * (cos * sin * x_t + sigma_d * dF_minus)
-    g_rms = g.flatten(1).pow(2).mean(1).sqrt()
-    g = g / _bc(g_rms + cfg.tangent_norm_c, g)
+    g_sq = g.flatten(1).pow(2)
+    g_rms = g_sq.mean(1).sqrt()
+    g_size = g_sq.sum(1).sqrt() if cfg.tangent_norm == "l2" else g_rms
+    g = g / _bc(g_size + cfg.tangent_norm_c, g)
 
     with torch.autocast(device_type=x_t.device.type, dtype=torch.bfloat16, enabled=bf16):
         F, logvar = student(*primals, pairs.cond, pairs.w, with_logvar=True)
     F = F.to(F_minus.dtype)
-    per_sample = (F - F_minus - g).pow(2).flatten(1).mean(1)
+    # sg(F), not the JVP's F-: under bf16 the two differ by rounding that would bias every target
+    per_sample = (F - F.detach() - g).pow(2).flatten(1).mean(1)
     logvar = logvar.to(per_sample.dtype)
     weight = 1.0 / (sigma_d * torch.tan(t)) if cfg.prior_weight else torch.ones_like(t)
     loss_i = torch.exp(-logvar) * weight * per_sample + logvar

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..models.text import TextCondition
 from ..sampling import rollout
-from ..trigflow import forward_noise, jitter_route, reference_route
+from ..trigflow import forward_noise, training_route
 from .base import Pairs
 from .prompts import PromptSampler
 
@@ -24,6 +24,10 @@ from .prompts import PromptSampler
 class TrajectoryConfig:
     route_points: int = 16  # K: points of the route, pure-noise point included
     shift: float = 2.5
+    # "official" (hustvl/TBCM: reference to 0.0063 rad, the shift applied twice, point j drawn in
+    # (ref[j], ref[j-1]), so angles cover (0.0063, pi/2)) or "tbcm_v1" (tbcm's first: one shift,
+    # point i drawn in (ref[i+1], ref[i]], angles in (0, 1.544] -- the interval next to pi/2 untrained)
+    route: str = "official"
     jitter: bool = True
     blank_threshold: float = 0.0  # flow-space MSE to a blank image under which pairs may drop; 0 = off
     points_per_trajectory: int = 0  # keep this many random points of the K - 1 per trajectory; 0 = all
@@ -51,13 +55,13 @@ class TrajectoryPairSource:
         self.image_shape = tuple(image_shape)
         self.blank_value = blank_value
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
-        self.reference = reference_route(config.route_points, config.shift)
+        self.reference, self._jitter = training_route(config.route, config.route_points, config.shift)
         self.teacher_calls = 0  # guided teacher evaluations so far (each = one cond + one null pass)
 
     def routes(self, batch: int) -> Tensor:
         """``[batch, K]`` angles (float64): jittered per prompt, or the fixed reference route."""
         if self.config.jitter:
-            return jitter_route(self.reference, self.generator, batch)
+            return self._jitter(self.reference, self.generator, batch)
         return self.reference.expand(batch, -1).clone()
 
     def keep_mask(self, final_x0: Tensor) -> Tensor:

@@ -1,0 +1,223 @@
+"""Recipe ablations on the embedded default, measured against the teacher at its best guidance.
+
+Each variant is a list of ``key=value`` overrides of the embedded default; each runs for every
+training-guidance set (``--guidance``: a name, the ``cfg_scales`` it trains on and the guidance
+it is evaluated at) and every seed. A run trains the full ``steps`` (one CPU thread), then
+evaluates its EMA student at 1, 2 and 4 steps: FID on the shipped digit classifier's features
+against the 600 held-out digits, and adherence, ``--n`` images per digit with fixed seeds.
+The teacher is swept over guidance scales at 16 steps once (``teacher`` rows), so each student
+is compared with the teacher's *best* FID.
+
+Results are appended to a JSON-lines file one run at a time (a killed benchmark resumes where it
+stopped: finished runs are skipped), and ``--report`` turns the file into the tables of
+docs/results.md (mean and spread over seeds) and a PNG of FID against steps.
+
+    python benchmarks/recipe_ablation.py --suite faithful --workers 2          # hours on 2 cores
+    python benchmarks/recipe_ablation.py --suite faithful --report             # tables only
+    python benchmarks/recipe_ablation.py --suite faithful --seeds 0 --steps 50 # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import datetime
+import hashlib
+import json
+import multiprocessing as mp
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = [f"a handwritten digit {d}" for d in range(10)]
+TEACHER_CFGS = [0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 4.5]
+
+# name -> (training cfg_scales, evaluation guidance)
+GUIDANCE = {"low": ([1.0, 1.25, 1.5], 1.0), "high": ([3.5, 4.5, 5.5], 4.5)}
+
+V1 = ["pairs.route=tbcm_v1", "objective.tangent_norm=rms", "objective.prior_weight=false"]
+SUITES = {
+    # issue "Faithful to the paper": today's recipe, each official change on its own, then together
+    "faithful": {
+        "today (tbcm_v1 route, rms, no prior)": V1,
+        "official route": ["pairs.route=official", "objective.tangent_norm=rms", "objective.prior_weight=false"],
+        "official route + prior weight": ["pairs.route=official", "objective.tangent_norm=rms",
+                                          "objective.prior_weight=true"],
+        "l2 tangent norm": ["pairs.route=tbcm_v1", "objective.tangent_norm=l2", "objective.prior_weight=false"],
+        "official (route + prior + l2)": ["pairs.route=official", "objective.tangent_norm=l2",
+                                          "objective.prior_weight=true"],
+    },
+}
+
+
+def run_key(variant: str, guidance: str, seed: int, steps: int) -> str:
+    return f"{variant}|{guidance}|seed={seed}|steps={steps}"
+
+
+def _fid_reference():
+    from tbcm.evaluation.classifier import digits_split, load_classifier
+    from tbcm.evaluation.metrics import FIDReference
+
+    clf = load_classifier()
+    return FIDReference(digits_split().heldout_images, clf), clf
+
+
+def _score(images: torch.Tensor, n: int, ref, clf) -> dict:
+    from tbcm.evaluation.metrics import adherence
+
+    labels = torch.arange(10).repeat_interleave(n)
+    return {"fid": float(ref(images)), "adherence": float(adherence(images, labels, clf))}
+
+
+def train_and_eval(variant: str, overrides: list[str], guidance: str, seed: int, steps: int, n: int,
+                   out_root: str) -> dict:
+    """One run in a fresh process (one thread): train, then score the EMA student."""
+    torch.set_num_threads(1)
+    from tbcm.config import DistillConfig, load_config
+    from tbcm.distill import Distiller
+    from tbcm.previews import student_samples
+
+    scales, w_eval = GUIDANCE[guidance]
+    out = Path(out_root) / f"{hashlib.sha1(variant.encode()).hexdigest()[:8]}_{guidance}_s{seed}"
+    cfg = load_config(DistillConfig, None, [
+        f"steps={steps}", f"seed={seed}", "threads=1", f"cfg_scales={scales}", f"sample.cfg_scale={w_eval}",
+        "checkpoint_every=100000", "keep_checkpoints=1", *overrides])
+    start = time.perf_counter()
+    d = Distiller(cfg)
+    d.run(out, overwrite=True, progress=False)
+    train_s = time.perf_counter() - start
+    ref, clf = _fid_reference()
+    student = d.student_for_sampling()
+    scores = {}
+    for k in (1, 2, 4):
+        images = torch.cat([student_samples(student, d.encoder, [p], w_eval, k, n, first_seed=0) for p in PROMPTS])
+        scores[str(k)] = _score(images, n, ref, clf)
+    return {"variant": variant, "overrides": overrides, "guidance": guidance, "cfg_scales": scales,
+            "eval_cfg": w_eval, "seed": seed, "steps": steps, "n": n, "train_s": train_s, "student": scores,
+            "run": str(out)}
+
+
+def teacher_sweep(n: int, steps: int = 16) -> dict:
+    torch.set_num_threads(1)
+    from tbcm.models.bundle import load_bundle
+    from tbcm.models.teacher import Teacher
+    from tbcm.previews import teacher_samples
+
+    teacher = Teacher.from_bundle(load_bundle("builtin", expect_kind="teacher"))
+    ref, clf = _fid_reference()
+    rows = {}
+    for w in TEACHER_CFGS:
+        images = torch.cat([teacher_samples(teacher, [p], w, steps, n, first_seed=0) for p in PROMPTS])
+        rows[str(w)] = _score(images, n, ref, clf)
+    return {"variant": "teacher", "steps": steps, "n": n, "teacher": rows}
+
+
+def load_results(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def append_result(path: Path, row: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _mean_sd(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def report(rows: list[dict], suite: str, guidances: list[str]) -> str:
+    """Markdown: the teacher sweep, then per guidance set a table of variants (mean ± sd over seeds)."""
+    teacher = next((r for r in rows if r["variant"] == "teacher"), None)
+    lines = []
+    best_fid, best_w = None, None
+    if teacher is not None:
+        t = teacher["teacher"]
+        best_w = min(t, key=lambda w: t[w]["fid"])
+        best_fid = t[best_w]["fid"]
+        lines += [f"Teacher, {teacher['steps']} steps, {teacher['n']} images per digit:", "",
+                  "| guidance | " + " | ".join(t) + " |", "|---" * (len(t) + 1) + "|",
+                  "| FID | " + " | ".join(f"{t[w]['fid']:.1f}" for w in t) + " |",
+                  "| adherence | " + " | ".join(f"{t[w]['adherence']:.1%}" for w in t) + " |", "",
+                  f"Teacher's best: FID {best_fid:.1f} at w={best_w}.", ""]
+    for g in guidances:
+        group = [r for r in rows if r.get("guidance") == g]
+        if not group:
+            continue
+        scales, w_eval = GUIDANCE[g]
+        t_same = teacher["teacher"].get(str(w_eval)) if teacher else None
+        lines += [f"Trained on cfg_scales {scales}, evaluated at w={w_eval}"
+                  + (f" (teacher 16 steps at w={w_eval}: FID {t_same['fid']:.1f}, "
+                     f"adherence {t_same['adherence']:.1%})" if t_same else "") + ":", "",
+                  "| variant | seeds | 1 step FID | 1 step adh. | 2 steps FID | 4 steps FID | 1-step / teacher best |",
+                  "|---|---|---|---|---|---|---|"]
+        for variant in dict.fromkeys(r["variant"] for r in group):
+            runs = [r for r in group if r["variant"] == variant]
+            f = {k: [r["student"][k]["fid"] for r in runs] for k in ("1", "2", "4")}
+            adh = [100 * r["student"]["1"]["adherence"] for r in runs]
+            ratio = f"{statistics.mean(f['1']) / best_fid:.2f}x" if best_fid else "-"
+            lines.append(f"| {variant} | {len(runs)} | {_mean_sd(f['1'])} | {_mean_sd(adh)}% | {_mean_sd(f['2'])} | "
+                         f"{_mean_sd(f['4'])} | {ratio} |")
+        lines.append("")
+    steps = sorted({r["steps"] for r in rows if "steps" in r and r["variant"] != "teacher"})
+    train_s = [r["train_s"] for r in rows if "train_s" in r]
+    lines.append(f"`python benchmarks/recipe_ablation.py --suite {suite}`; {platform.machine()} "
+                 f"({torch.get_num_threads()} threads available, one per run), torch {torch.__version__}, "
+                 f"{datetime.date.today()}; {steps} training steps"
+                 + (f", {statistics.mean(train_s):.0f} s of training per run on average" if train_s else "") + ".")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--suite", choices=sorted(SUITES), default="faithful")
+    ap.add_argument("--guidance", default="low,high", help="guidance sets to run: " + ", ".join(GUIDANCE))
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--steps", type=int, default=1200)
+    ap.add_argument("--n", type=int, default=100, help="images per digit in every evaluation")
+    ap.add_argument("--workers", type=int, default=2, help="runs in parallel (one CPU thread each)")
+    ap.add_argument("--results", default=None, help="JSON-lines file (default benchmarks/results/SUITE.jsonl)")
+    ap.add_argument("--runs", default=str(ROOT / "runs" / "recipe_ablation"))
+    ap.add_argument("--report", action="store_true", help="only print the tables from the results file")
+    ap.add_argument("--write-doc", action="store_true", help="write the tables into docs/results.md")
+    args = ap.parse_args()
+    path = Path(args.results or ROOT / "benchmarks" / "results" / f"{args.suite}.jsonl")
+    guidances = [g for g in args.guidance.split(",") if g]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if not args.report:
+        done = {run_key(r["variant"], r["guidance"], r["seed"], r["steps"]) for r in load_results(path)
+                if r["variant"] != "teacher"}
+        have_teacher = any(r["variant"] == "teacher" and r["n"] == args.n for r in load_results(path))
+        # seed-major: every variant's first seed lands before any second seed
+        jobs = [(v, o, g, s) for s in seeds for g in guidances for v, o in SUITES[args.suite].items()
+                if run_key(v, g, s, args.steps) not in done]
+        ctx = mp.get_context("spawn")
+        with cf.ProcessPoolExecutor(max_workers=args.workers, mp_context=ctx) as pool:
+            futures = {}
+            if not have_teacher:
+                futures[pool.submit(teacher_sweep, args.n)] = "teacher sweep"
+            for v, o, g, s in jobs:
+                futures[pool.submit(train_and_eval, v, o, g, s, args.steps, args.n, args.runs)] = f"{v} {g} seed {s}"
+            for fut in cf.as_completed(futures):
+                row = fut.result()
+                append_result(path, row)
+                summary = {k: round(x["fid"], 1) for k, x in row.get("student", row.get("teacher", {})).items()}
+                print(f"done: {futures[fut]}: FID {summary}", flush=True)
+    text = report(load_results(path), args.suite, guidances)
+    print(text)
+    if args.write_doc:
+        from results_doc import write_block
+
+        write_block(f"recipe_{args.suite}", text, heading=f"## Recipe ablation: {args.suite}")
+
+
+if __name__ == "__main__":
+    main()
