@@ -76,6 +76,33 @@ def _bc(v: Tensor, like: Tensor) -> Tensor:
     return v.reshape(v.shape[0], *([1] * (like.ndim - 1)))
 
 
+def scm_tangent(F_minus: Tensor, dF_minus: Tensor, x_t: Tensor, u: Tensor, t: Tensor, sigma_d: float,
+                r: float) -> Tensor:
+    """The raw sCM tangent ``g = -cos^2 t (sigma_d F- - u) - r (cos t sin t x_t + sigma_d dF-)``.
+
+    ``F_minus`` ``[B, ...]`` is the stop-gradient student at ``x_t / sigma_d``; ``dF_minus`` its
+    JVP along ``(cos t sin t u / sigma_d, cos t sin t)``; ``u`` the teacher's ``dx_t/dt``; ``t``
+    ``[B]`` radians.  With ``r = 1``, ``g = cos t * d/dt f(x_t, t)`` along the teacher's ODE
+    (``f`` the student's consistency function): zero exactly when the student is consistent.
+    """
+    cos, sin = _bc(torch.cos(t), x_t), _bc(torch.sin(t), x_t)
+    return -cos**2 * (sigma_d * F_minus - u) - r * (cos * sin * x_t + sigma_d * dF_minus)
+
+
+def normalise_tangent(g: Tensor, norm: str, c: float) -> tuple[Tensor, Tensor]:
+    """``(g / (size(g) + c), rms(g))`` per sample; ``size`` is the L2 norm over all elements
+    (``"l2"``, hustvl/TBCM) or the root mean square (``"rms"``, Sana-Sprint). ``g`` ``[B, ...]``."""
+    g_sq = g.flatten(1).pow(2)
+    g_rms = g_sq.mean(1).sqrt()
+    if norm == "l2":
+        size = g_sq.sum(1).sqrt()
+    elif norm == "rms":
+        size = g_rms
+    else:
+        raise ValueError(f"unknown tangent norm {norm!r}; choose one of {TANGENT_NORMS}")
+    return g / _bc(size + c, g), g_rms
+
+
 def scm_loss(student, pairs: Pairs, sigma_d: float, r: float, cfg: SCMConfig, jvp_student=None,
              denominator: float | Tensor | None = None, bf16: bool = False) -> tuple[Tensor, dict]:
     """sCM loss on a batch of pairs.
@@ -106,11 +133,8 @@ def scm_loss(student, pairs: Pairs, sigma_d: float, r: float, cfg: SCMConfig, jv
     else:
         raise ValueError(f"unknown JVP backend {cfg.jvp!r}; choose one of {JVP_BACKENDS}")
 
-    g = -cos**2 * (sigma_d * F_minus - u) - r * (cos * sin * x_t + sigma_d * dF_minus)
-    g_sq = g.flatten(1).pow(2)
-    g_rms = g_sq.mean(1).sqrt()
-    g_size = g_sq.sum(1).sqrt() if cfg.tangent_norm == "l2" else g_rms
-    g = g / _bc(g_size + cfg.tangent_norm_c, g)
+    g, g_rms = normalise_tangent(scm_tangent(F_minus, dF_minus, x_t, u, t, sigma_d, r), cfg.tangent_norm,
+                                 cfg.tangent_norm_c)
 
     with torch.autocast(device_type=x_t.device.type, dtype=torch.bfloat16, enabled=bf16):
         F, logvar = student(*primals, pairs.cond, pairs.w, with_logvar=True)
