@@ -85,6 +85,11 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of a rank's pair generator (noise, routes, CFG scales): distinct per rank."""
+    return seed + 1_000_003 * (rank + 1)
+
+
 FULL_STATE = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
@@ -139,7 +144,7 @@ class Distiller:
             from .pairs.cache import CachePairSource
 
             return CachePairSource(cfg.cache.dir, self.conds, seed=cfg.seed, rank=rank, world_size=world)
-        generator = torch.Generator().manual_seed(cfg.seed + 1_000_003 * (rank + 1))  # one seed per rank
+        generator = torch.Generator().manual_seed(rank_seed(cfg.seed, rank))
         if cfg.source in ("forward", "teacher_x0"):
             return self._make_forward_source(generator)
         sampler = PromptSampler(len(self.prompts), seed=cfg.seed, rank=rank, world_size=world)
