@@ -107,6 +107,31 @@ def test_eval_json_is_reproducible_and_finds_the_run_teacher(tmp_path, tiny_teac
     assert json.loads(capsys.readouterr().out)["student"] != first["student"]
 
 
+def test_eval_sweeps_report_each_models_best_guidance_and_the_ratio(tmp_path, tiny_teacher_dir, capsys):
+    run = tmp_path / "run"
+    student = _student_dir(run / "student")
+    (run / "config.yaml").write_text(yaml.safe_dump({"teacher": str(tiny_teacher_dir)}))
+    meta = yaml.safe_load((student / "model.yaml").read_text())
+    meta["extra"]["cfg_scales"] = [1.0, 2.0]  # what save_student records: the training guidance set
+    (student / "model.yaml").write_text(yaml.safe_dump(meta))
+    argv = ["eval", str(run), "--steps", "1", "--n", "2", "--teacher", "2", "--teacher-cfg", "1,4.5", "--json"]
+    assert main(argv) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert set(r["teacher_sweep"]["2"]) == {"1.0", "4.5"} and set(r["student_sweep"]["1"]) == {"1.0", "2.0"}
+    # the best is the sweep's minimum, and the ratio is computed from the two bests
+    tb = r["teacher_best"]
+    assert tb["steps"] == 2 and tb["fid"] == min(s["fid"] for s in r["teacher_sweep"]["2"].values())
+    assert r["teacher_sweep"]["2"][str(tb["cfg"])]["fid"] == tb["fid"]
+    sb = r["student_best"]["1"]
+    assert sb["fid"] == min(s["fid"] for s in r["student_sweep"]["1"].values())
+    assert r["ratio"]["1"] == pytest.approx(sb["fid"] / tb["fid"])
+    # the same-guidance numbers stay, and agree with the sweep where the guidance coincides
+    assert r["teacher"]["2"] == r["teacher_sweep"]["2"]["4.5"]
+    assert main([*argv[:-1]]) == 0
+    assert "teacher's best FID" in capsys.readouterr().out
+    assert "--teacher-cfg" in assert_cli_error([*argv[:-3], "--teacher-cfg", "1,x"], capsys)
+
+
 def test_eval_table_on_a_student_folder_with_the_builtin_teacher(tmp_path, capsys):
     student = _student_dir(tmp_path / "student")
     assert main(["eval", str(student), "--steps", "1", "--n", "1", "--teacher", "2", "--cfg", "3"]) == 0

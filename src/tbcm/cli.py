@@ -91,6 +91,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="images per digit (default 100); with --reference the first N reference images (default all)")
     e.add_argument("--teacher", help="also the run's teacher (config.yaml, else builtin) at these step counts, e.g. 16,32")
     e.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the student's)")
+    e.add_argument("--teacher-cfg", default=None, help="sweep the teacher's guidance at the --teacher step counts "
+                   "(default 16), e.g. 0.5,1,1.25,1.5,2,3,4.5; reports its best and the student-best / teacher-best ratio")
+    e.add_argument("--student-cfg", default=None, help="sweep the student's guidance input (default with "
+                   "--teacher-cfg: the scales it was trained on)")
     e.add_argument("--seed", type=int, default=0, help="image j of every digit starts from seed + j "
                    "(with --reference image i uses seed + i)")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -228,6 +232,13 @@ def _counts(option: str, text: str) -> list[int]:
     return values
 
 
+def _scales(option: str, text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{option} {text!r} is not a comma-separated list of guidance scales: e.g. {option} 1,1.5,2") from None
+
+
 def cmd_eval(args) -> None:
     import json
 
@@ -240,7 +251,9 @@ def cmd_eval(args) -> None:
     from .evaluation import evaluate, format_table
 
     result = evaluate(args.dir, _counts("--steps", args.steps), args.n if args.n is not None else 100,
-                      _counts("--teacher", args.teacher) if args.teacher else [], args.cfg, args.seed)
+                      _counts("--teacher", args.teacher) if args.teacher else [], args.cfg, args.seed,
+                      teacher_cfgs=_scales("--teacher-cfg", args.teacher_cfg) if args.teacher_cfg else [],
+                      student_cfgs=_scales("--student-cfg", args.student_cfg) if args.student_cfg else None)
     print(json.dumps(result) if args.json else format_table(result))
 
 
@@ -253,6 +266,9 @@ def cmd_eval_realscale(args) -> None:
                             "(local files, nothing is downloaded)")
     if args.teacher:
         raise UserError("--teacher is not measured with --reference: drop --teacher")
+    for flag, value in (("--teacher-cfg", args.teacher_cfg), ("--student-cfg", args.student_cfg)):
+        if value:
+            raise UserError(f"{flag} sweeps belong to the digits evaluation, not --reference: drop {flag}")
     from .evaluation.realscale import evaluate_realscale, format_realscale_table
 
     result = evaluate_realscale(args.dir, args.reference, args.inception, args.clip, _counts("--steps", args.steps),

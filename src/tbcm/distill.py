@@ -359,7 +359,8 @@ class Distiller:
             network=student.network.config.to_dict(), prompt_encoder=self.encoder.config(),
             timestep_scale=tmeta.timestep_scale, blank_value=tmeta.blank_value, family=tmeta.family,
             extra={"teacher": str(self.cfg.teacher), "steps": self.step, "skipped_steps": self.skipped,
-                   "default_cfg_scale": self.cfg.sample.cfg_scale, "shift": self.cfg.sample.shift},
+                   "default_cfg_scale": self.cfg.sample.cfg_scale, "shift": self.cfg.sample.shift,
+                   "cfg_scales": [float(w) for w in self.cfg.cfg_scales]},
         )
         return save_bundle(Bundle(meta, student.network, self.encoder, student.logvar_head), path)
 

@@ -73,20 +73,34 @@ def _scores(images: torch.Tensor, labels: torch.Tensor, ref: FIDReference, clf: 
 @torch.no_grad()
 def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_per_class: int = 100,
              teacher_steps: list[int] = (), cfg_scale: float | None = None, seed: int = 0,
-             classifier: DigitClassifier | None = None) -> dict:
+             classifier: DigitClassifier | None = None, teacher_cfgs: list[float] = (),
+             student_cfgs: list[float] | None = None) -> dict:
     """Scores of the student in ``path`` (a run folder or a student folder) and, for each entry
     of ``teacher_steps``, of the run's teacher (its ``config.yaml`` ``teacher``, else builtin).
 
     Returns ``{"student": {"1": {"fid", "adherence"}, ...}, "teacher": {"16": {...}},
     "n_per_class", "cfg_scale", "seed", "teacher_model", "reference"}``. ``cfg_scale`` (default:
-    the student's) is the student's guidance input and the teacher's guidance scale.
+    the student's) is the student's guidance input and the teacher's guidance scale: the
+    same-guidance comparison.
+
+    The honest comparison: ``teacher_cfgs`` sweeps the teacher's guidance at every
+    ``teacher_steps`` count (``"teacher_sweep"``; ``"teacher_best"``: the best FID and its guidance
+    at 16 steps, else at the largest count), and the student is swept over ``student_cfgs``
+    (default: the guidance scales it was trained on) at every step count (``"student_sweep"``,
+    ``"student_best"``). ``"ratio"`` is student-best FID / teacher-best FID per step count.
     """
     student_steps, teacher_steps = list(student_steps), list(teacher_steps)
+    teacher_cfgs = [float(w) for w in teacher_cfgs]
     _check_counts("--steps", student_steps)
+    if teacher_cfgs and not teacher_steps:
+        teacher_steps = [16]
     if teacher_steps:
         _check_counts("--teacher", teacher_steps)
     if n_per_class < 1:
         raise UserError(f"--n must be at least 1 (got {n_per_class})")
+    for name, values in (("--teacher-cfg", teacher_cfgs), ("--student-cfg", student_cfgs or [])):
+        if any(not (w >= 0) for w in values):
+            raise UserError(f"{name} must be guidance scales >= 0 (got {values}): e.g. {name} 1,1.5,2")
     student_dir, run_dir = find_student(path)
     bundle = load_bundle(student_dir, expect_kind="student")
     _check_digits_model(bundle, f"student {student_dir}")
@@ -96,8 +110,12 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
         tbundle = load_bundle(teacher_name, expect_kind="teacher")
         _check_digits_model(tbundle, f"teacher {teacher_name}")
         teacher = Teacher.from_bundle(tbundle)
-    cfg = float(cfg_scale if cfg_scale is not None else bundle.meta.extra.get("default_cfg_scale", 4.5))
-    shift = float(bundle.meta.extra.get("shift", 2.5))
+    extra = bundle.meta.extra
+    cfg = float(cfg_scale if cfg_scale is not None else extra.get("default_cfg_scale", 4.5))
+    shift = float(extra.get("shift", 2.5))
+    honest = bool(teacher_cfgs) or student_cfgs is not None
+    if student_cfgs is None:
+        student_cfgs = [float(w) for w in extra.get("cfg_scales", [cfg])]
 
     clf = classifier if classifier is not None else load_classifier()
     split_seed = int(getattr(clf, "meta", {}).get("split", {}).get("seed", 0))
@@ -106,25 +124,59 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
     labels = torch.arange(10).repeat_interleave(n_per_class)  # row-major (digit, seed)
     student = Student.from_bundle(bundle).eval()
 
-    result: dict = {"student": {}, "teacher": {}}
-    for steps in student_steps:  # one prompt at a time: memory stays at n images
-        images = torch.cat([student_samples(student, bundle.encoder, [p], cfg, steps, n_per_class, shift, seed)
+    def student_scores(steps: int, w: float) -> dict:  # one prompt at a time: memory stays at n images
+        images = torch.cat([student_samples(student, bundle.encoder, [p], w, steps, n_per_class, shift, seed)
                             for p in PROMPTS])
-        result["student"][str(steps)] = _scores(images, labels, ref, clf)
+        return _scores(images, labels, ref, clf)
+
+    def teacher_scores(steps: int, w: float) -> dict:
+        images = torch.cat([teacher_samples(teacher, [p], w, steps, n_per_class, shift, seed) for p in PROMPTS])
+        return _scores(images, labels, ref, clf)
+
+    result: dict = {"student": {}, "teacher": {}}
+    for steps in student_steps:
+        result["student"][str(steps)] = student_scores(steps, cfg)
     for steps in teacher_steps:
-        images = torch.cat([teacher_samples(teacher, [p], cfg, steps, n_per_class, shift, seed) for p in PROMPTS])
-        result["teacher"][str(steps)] = _scores(images, labels, ref, clf)
+        result["teacher"][str(steps)] = teacher_scores(steps, cfg)
+    if honest:
+        result["student_sweep"] = {str(k): {str(w): (result["student"][str(k)] if w == cfg else student_scores(k, w))
+                                            for w in student_cfgs} for k in student_steps}
+        result["student_best"] = {k: _best(sweep) for k, sweep in result["student_sweep"].items()}
+    if teacher_cfgs:
+        result["teacher_sweep"] = {str(k): {str(w): (result["teacher"][str(k)] if w == cfg else teacher_scores(k, w))
+                                            for w in teacher_cfgs} for k in teacher_steps}
+        at = "16" if "16" in result["teacher_sweep"] else str(max(teacher_steps))
+        result["teacher_best"] = {"steps": int(at), **_best(result["teacher_sweep"][at])}
+        result["ratio"] = {k: b["fid"] / result["teacher_best"]["fid"] for k, b in result["student_best"].items()}
     result.update({"n_per_class": n_per_class, "cfg_scale": cfg, "seed": seed, "teacher_model": teacher_name,
                    "reference": {"heldout_images": int(heldout.shape[0]), "split_seed": split_seed}})
+    if honest:
+        result["student_cfgs"] = student_cfgs
+    if teacher_cfgs:
+        result["teacher_cfgs"] = teacher_cfgs
     return result
+
+
+def _best(sweep: dict) -> dict:
+    """``{"cfg", "fid", "adherence"}`` of the guidance with the lowest FID in ``{cfg: scores}``."""
+    w = min(sweep, key=lambda k: sweep[k]["fid"])
+    return {"cfg": float(w), **sweep[w]}
 
 
 def format_table(result: dict) -> str:
     """A small text table of :func:`evaluate`'s result."""
-    lines = [f"{'model':<8} {'steps':>5} {'FID':>9} {'adherence':>10}"]
+    lines = [f"{'model':<8} {'steps':>5} {'cfg':>5} {'FID':>9} {'adherence':>10}"]
     for model in ("student", "teacher"):
         for steps, s in result[model].items():
-            lines.append(f"{model:<8} {steps:>5} {s['fid']:>9.4f} {s['adherence']:>10.1%}")
+            lines.append(f"{model:<8} {steps:>5} {result['cfg_scale']:>5g} {s['fid']:>9.4f} {s['adherence']:>10.1%}")
+    if "teacher_best" in result or "student_best" in result:
+        lines.append("best guidance of each (the honest comparison):")
+        tb = result.get("teacher_best")
+        if tb:
+            lines.append(f"{'teacher':<8} {tb['steps']:>5} {tb['cfg']:>5g} {tb['fid']:>9.4f} {tb['adherence']:>10.1%}")
+        for steps, b in result.get("student_best", {}).items():
+            ratio = f"  {result['ratio'][steps]:.2f}x the teacher's best FID" if "ratio" in result else ""
+            lines.append(f"{'student':<8} {steps:>5} {b['cfg']:>5g} {b['fid']:>9.4f} {b['adherence']:>10.1%}{ratio}")
     ref = result["reference"]
     lines.append(f"{result['n_per_class']} images per digit, cfg {result['cfg_scale']}, seed {result['seed']}; "
                  f"FID against {ref['heldout_images']} held-out real digits on the digit classifier's features")
