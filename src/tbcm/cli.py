@@ -97,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
                    "--teacher-cfg: the scales it was trained on)")
     e.add_argument("--seed", type=int, default=0, help="image j of every digit starts from seed + j "
                    "(with --reference image i uses seed + i)")
+    e.add_argument("--fresh-noise", type=float, default=1.0, help="multi-step re-noising: 1 = fresh noise (sCM, "
+                   "SanaSprintPipeline), 0 = the noise implied by the state, between = a mix")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     e.add_argument("--reference", metavar="ROOT", help="MJHQ-30k style folder (meta_data.json, <category>/<id>.jpg): "
                    "FID and CLIP score of the student on its prompts")
@@ -253,7 +255,8 @@ def cmd_eval(args) -> None:
     result = evaluate(args.dir, _counts("--steps", args.steps), args.n if args.n is not None else 100,
                       _counts("--teacher", args.teacher) if args.teacher else [], args.cfg, args.seed,
                       teacher_cfgs=_scales("--teacher-cfg", args.teacher_cfg) if args.teacher_cfg else [],
-                      student_cfgs=_scales("--student-cfg", args.student_cfg) if args.student_cfg else None)
+                      student_cfgs=_scales("--student-cfg", args.student_cfg) if args.student_cfg else None,
+                      fresh_noise=args.fresh_noise)
     print(json.dumps(result) if args.json else format_table(result))
 
 

@@ -44,12 +44,14 @@ def teacher_samples(teacher, prompts: list[str], cfg_scale: float, steps: int, s
 
 
 def student_samples(student, encoder: PromptEncoder, prompts: list[str], cfg_scale: float, steps: int,
-                    seeds: int, shift: float = 2.5, first_seed: int = 0, decode=None) -> torch.Tensor:
-    """Pixels ``[len(prompts) * seeds, C, H, W]`` from the ``steps``-step student sampler."""
+                    seeds: int, shift: float = 2.5, first_seed: int = 0, decode=None,
+                    fresh_noise: float = 1.0) -> torch.Tensor:
+    """Pixels ``[len(prompts) * seeds, C, H, W]`` from the ``steps``-step student sampler
+    (``fresh_noise``: see :func:`tbcm.sampling.student_sample`)."""
     device = _device(student)
     cond = encoder.encode(prompts).to(device).repeat_interleave(seeds)
     noise = seeded_noise(seeds, len(prompts), _shape(student.network), first_seed).to(device)
     w = torch.full((noise.shape[0],), float(cfg_scale), device=device)
     gen = torch.Generator().manual_seed(first_seed + 10_000)  # noise of the later steps
-    x0 = student_sample(student, cond, w, noise, student_angles(steps, shift), generator=gen)
+    x0 = student_sample(student, cond, w, noise, student_angles(steps, shift), generator=gen, fresh_noise=fresh_noise)
     return _pixels(x0, student.sigma_d, decode)

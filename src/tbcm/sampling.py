@@ -5,6 +5,7 @@ All states are TrigFlow states (``x0 = sigma_d * x0_flow``); angles are radians.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -60,8 +61,14 @@ def teacher_sample(teacher, cond, w: Tensor, noise: Tensor, steps: int = 16, shi
 
 @torch.no_grad()
 def student_sample(student, cond, w: Tensor, noise: Tensor, angles: list[float],
-                   generator: torch.Generator | list[torch.Generator] | None = None) -> Tensor:
+                   generator: torch.Generator | list[torch.Generator] | None = None,
+                   fresh_noise: float = 1.0) -> Tensor:
     """Few-step consistency sampling: predict ``x0`` with ``f``, re-noise to the next angle.
+
+    Re-noising uses ``eps = a eps_fresh + sqrt(1 - a^2) eps_hat`` with ``a = fresh_noise``:
+    ``a = 1`` is sCM's fresh noise (what SanaSprintPipeline's SCMScheduler does); ``a < 1`` keeps
+    part of the noise implied by the current state, ``eps_hat = (x_t - cos t x0) / (sin t sigma_d)``
+    rescaled to unit RMS per sample (as TCD's gamma keeps part of the trajectory).
 
     ``angles`` runs from pi/2 down to 0 (``len(angles) - 1`` network calls), e.g. ``[pi/2, 0]``
     for one step.  ``noise`` ``[B, C, H, W]`` is standard normal; the fresh noise of later steps
@@ -80,6 +87,10 @@ def student_sample(student, cond, w: Tensor, noise: Tensor, angles: list[float],
             else:
                 eps = torch.randn(x.shape, generator=generator, dtype=x.dtype)
             eps = eps.to(x.device)
+            if fresh_noise < 1.0:
+                implied = (x - torch.cos(t).view(-1, *[1] * (x.ndim - 1)) * x0) / (math.sin(t_now) * sd)
+                implied = implied / implied.flatten(1).pow(2).mean(1).sqrt().clamp(min=1e-12).view(-1, *[1] * (x.ndim - 1))
+                eps = fresh_noise * eps + math.sqrt(1.0 - fresh_noise**2) * implied
             x = forward_noise(x0, t_next, sd * eps)
     return x0
 

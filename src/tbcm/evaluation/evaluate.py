@@ -74,7 +74,7 @@ def _scores(images: torch.Tensor, labels: torch.Tensor, ref: FIDReference, clf: 
 def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_per_class: int = 100,
              teacher_steps: list[int] = (), cfg_scale: float | None = None, seed: int = 0,
              classifier: DigitClassifier | None = None, teacher_cfgs: list[float] = (),
-             student_cfgs: list[float] | None = None) -> dict:
+             student_cfgs: list[float] | None = None, fresh_noise: float = 1.0) -> dict:
     """Scores of the student in ``path`` (a run folder or a student folder) and, for each entry
     of ``teacher_steps``, of the run's teacher (its ``config.yaml`` ``teacher``, else builtin).
 
@@ -88,6 +88,7 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
     at 16 steps, else at the largest count), and the student is swept over ``student_cfgs``
     (default: the guidance scales it was trained on) at every step count (``"student_sweep"``,
     ``"student_best"``). ``"ratio"`` is student-best FID / teacher-best FID per step count.
+    ``fresh_noise`` is the multi-step sampler's re-noising mix (:func:`tbcm.sampling.student_sample`).
     """
     student_steps, teacher_steps = list(student_steps), list(teacher_steps)
     teacher_cfgs = [float(w) for w in teacher_cfgs]
@@ -98,6 +99,8 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
         _check_counts("--teacher", teacher_steps)
     if n_per_class < 1:
         raise UserError(f"--n must be at least 1 (got {n_per_class})")
+    if not 0 <= fresh_noise <= 1:
+        raise UserError(f"--fresh-noise must be in [0, 1] (got {fresh_noise}): 1 = fresh noise, 0 = implied noise")
     for name, values in (("--teacher-cfg", teacher_cfgs), ("--student-cfg", student_cfgs or [])):
         if any(not (w >= 0) for w in values):
             raise UserError(f"{name} must be guidance scales >= 0 (got {values}): e.g. {name} 1,1.5,2")
@@ -125,8 +128,8 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
     student = Student.from_bundle(bundle).eval()
 
     def student_scores(steps: int, w: float) -> dict:  # one prompt at a time: memory stays at n images
-        images = torch.cat([student_samples(student, bundle.encoder, [p], w, steps, n_per_class, shift, seed)
-                            for p in PROMPTS])
+        images = torch.cat([student_samples(student, bundle.encoder, [p], w, steps, n_per_class, shift, seed,
+                                            fresh_noise=fresh_noise) for p in PROMPTS])
         return _scores(images, labels, ref, clf)
 
     def teacher_scores(steps: int, w: float) -> dict:
@@ -149,6 +152,7 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
         result["teacher_best"] = {"steps": int(at), **_best(result["teacher_sweep"][at])}
         result["ratio"] = {k: b["fid"] / result["teacher_best"]["fid"] for k, b in result["student_best"].items()}
     result.update({"n_per_class": n_per_class, "cfg_scale": cfg, "seed": seed, "teacher_model": teacher_name,
+                   "fresh_noise": fresh_noise,
                    "reference": {"heldout_images": int(heldout.shape[0]), "split_seed": split_seed}})
     if honest:
         result["student_cfgs"] = student_cfgs
