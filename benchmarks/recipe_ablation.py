@@ -40,6 +40,7 @@ TEACHER_CFGS = [0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 4.5]
 GUIDANCE = {"low": ([1.0, 1.25, 1.5], 1.0), "high": ([3.5, 4.5, 5.5], 4.5)}
 
 V1 = ["pairs.route=tbcm_v1", "objective.tangent_norm=rms", "objective.prior_weight=false"]
+OFFICIAL_ROUTE = ["pairs.route=official", "objective.tangent_norm=rms", "objective.prior_weight=false"]
 SUITES = {
     # issue "Faithful to the paper": today's recipe, each official change on its own, then together
     "faithful": {
@@ -50,6 +51,12 @@ SUITES = {
         "l2 tangent norm": ["pairs.route=tbcm_v1", "objective.tangent_norm=l2", "objective.prior_weight=false"],
         "official (route + prior + l2)": ["pairs.route=official", "objective.tangent_norm=l2",
                                           "objective.prior_weight=true"],
+    },
+    # issue "The student as good as its teacher": levers on top of the official route, with curves
+    "recipe": {
+        "official route": OFFICIAL_ROUTE,
+        "official route, lr 3e-4": [*OFFICIAL_ROUTE, "optim.lr=3e-4"],
+        "official route, EMA 0.999": [*OFFICIAL_ROUTE, "optim.ema_decay=0.999"],
     },
 }
 
@@ -74,8 +81,10 @@ def _score(images: torch.Tensor, n: int, ref, clf) -> dict:
 
 
 def train_and_eval(variant: str, overrides: list[str], guidance: str, seed: int, steps: int, n: int,
-                   out_root: str) -> dict:
-    """One run in a fresh process (one thread): train, then score the EMA student."""
+                   out_root: str, curve_every: int = 0) -> dict:
+    """One run in a fresh process (one thread): train, then score the EMA student; with
+    ``curve_every`` also the EMA of every ``curve_every``-th step's checkpoint (FID against steps
+    and training seconds)."""
     torch.set_num_threads(1)
     from tbcm.config import DistillConfig, load_config
     from tbcm.distill import Distiller
@@ -85,20 +94,40 @@ def train_and_eval(variant: str, overrides: list[str], guidance: str, seed: int,
     out = Path(out_root) / f"{hashlib.sha1(variant.encode()).hexdigest()[:8]}_{guidance}_s{seed}"
     cfg = load_config(DistillConfig, None, [
         f"steps={steps}", f"seed={seed}", "threads=1", f"cfg_scales={scales}", f"sample.cfg_scale={w_eval}",
-        "checkpoint_every=100000", "keep_checkpoints=1", *overrides])
+        f"checkpoint_every={curve_every or 100000}", "keep_checkpoints=1000", *overrides])
     start = time.perf_counter()
     d = Distiller(cfg)
     d.run(out, overwrite=True, progress=False)
     train_s = time.perf_counter() - start
     ref, clf = _fid_reference()
-    student = d.student_for_sampling()
-    scores = {}
-    for k in (1, 2, 4):
-        images = torch.cat([student_samples(student, d.encoder, [p], w_eval, k, n, first_seed=0) for p in PROMPTS])
-        scores[str(k)] = _score(images, n, ref, clf)
+
+    def scores_of(student) -> dict:
+        scores = {}
+        for k in (1, 2, 4):
+            images = torch.cat([student_samples(student, d.encoder, [p], w_eval, k, n, first_seed=0)
+                                for p in PROMPTS])
+            scores[str(k)] = _score(images, n, ref, clf)
+        return scores
+
+    scores = scores_of(d.student_for_sampling())
+    curve = []
+    if curve_every:
+        from tbcm.checkpoint import list_checkpoints, load_checkpoint
+
+        seconds = {}
+        lines = (out / "metrics.csv").read_text().splitlines()
+        header = lines[0].split(",")
+        for line in lines[1:]:
+            row = dict(zip(header, line.split(",")))
+            seconds[int(row["step"])] = float(row["seconds"])
+        for ckpt in list_checkpoints(out / "checkpoints"):
+            state = load_checkpoint(ckpt)
+            d.ema.load_full_state_dict(state["ema"])
+            step = int(state["step"])
+            curve.append({"step": step, "seconds": seconds.get(step), "student": scores_of(d.student_for_sampling())})
     return {"variant": variant, "overrides": overrides, "guidance": guidance, "cfg_scales": scales,
-            "eval_cfg": w_eval, "seed": seed, "steps": steps, "n": n, "train_s": train_s, "student": scores,
-            "run": str(out)}
+            "eval_cfg": w_eval, "seed": seed, "steps": steps, "trained_steps": d.step, "n": n, "train_s": train_s,
+            "student": scores, "curve": curve, "run": str(out)}
 
 
 def teacher_sweep(n: int, steps: int = 16) -> dict:
@@ -184,6 +213,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--n", type=int, default=100, help="images per digit in every evaluation")
     ap.add_argument("--workers", type=int, default=2, help="runs in parallel (one CPU thread each)")
+    ap.add_argument("--curve-every", type=int, default=0, help="also score the EMA every N steps (checkpoints)")
     ap.add_argument("--results", default=None, help="JSON-lines file (default benchmarks/results/SUITE.jsonl)")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "recipe_ablation"))
     ap.add_argument("--report", action="store_true", help="only print the tables from the results file")
@@ -205,7 +235,7 @@ def main() -> None:
             if not have_teacher:
                 futures[pool.submit(teacher_sweep, args.n)] = "teacher sweep"
             for v, o, g, s in jobs:
-                futures[pool.submit(train_and_eval, v, o, g, s, args.steps, args.n, args.runs)] = f"{v} {g} seed {s}"
+                futures[pool.submit(train_and_eval, v, o, g, s, args.steps, args.n, args.runs, args.curve_every)] = f"{v} {g} seed {s}"
             for fut in cf.as_completed(futures):
                 row = fut.result()
                 append_result(path, row)
