@@ -148,8 +148,14 @@ class Distiller:
         if cfg.source in ("forward", "teacher_x0"):
             return self._make_forward_source(generator)
         sampler = PromptSampler(len(self.prompts), seed=cfg.seed, rank=rank, world_size=world)
-        return TrajectoryPairSource(self.teacher, self.conds, list(cfg.cfg_scales), self.image_shape, cfg.pairs,
-                                    self.teacher_bundle.meta.blank_value, generator, sampler)
+        source = TrajectoryPairSource(self.teacher, self.conds, list(cfg.cfg_scales), self.image_shape, cfg.pairs,
+                                      self.teacher_bundle.meta.blank_value, generator, sampler)
+        if cfg.pairs.pool_prompts > 0:
+            from .pairs.pool import TrajectoryPool
+
+            pool_generator = torch.Generator().manual_seed(rank_seed(cfg.seed, rank) + 7)
+            return TrajectoryPool(source, cfg.pairs.pool_prompts, cfg.pairs.pool_reuse, pool_generator)
+        return source
 
     def _make_forward_source(self, generator: torch.Generator):
         """The baselines: real images (``forward``) or a pool of teacher samples (``teacher_x0``),
@@ -241,7 +247,7 @@ class Distiller:
             self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         return {**stats, "grad_norm": grad_norm, "r": r, "lr": lr, "skipped": self.skipped, "pairs": len(pairs),
-                "teacher_calls": getattr(self.source, "teacher_calls", 0)}
+                "teacher_calls": getattr(self.source, "teacher_calls", 0), "pool_mb": getattr(self.source, "pool_mb", 0.0)}
 
     # -- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict:

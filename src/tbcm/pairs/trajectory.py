@@ -34,6 +34,10 @@ class TrajectoryConfig:
     # Extra pairs per trajectory from its own final sample, forward-noised to a route angle (the
     # states a multi-step sampler feeds the student), each with one more guided teacher call; 0 = off.
     renoised_points: int = 0
+    # A trajectory pool (tbcm.pairs.pool): roll out this many prompts at once and serve each step's
+    # pairs drawn from all of them; 0 = off (each step rolls out its own prompts_per_step prompts).
+    pool_prompts: int = 0
+    pool_reuse: int = 1  # times each pooled pair is served
 
 
 class TrajectoryPairSource:
