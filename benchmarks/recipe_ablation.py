@@ -205,6 +205,38 @@ def report(rows: list[dict], suite: str, guidances: list[str]) -> str:
     return "\n".join(lines)
 
 
+def plot_curves(rows: list[dict], path: Path, best_fid: float | None) -> bool:
+    """FID (1, 2, 4 steps) against training steps and seconds, one line per run with a curve."""
+    runs = [r for r in rows if r.get("curve")]
+    if not runs:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for r in runs:
+        label = f"{r['variant']} ({r['guidance']}, seed {r['seed']})"
+        for k, style in (("1", "o-"), ("2", "s--"), ("4", "^:")):
+            ys = [c["student"][k]["fid"] for c in r["curve"]]
+            for ax, key in zip(axes, ("step", "seconds")):
+                xs = [c[key] for c in r["curve"]]
+                line, = ax.plot(xs, ys, style, ms=3, label=f"{label}, {k} step{'s' if k != '1' else ''}")
+    for ax, xlabel in zip(axes, ("training steps", "training seconds (one CPU thread)")):
+        if best_fid:
+            ax.axhline(best_fid, color="k", lw=0.8)
+            ax.axhline(1.3 * best_fid, color="k", lw=0.8, ls="--")
+        ax.set(xlabel=xlabel, ylabel="FID (digit features)", yscale="log")
+    axes[1].legend(fontsize=6, loc="upper right")
+    axes[0].set_title("solid: teacher's best 16-step FID; dashed: 1.3x", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--suite", choices=sorted(SUITES), default="faithful")
@@ -241,7 +273,13 @@ def main() -> None:
                 append_result(path, row)
                 summary = {k: round(x["fid"], 1) for k, x in row.get("student", row.get("teacher", {})).items()}
                 print(f"done: {futures[fut]}: FID {summary}", flush=True)
-    text = report(load_results(path), args.suite, guidances)
+    rows = load_results(path)
+    text = report(rows, args.suite, guidances)
+    teacher = next((r for r in rows if r["variant"] == "teacher"), None)
+    best = min(v["fid"] for v in teacher["teacher"].values()) if teacher else None
+    png = ROOT / "docs" / "img" / f"recipe_{args.suite}_curves.png"
+    if args.write_doc and plot_curves(rows, png, best):
+        text += f"\n\n![FID against training steps and seconds](img/{png.name})"
     print(text)
     if args.write_doc:
         from results_doc import write_block
