@@ -156,3 +156,19 @@ def test_console_script_reports_one_line_and_exit_code_2(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+
+
+def test_overrides_may_follow_flags_and_cuda_without_cuda_is_one_line(tmp_path, tiny_teacher_dir, capsys):
+    out = tmp_path / "run"
+    argv = ["distill", "--out", str(out), f"teacher={tiny_teacher_dir}", "steps=1", "--no-progress",
+            "threads=1", "prompts_per_step=1", "pairs.route_points=3", "sample.seeds=1", "sample.teacher_steps=2",
+            "sample.student_steps=[1]"]
+    assert main(argv) == 0  # key=value after a flag is an override, not "unrecognized arguments"
+    import yaml
+
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["threads"] == 1 and saved["steps"] == 1 and saved["sample"]["seeds"] == 1
+    if not torch.cuda.is_available():
+        err = assert_cli_error(["distill", "--out", str(tmp_path / "gpu"), f"teacher={tiny_teacher_dir}",
+                                "device=cuda"], capsys)
+        assert "device=cuda" in err and "device=auto" in err

@@ -50,7 +50,8 @@ def save_checkpoint(state: dict, folder: Path, step: int, keep: int) -> Path:
 
 def load_checkpoint(path: Path) -> dict:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # memory-mapped: every rank of a big run reads the one file without each holding a full copy
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # noqa: BLE001
         raise UserError(f"checkpoint {path} cannot be read ({type(exc).__name__}): delete it to resume from "
                         f"the one before") from None

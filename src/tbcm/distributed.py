@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .errors import UserError
+
 
 @dataclass
 class DistInfo:
@@ -32,6 +34,9 @@ def pick_device(spec: str, local_rank: int = 0) -> torch.device:
     if spec == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     if spec == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("device=cuda but this machine has no CUDA device (or this torch has no CUDA): "
+                            "use device=auto or device=cpu, or install a CUDA build of torch")
         return torch.device(f"cuda:{local_rank}")
     return torch.device(spec)
 
