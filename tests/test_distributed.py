@@ -60,7 +60,7 @@ def _worker(rank, world, init_file, teacher_dir, out_file, parallel, real_source
         if real_source:  # each rank's own prompt shard and generator, as `tbcm distill` runs
             d = Distiller(_cfg(teacher_dir, parallel, *REAL))
             for _ in range(2):
-                d.train_step()
+                stats = d.train_step()
         else:
             d = Distiller(_cfg(teacher_dir, parallel))
             for pairs in _global_batches(d, 2):
@@ -68,6 +68,8 @@ def _worker(rank, world, init_file, teacher_dir, out_file, parallel, real_source
         state = {k: v.detach().clone() for k, v in d.student.state_dict().items()}
         if parallel == "fsdp2":  # sharded parameters: gather full tensors
             state = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v) for k, v in state.items()}
+        if real_source:
+            state["logged_loss"] = torch.tensor(stats["loss"])
         if rank == 0:
             torch.save(state, out_file)
         del d  # free the DDP reducer / FSDP state while the process group is still alive
@@ -142,10 +144,13 @@ def test_two_ranks_with_their_own_prompt_shards_and_generators_match_one_process
                for r in range(2)]
     start = {k: v.clone() for k, v in single.student.state_dict().items()}
     for _ in range(2):
-        single.train_step(_concat(*(s.next_pairs(cfg.prompts_per_step) for s in sources)))
+        stats = single.train_step(_concat(*(s.next_pairs(cfg.prompts_per_step) for s in sources)))
     expected = single.student.state_dict()
     assert max(float((expected[k] - start[k]).abs().max()) for k in expected) > 1e-4
-    _assert_same_weights(_two_process_weights(tmp_path, tiny_teacher_dir, "ddp", real_source=True), expected)
+    got = _two_process_weights(tmp_path, tiny_teacher_dir, "ddp", real_source=True)
+    # rank 0 logs the loss of the whole global batch, not of its own half
+    assert float(got.pop("logged_loss")) == pytest.approx(stats["loss"], rel=1e-5)
+    _assert_same_weights(got, expected)
 
 
 RUN = ["steps=30", "checkpoint_every=1", "keep_checkpoints=40", "log_every=1", "sample.seeds=1",

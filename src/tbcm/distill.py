@@ -234,8 +234,11 @@ class Distiller:
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         if hasattr(norm, "full_tensor"):  # FSDP2: a replicated DTensor
             norm = norm.full_tensor()
+        logged = torch.stack([v.float() for v in stats.values()])
+        if self.dist.enabled:  # the global mean over ranks, not rank 0's share (one small all-reduce)
+            logged = dist_utils.all_reduce_sum(logged, self.dist) / self.dist.world_size
         # the one device-to-host copy of the step: the skip decision needs the norm on the host
-        *values, grad_norm = torch.stack([*(v.float() for v in stats.values()), norm.float()]).tolist()
+        *values, grad_norm = torch.cat([logged, norm.float().reshape(1)]).tolist()
         stats = dict(zip(stats, values))
         if math.isfinite(grad_norm):
             self.optimizer.step()
