@@ -14,6 +14,7 @@ from tbcm.checkpoint import list_checkpoints, load_checkpoint
 from tbcm.cli import main
 from tbcm.config import DistillConfig, load_config
 from tbcm.distill import Distiller
+from tbcm.errors import UserError
 
 from .conftest import assert_close_to_scale
 
@@ -79,3 +80,24 @@ def test_grad_checkpointing_gives_the_same_gradient(tiny_teacher_dir):
         loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in d.student.parameters() if p.grad is not None]))
     assert_close_to_scale(grads[0], grads[1])
+
+
+def test_came_takes_a_step_and_resumes_exactly(tiny_teacher_dir):
+    args = [f"teacher={tiny_teacher_dir}", "optim.name=came", "optim.betas=[0.9,0.999,0.9999]", "optim.lr=1e-3",
+            "prompts_per_step=2", "pairs.route_points=4", "threads=1", "optim.warmup_steps=0"]
+    d = Distiller(load_config(DistillConfig, None, args))
+    assert type(d.optimizer).__name__ == "CAME"
+    before = {k: v.clone() for k, v in d.student.state_dict().items()}
+    d.train_step()
+    assert max(float((v - before[k]).abs().max()) for k, v in d.student.state_dict().items()) > 1e-5
+    import copy
+
+    state = copy.deepcopy(d.state_dict())  # on the CPU the state holds the live tensors
+    d.train_step()
+    again = Distiller(load_config(DistillConfig, None, args))
+    again.load_state_dict(state)
+    again.train_step()
+    for k, v in d.student.state_dict().items():
+        assert torch.equal(v, again.student.state_dict()[k]), k
+    with pytest.raises(UserError, match="optim.betas"):
+        load_config(DistillConfig, None, ["optim.name=came"])  # two betas are AdamW's

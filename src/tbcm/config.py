@@ -23,10 +23,15 @@ from .pairs.forward import ForwardConfig
 from .pairs.trajectory import TrajectoryConfig
 from .trigflow import ROUTES
 
+OPTIMIZERS = ("adamw", "came")
+
+
 @dataclass
 class OptimConfig:
+    name: str = "adamw"  # "adamw" (torch) or "came" (hustvl/TBCM's, from pytorch-optimizer)
     lr: float = 1e-4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])  # two for adamw, three for came
+    came_eps: list[float] = field(default_factory=lambda: [1e-30, 1e-16])  # CAME's two epsilons
     weight_decay: float = 0.0
     warmup_steps: int = 100  # linear learning-rate warmup, then constant
     grad_clip: float = 1.0  # max global grad norm; 0 = no clipping
@@ -243,7 +248,13 @@ def validate(cfg) -> None:
         _check(_finite_positive(o.fd_eps), "objective.fd_eps", o.fd_eps, "a positive number")
         p = cfg.optim
         _check(_finite_positive(p.lr), "optim.lr", p.lr, "a positive number")
-        _check(len(p.betas) == 2 and all(0 <= b < 1 for b in p.betas), "optim.betas", p.betas, "two numbers in [0, 1)")
+        _check(p.name in OPTIMIZERS, "optim.name", p.name, f"one of {', '.join(OPTIMIZERS)}")
+        n_betas = 3 if p.name == "came" else 2
+        _check(len(p.betas) == n_betas and all(0 <= b < 1 for b in p.betas), "optim.betas", p.betas,
+               f"{n_betas} numbers in [0, 1) for optim.name={p.name}"
+               + (" (the official CAME: [0.9, 0.999, 0.9999])" if p.name == "came" else ""))
+        _check(len(p.came_eps) == 2 and all(_finite_positive(e) for e in p.came_eps), "optim.came_eps", p.came_eps,
+               "two positive numbers")
         _check(p.weight_decay >= 0, "optim.weight_decay", p.weight_decay, ">= 0")
         _check(p.warmup_steps >= 0, "optim.warmup_steps", p.warmup_steps, ">= 0")
         _check(p.grad_clip >= 0, "optim.grad_clip", p.grad_clip, ">= 0 (0 = off)")

@@ -85,6 +85,17 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def make_optimizer(params, o) -> torch.optim.Optimizer:
+    """AdamW (torch) or CAME (pytorch-optimizer, hustvl/TBCM's choice: factored second moments,
+    so its state is far smaller than Adam's for matrices) from ``optim.*``."""
+    if o.name == "came":
+        from pytorch_optimizer import CAME
+
+        return CAME(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay,
+                    eps1=o.came_eps[0], eps2=o.came_eps[1])
+    return torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+
+
 def rank_seed(seed: int, rank: int) -> int:
     """The seed of a rank's pair generator (noise, routes, CFG scales): distinct per rank."""
     return seed + 1_000_003 * (rank + 1)
@@ -130,9 +141,7 @@ class Distiller:
         self.model = self._wrap_parallel(self.student)  # the gradient path; the JVP uses self.student
         # After wrapping: under FSDP2 the EMA holds the same (sharded) parameter layout.
         self.ema = EMA(self.student, cfg.optim.ema_decay)
-        o = cfg.optim
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=tuple(o.betas),
-                                           weight_decay=o.weight_decay)
+        self.optimizer = make_optimizer(self.model.parameters(), cfg.optim)
         self.step = 0
         self.skipped = 0
         self.consecutive_skips = 0
