@@ -41,6 +41,7 @@ GUIDANCE = {"low": ([1.0, 1.25, 1.5], 1.0), "high": ([3.5, 4.5, 5.5], 4.5)}
 
 V1 = ["pairs.route=tbcm_v1", "objective.tangent_norm=rms", "objective.prior_weight=false"]
 OFFICIAL_ROUTE = ["pairs.route=official", "objective.tangent_norm=rms", "objective.prior_weight=false"]
+ROUTE_PRIOR = ["pairs.route=official", "objective.tangent_norm=rms", "objective.prior_weight=true"]
 SUITES = {
     # issue "Faithful to the paper": today's recipe, each official change on its own, then together
     "faithful": {
@@ -54,9 +55,10 @@ SUITES = {
     },
     # issue "The student as good as its teacher": levers on top of the official route, with curves
     "recipe": {
-        "official route": OFFICIAL_ROUTE,
-        "official route, lr 3e-4": [*OFFICIAL_ROUTE, "optim.lr=3e-4"],
-        "official route, EMA 0.999": [*OFFICIAL_ROUTE, "optim.ema_decay=0.999"],
+        "route + prior, cfg [1, 1.5, 2]": [*ROUTE_PRIOR, "cfg_scales=[1.0,1.5,2.0]"],
+        "route + prior, pool of 64 prompts": [*ROUTE_PRIOR, "pairs.pool_prompts=64"],
+        "route + prior, lr 3e-4": [*ROUTE_PRIOR, "optim.lr=3e-4"],
+        "route + prior, 3600 steps": [*ROUTE_PRIOR, "steps=3600"],
     },
 }
 
@@ -80,6 +82,46 @@ def _score(images: torch.Tensor, n: int, ref, clf) -> dict:
     return {"fid": float(ref(images)), "adherence": float(adherence(images, labels, clf))}
 
 
+def score_student(student, encoder, scales: list[float], w_eval: float, n: int, ref, clf) -> tuple[dict, dict]:
+    """``(scores at w_eval, sweep)``: FID and adherence at 1, 2, 4 steps; the sweep holds the
+    student at each guidance input in ``scales`` ("1.0": fresh re-noising) and its 2 and 4-step
+    samples with half fresh noise ("0.5")."""
+    from tbcm.previews import student_samples
+
+    def scores_of(w: float, fresh: float = 1.0, steps=(1, 2, 4)) -> dict:
+        out = {}
+        for k in steps:
+            images = torch.cat([student_samples(student, encoder, [p], w, k, n, first_seed=0, fresh_noise=fresh)
+                                for p in PROMPTS])
+            out[str(k)] = _score(images, n, ref, clf)
+        return out
+
+    scores = scores_of(w_eval)
+    sweep = {str(w): {"1.0": scores if w == w_eval else scores_of(w), "0.5": scores_of(w, 0.5, steps=(2, 4))}
+             for w in scales}
+    return scores, sweep
+
+
+def rescore(path: Path, n: int) -> None:
+    """Add the guidance sweep to finished rows that lack it (from their saved student folders)."""
+    from tbcm.models.bundle import load_bundle
+    from tbcm.models.student import Student
+
+    torch.set_num_threads(1)
+    rows = load_results(path)
+    ref, clf = _fid_reference()
+    for row in rows:
+        if row["variant"] == "teacher" or "sweep" in row:
+            continue
+        bundle = load_bundle(Path(row["run"]) / "student", expect_kind="student")
+        _, row["sweep"] = score_student(Student.from_bundle(bundle).eval(), bundle.encoder, row["cfg_scales"],
+                                        row["eval_cfg"], row["n"], ref, clf)
+        print(f"rescored {row['variant']} {row['guidance']} seed {row['seed']}", flush=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(path)
+
+
 def train_and_eval(variant: str, overrides: list[str], guidance: str, seed: int, steps: int, n: int,
                    out_root: str, curve_every: int = 0) -> dict:
     """One run in a fresh process (one thread): train, then score the EMA student; with
@@ -95,21 +137,14 @@ def train_and_eval(variant: str, overrides: list[str], guidance: str, seed: int,
     cfg = load_config(DistillConfig, None, [
         f"steps={steps}", f"seed={seed}", "threads=1", f"cfg_scales={scales}", f"sample.cfg_scale={w_eval}",
         f"checkpoint_every={curve_every or 100000}", "keep_checkpoints=1000", *overrides])
+    scales = [float(w) for w in cfg.cfg_scales]  # a variant may set its own guidance range
     start = time.perf_counter()
     d = Distiller(cfg)
     d.run(out, overwrite=True, progress=False)
     train_s = time.perf_counter() - start
     ref, clf = _fid_reference()
 
-    def scores_of(student) -> dict:
-        scores = {}
-        for k in (1, 2, 4):
-            images = torch.cat([student_samples(student, d.encoder, [p], w_eval, k, n, first_seed=0)
-                                for p in PROMPTS])
-            scores[str(k)] = _score(images, n, ref, clf)
-        return scores
-
-    scores = scores_of(d.student_for_sampling())
+    scores, sweep = score_student(d.student_for_sampling(), d.encoder, scales, w_eval, n, ref, clf)
     curve = []
     if curve_every:
         from tbcm.checkpoint import list_checkpoints, load_checkpoint
@@ -124,10 +159,11 @@ def train_and_eval(variant: str, overrides: list[str], guidance: str, seed: int,
             state = load_checkpoint(ckpt)
             d.ema.load_full_state_dict(state["ema"])
             step = int(state["step"])
-            curve.append({"step": step, "seconds": seconds.get(step), "student": scores_of(d.student_for_sampling())})
+            curve.append({"step": step, "seconds": seconds.get(step),
+                          "student": score_student(d.student_for_sampling(), d.encoder, [], w_eval, n, ref, clf)[0]})
     return {"variant": variant, "overrides": overrides, "guidance": guidance, "cfg_scales": scales,
             "eval_cfg": w_eval, "seed": seed, "steps": steps, "trained_steps": d.step, "n": n, "train_s": train_s,
-            "student": scores, "curve": curve, "run": str(out)}
+            "student": scores, "sweep": sweep, "curve": curve, "run": str(out)}
 
 
 def teacher_sweep(n: int, steps: int = 16) -> dict:
@@ -188,7 +224,8 @@ def report(rows: list[dict], suite: str, guidances: list[str]) -> str:
                      f"adherence {t_same['adherence']:.1%})" if t_same else "") + ":", "",
                   "| variant | seeds | 1 step FID | 1 step adh. | 2 steps FID | 4 steps FID | 1-step / teacher best |",
                   "|---|---|---|---|---|---|---|"]
-        for variant in dict.fromkeys(r["variant"] for r in group):
+        variants = list(dict.fromkeys(r["variant"] for r in group))
+        for variant in variants:
             runs = [r for r in group if r["variant"] == variant]
             f = {k: [r["student"][k]["fid"] for r in runs] for k in ("1", "2", "4")}
             adh = [100 * r["student"]["1"]["adherence"] for r in runs]
@@ -196,6 +233,26 @@ def report(rows: list[dict], suite: str, guidances: list[str]) -> str:
             lines.append(f"| {variant} | {len(runs)} | {_mean_sd(f['1'])} | {_mean_sd(adh)}% | {_mean_sd(f['2'])} | "
                          f"{_mean_sd(f['4'])} | {ratio} |")
         lines.append("")
+        swept = [v for v in variants if all("sweep" in r for r in group if r["variant"] == v)]
+        if swept:
+            lines += [f"The same students at their best guidance input in {scales} (per run, per step count; "
+                      "\"half fresh\": multi-step re-noising with fresh_noise=0.5):", "",
+                      "| variant | 1 step FID | adh. | 2 steps | 4 steps | 2 steps, half fresh | 4 steps, half fresh "
+                      "| adh. 4 steps half fresh | 1-step / teacher best |", "|---|---|---|---|---|---|---|---|---|"]
+            for variant in swept:
+                runs = [r for r in group if r["variant"] == variant]
+
+                def best(k: str, fresh: str = "1.0") -> tuple[list[float], list[float]]:
+                    picks = [min((r["sweep"][w][fresh][k] for w in r["sweep"]), key=lambda x: x["fid"]) for r in runs]
+                    return [x["fid"] for x in picks], [100 * x["adherence"] for x in picks]
+
+                f1, a1 = best("1")
+                f4h, a4h = best("4", "0.5")
+                ratio = f"{statistics.mean(f1) / best_fid:.2f}x" if best_fid else "-"
+                lines.append(f"| {variant} | {_mean_sd(f1)} | {_mean_sd(a1)}% | {_mean_sd(best('2')[0])} | "
+                             f"{_mean_sd(best('4')[0])} | {_mean_sd(best('2', '0.5')[0])} | {_mean_sd(f4h)} | "
+                             f"{_mean_sd(a4h)}% | {ratio} |")
+            lines.append("")
     steps = sorted({r["steps"] for r in rows if "steps" in r and r["variant"] != "teacher"})
     train_s = [r["train_s"] for r in rows if "train_s" in r]
     lines.append(f"`python benchmarks/recipe_ablation.py --suite {suite}`; {platform.machine()} "
@@ -249,12 +306,15 @@ def main() -> None:
     ap.add_argument("--results", default=None, help="JSON-lines file (default benchmarks/results/SUITE.jsonl)")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "recipe_ablation"))
     ap.add_argument("--report", action="store_true", help="only print the tables from the results file")
+    ap.add_argument("--rescore", action="store_true", help="add the guidance sweep to rows without it, then report")
     ap.add_argument("--write-doc", action="store_true", help="write the tables into docs/results.md")
     args = ap.parse_args()
     path = Path(args.results or ROOT / "benchmarks" / "results" / f"{args.suite}.jsonl")
     guidances = [g for g in args.guidance.split(",") if g]
     seeds = [int(s) for s in args.seeds.split(",")]
-    if not args.report:
+    if args.rescore:
+        rescore(path, args.n)
+    elif not args.report:
         done = {run_key(r["variant"], r["guidance"], r["seed"], r["steps"]) for r in load_results(path)
                 if r["variant"] != "teacher"}
         have_teacher = any(r["variant"] == "teacher" and r["n"] == args.n for r in load_results(path))
