@@ -134,3 +134,16 @@ def test_relative_paths_are_saved_absolute_so_resume_works_from_elsewhere(tmp_pa
     assert saved.teacher == str(work / "teacher") and saved.prompts == str(work / "p.txt")
     monkeypatch.chdir(tmp_path)
     assert main(["distill", "--resume", str(work / "run"), "--no-progress", "steps=3"]) == 0
+
+
+def test_progress_grids_during_training_leave_the_run_bit_identical(tmp_path, tiny_teacher_dir):
+    common = [f"teacher={tiny_teacher_dir}", "steps=4", *RUN, "sample.prompts=[a handwritten digit 1]"]
+    plain, watched = tmp_path / "plain", tmp_path / "watched"
+    assert main(["distill", "--out", str(plain), "--no-progress", *common]) == 0
+    assert main(["distill", "--out", str(watched), "--no-progress", *common, "sample_every=2"]) == 0
+    assert sorted(p.name for p in (watched / "samples").iterdir()) == ["step_00000002.png"]  # the end has samples.png
+    a = load_checkpoint(list_checkpoints(plain / "checkpoints")[-1])
+    b = load_checkpoint(list_checkpoints(watched / "checkpoints")[-1])
+    for key in ("student", "ema"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), (key, name)

@@ -80,6 +80,7 @@ class DistillConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     log_every: int = 10
     checkpoint_every: int = 200  # steps between checkpoints (a final one is always written)
+    sample_every: int = 0  # write DIR/samples/step_N.png (teacher | student grids) every N steps; 0 = off
     keep_checkpoints: int = 3
     max_consecutive_skips: int = 10  # stop after this many non-finite steps in a row
     precision: str = "fp32"  # "fp32" or "bf16" (autocast for the gradient forward; the JVP stays fp32)
@@ -266,6 +267,7 @@ def validate(cfg) -> None:
                s.student_steps, "a non-empty list of positive integers")
         _check(s.cfg_scale >= 0, "sample.cfg_scale", s.cfg_scale, ">= 0")
         _check(cfg.log_every >= 1, "log_every", cfg.log_every, "a positive integer")
+        _check(cfg.sample_every >= 0, "sample_every", cfg.sample_every, ">= 0 (0 = off)")
         _check(cfg.checkpoint_every >= 1, "checkpoint_every", cfg.checkpoint_every, "a positive integer")
         _check(cfg.keep_checkpoints >= 1, "keep_checkpoints", cfg.keep_checkpoints, "a positive integer")
         _check(cfg.max_consecutive_skips >= 1, "max_consecutive_skips", cfg.max_consecutive_skips, "a positive integer")

@@ -357,6 +357,8 @@ class Distiller:
                     bar.set_postfix(loss=f"{stats['loss']:.4f}", pairs_s=f"{pairs_per_s:.0f}", r=f"{stats['r']:.2f}")
                 if self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                     self.save_checkpoint(out)
+                if cfg.sample_every and self.step % cfg.sample_every == 0 and self.step < cfg.steps:
+                    self.save_progress_grid(out, log)
         finally:
             bar.close()
             if log is not None:
@@ -369,6 +371,18 @@ class Distiller:
             self.save_grids(final, out)
         dist_utils.barrier(self.dist)
         return out
+
+    @torch.no_grad()
+    def save_progress_grid(self, out: Path, log: MetricsLog | None) -> None:
+        """``out/samples/step_N.png`` of the EMA student now (and into TensorBoard when installed).
+        Collective under FSDP2 (the EMA is gathered); rank 0 writes."""
+        student = self.student_for_sampling()
+        if not self.dist.is_main:
+            return
+        image = panels(self.grid_panels(student))
+        save_png(image, out / "samples" / f"step_{self.step:08d}.png")
+        if log is not None:
+            log.add_image("samples", image, self.step)
 
     def save_student(self, student: Student, path: Path) -> Path:
         tmeta = self.teacher_bundle.meta
@@ -383,8 +397,10 @@ class Distiller:
         return save_bundle(Bundle(meta, student.network, self.encoder, student.logvar_head), path)
 
     @torch.no_grad()
-    def save_grids(self, student: Student, folder: Path) -> None:
-        """Teacher (guided, many steps) beside the student (1, 2, 4 steps): same prompts, same seeds."""
+    def grid_panels(self, student: Student):
+        """The titled panels: teacher (guided, many steps) beside the student (1, 2, 4 steps),
+        same prompts, same seeds. Uses only its own seeded generators: the training RNG streams
+        (and so an exact resume) are untouched."""
         s, prompts = self.cfg.sample, self.grid_prompts
         rows = len(prompts)
         # On the training device: a real teacher's 16-step grids would take hours on a CPU.
@@ -397,6 +413,12 @@ class Distiller:
             pixels = student_samples(student, self.encoder, prompts, s.cfg_scale, n, s.seeds, s.shift,
                                      decode=decode)
             named.append((f"student {n} step{'s' if n > 1 else ''}", grid_image(pixels, rows)))
+        return named
+
+    @torch.no_grad()
+    def save_grids(self, student: Student, folder: Path) -> None:
+        """``samples.png`` (all panels) and ``samples_<panel>.png`` in ``folder``."""
+        named = self.grid_panels(student)
         for title, im in named:
             save_png(im, folder / f"samples_{title.replace(' ', '_')}.png")
         save_png(panels(named), folder / "samples.png")

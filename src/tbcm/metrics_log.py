@@ -52,6 +52,13 @@ class MetricsLog:
             for k, v in values.items():
                 self._tb.add_scalar(k, v, step)
 
+    def add_image(self, tag: str, image, step: int) -> None:
+        """A PIL image into TensorBoard (when installed); the CSV holds numbers only."""
+        if self._tb is not None:
+            import numpy as np
+
+            self._tb.add_image(tag, np.asarray(image.convert("RGB")), step, dataformats="HWC")
+
     def close(self) -> None:
         self._file.close()
         if self._tb is not None:
