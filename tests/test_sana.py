@@ -252,3 +252,27 @@ def test_the_documented_sana_config_runs_with_local_paths(sana_dir, prompts_file
                "sample.teacher_steps=2", "sample.seeds=1", "sample.student_steps=[1]"])
     assert rc == 0
     assert load_bundle(run / "student", expect_kind="student", text_cache=None).meta.family == "sana"
+
+
+def test_degenerate_filter_compares_with_the_vaes_black_latent(sana_dir, prompts_file, tmp_path):
+    from diffusers import AutoencoderDC
+
+    from tbcm.config import DistillConfig, load_config
+    from tbcm.distill import Distiller
+
+    d = Distiller(load_config(DistillConfig, None, [f"teacher={sana_dir}", f"prompts={prompts_file}",
+                                                    "pairs.blank_threshold=1.0", "pairs.route_points=3", "threads=1",
+                                                    f"text_cache={tmp_path / 'text'}"]))
+    blank = d.source.blank_value
+    assert tuple(blank.shape) == d.image_shape
+    # independently: the pipeline's own VAE on a black image, normalised as SanaPipeline's latents
+    vae = AutoencoderDC.from_pretrained(str(sana_dir / "vae"))
+    h = d.image_shape[-1] * vae.spatial_compression_ratio
+    z = vae.encode(-torch.ones(1, 3, h, h)).latent[0] * vae.config.scaling_factor
+    torch.testing.assert_close(blank, z.detach(), rtol=1e-5, atol=1e-6)
+    sd = d.sigma_d
+    black_x0 = (sd * blank).expand(4, *blank.shape)
+    assert torch.all(d.source.keep_mask(black_x0) == 0)  # MSE 0 to the black latent: always dropped
+    far = black_x0 + sd * 10.0
+    assert torch.all(d.source.keep_mask(far) == 1)  # MSE 100 > threshold: always kept
+    d.train_step()  # and a step runs with the filter on

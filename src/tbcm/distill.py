@@ -67,9 +67,22 @@ def check_family_supports(cfg: DistillConfig, family: str) -> None:
     if family != "tbcm" and cfg.source == "forward":
         raise UserError(f"source=forward trains on real images encoded by the VAE, which tbcm does not do for "
                         f"{family} teachers: use source=trajectory (TBCM needs no images) or teacher_x0")
-    if family != "tbcm" and cfg.pairs.blank_threshold > 0:
+    if family not in ("tbcm", *LATENT_VAES) and cfg.pairs.blank_threshold > 0:
         raise UserError(f"pairs.blank_threshold needs the latent of a blank image, unknown for {family} teachers: "
                         "set pairs.blank_threshold=0")
+
+
+LATENT_VAES = {"sana": ("AutoencoderDC", "Sana"), "flux": ("AutoencoderKL", "FLUX")}  # family -> VAE class
+
+
+def blank_reference(cfg: DistillConfig, meta: ModelMeta, image_shape: tuple[int, int, int]):
+    """What the degenerate filter compares final samples with, in flow space: the built-in
+    family's blank pixel value, or a latent teacher's VAE encoding of a black image."""
+    if meta.family in LATENT_VAES and cfg.pairs.blank_threshold > 0:
+        from .models.families import blank_latent
+
+        return blank_latent(meta.extra["pipeline"], image_shape, *LATENT_VAES[meta.family])
+    return meta.blank_value
 
 
 def teacher_options(cfg: DistillConfig) -> dict:
@@ -157,8 +170,9 @@ class Distiller:
         if cfg.source in ("forward", "teacher_x0"):
             return self._make_forward_source(generator)
         sampler = PromptSampler(len(self.prompts), seed=cfg.seed, rank=rank, world_size=world)
+        blank = blank_reference(cfg, self.teacher_bundle.meta, self.image_shape)
         source = TrajectoryPairSource(self.teacher, self.conds, list(cfg.cfg_scales), self.image_shape, cfg.pairs,
-                                      self.teacher_bundle.meta.blank_value, generator, sampler)
+                                      blank, generator, sampler)
         if cfg.pairs.pool_prompts > 0:
             from .pairs.pool import TrajectoryPool
 

@@ -12,7 +12,7 @@ import torch
 
 from . import distributed as dist_utils
 from .config import DistillConfig
-from .distill import load_teacher_and_prompts
+from .distill import blank_reference, load_teacher_and_prompts
 from .errors import UserError
 from .pairs.cache import write_trajectory_cache
 from .pairs.trajectory import TrajectoryPairSource
@@ -26,9 +26,9 @@ def write_cache_from_config(cfg: DistillConfig, out: str | Path, progress: bool 
     bundle, teacher, prompts, conds = load_teacher_and_prompts(cfg)
     meta = bundle.meta
     teacher.F.to(info.device)  # the network only: prompts are encoded already
-    source = TrajectoryPairSource(teacher, conds.to(info.device), list(cfg.cfg_scales),
-                                  (meta.channels, meta.image_size, meta.image_size), cfg.pairs, meta.blank_value,
-                                  torch.Generator())
+    shape = (meta.channels, meta.image_size, meta.image_size)
+    source = TrajectoryPairSource(teacher, conds.to(info.device), list(cfg.cfg_scales), shape, cfg.pairs,
+                                  blank_reference(cfg, meta, shape), torch.Generator())
     path = write_trajectory_cache(source, prompts, out, cfg.cache.shards, cfg.cache.prompts_per_shard, cfg.seed,
                                   rank=info.rank, world_size=info.world_size, progress=progress and info.is_main,
                                   extra_meta={"teacher": str(cfg.teacher), "shift": cfg.pairs.shift,

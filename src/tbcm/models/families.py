@@ -129,6 +129,26 @@ def latent_decoder(folder: str | Path, sigma_d: float, vae_class: str, family: s
     return decode
 
 
+@torch.no_grad()
+def blank_latent(folder: str | Path, latent_shape: tuple[int, int, int], vae_class: str, family: str) -> torch.Tensor:
+    """The flow-space latent ``[C, h, w]`` of a black image, by the folder's VAE encoder (once, at
+    start-up; the degenerate filter compares each trajectory's final latent with it, as
+    hustvl/TBCM compares with its stored black latent). Normalised as the pipeline normalises
+    latents: ``(z - shift_factor) * scaling_factor``."""
+    vae = load_vae(str(Path(folder).resolve()), vae_class, family)
+    c, h, w = latent_shape
+    ratio = getattr(vae, "spatial_compression_ratio", None) or 2 ** (len(vae.config.block_out_channels) - 1)
+    black = -torch.ones(1, 3, h * ratio, w * ratio, dtype=vae.dtype, device=vae.device)
+    encoded = vae.encode(black)
+    z = encoded.latent if hasattr(encoded, "latent") else encoded.latent_dist.mode()
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    z = ((z.float() - shift) * vae.config.scaling_factor)[0]
+    if tuple(z.shape) != (c, h, w):
+        raise UserError(f"the VAE of {folder} encodes a {h * ratio} px image to {tuple(z.shape)}, the teacher makes "
+                        f"{(c, h, w)} latents: pairs.blank_threshold needs a VAE of the teacher's latent shape")
+    return z.cpu()
+
+
 def student_teacher_folder(student: Path, meta) -> Path:
     """The teacher folder a diffusers student takes its text encoders and VAE from."""
     folder = Path(meta.prompt_encoder["folder"])

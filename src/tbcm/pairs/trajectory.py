@@ -45,13 +45,14 @@ class TrajectoryPairSource:
 
     ``teacher`` has ``velocity(x_t, t, cond, w)`` and ``sigma_d``; ``conds`` are the encoded
     prompts (batch = number of prompts); ``cfg_scales`` the set each prompt's ``w`` is drawn from;
-    ``image_shape`` ``(C, H, W)``; ``blank_value`` the flow-space value of a blank image;
+    ``image_shape`` ``(C, H, W)``; ``blank_value`` the flow-space value of a blank image (a number,
+    or a ``[C, H, W]`` latent: a latent teacher's VAE encoding of a black image);
     ``generator`` drives noise, routes, CFG scales and the filter (one seed per rank);
     ``prompts`` picks the prompts of :meth:`next_pairs` (default: shuffled passes, seed 0).
     """
 
     def __init__(self, teacher, conds: TextCondition, cfg_scales: list[float], image_shape: tuple[int, ...],
-                 config: TrajectoryConfig, blank_value: float = -1.0, generator: torch.Generator | None = None,
+                 config: TrajectoryConfig, blank_value: float | Tensor = -1.0, generator: torch.Generator | None = None,
                  prompts: PromptSampler | None = None):
         self.teacher, self.conds, self.config = teacher, conds, config
         self.prompts = prompts if prompts is not None else PromptSampler(len(conds), seed=0)
