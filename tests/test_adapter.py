@@ -1,6 +1,7 @@
 """The flow-to-TrigFlow adapter against a closed form: Gaussian data, whose exact velocity fields
 are known in both parameterisations; guidance; the student's initialisation."""
 
+import copy
 import math
 
 import torch
@@ -87,3 +88,22 @@ def test_student_starts_as_the_teachers_conditional_F_and_depends_on_w_once_trai
         b = student(x, t, cond, torch.tensor([5.0, 5.0]))
     assert not torch.allclose(a, b)
     assert torch.equal(student.logvar(t), torch.zeros(2))  # logvar head starts at 0
+
+
+def test_the_checked_start_measures_the_student_against_the_teacher_and_refuses_a_mistimed_one(tiny_teacher_dir):
+    import pytest
+
+    from tbcm.config import DistillConfig, load_config
+    from tbcm.distill import Distiller
+    from tbcm.errors import UserError
+
+    d = Distiller(load_config(DistillConfig, None, [f"teacher={tiny_teacher_dir}", "prompts_per_step=2",
+                                                    "pairs.route_points=4", "threads=1"]))
+    before = copy.deepcopy(d.source.state_dict())
+    assert d.check_start() < 1e-5  # the same network, the guidance embedder at zero
+    after = d.source.state_dict()
+    assert torch.equal(before["generator"], after["generator"])  # training will see the same pairs
+    d.student.F.timestep_scale = 1.0  # the student now reads tau where the teacher reads 1000 tau
+    assert d.start_error() > 0.01
+    with pytest.raises(UserError, match="teacher_time_multiplier"):
+        d.check_start()

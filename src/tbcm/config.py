@@ -83,6 +83,9 @@ class DistillConfig:
     sample_every: int = 0  # write DIR/samples/step_N.png (teacher | student grids) every N steps; 0 = off
     keep_checkpoints: int = 3
     max_consecutive_skips: int = 10  # stop after this many non-finite steps in a row
+    # refuse to start when the untrained student's F is further than this (relative) from the
+    # teacher's on a batch of pairs (a mis-timed teacher); 0 = no check
+    start_check_max_error: float = 0.01
     precision: str = "fp32"  # "fp32" or "bf16" (autocast for the gradient forward; the JVP stays fp32)
     grad_checkpointing: bool = False  # recompute activations of the gradient forward in backward
     parallel: str = "ddp"  # under torchrun: "ddp" (replicated student) or "fsdp2" (sharded student)
@@ -270,6 +273,7 @@ def validate(cfg) -> None:
         _check(cfg.sample_every >= 0, "sample_every", cfg.sample_every, ">= 0 (0 = off)")
         _check(cfg.checkpoint_every >= 1, "checkpoint_every", cfg.checkpoint_every, "a positive integer")
         _check(cfg.keep_checkpoints >= 1, "keep_checkpoints", cfg.keep_checkpoints, "a positive integer")
+        _check(cfg.start_check_max_error >= 0, "start_check_max_error", cfg.start_check_max_error, ">= 0 (0 = off)")
         _check(cfg.max_consecutive_skips >= 1, "max_consecutive_skips", cfg.max_consecutive_skips, "a positive integer")
         _check(cfg.precision in ("fp32", "bf16"), "precision", cfg.precision, "'fp32' or 'bf16'")
         _check(cfg.parallel in ("ddp", "fsdp2"), "parallel", cfg.parallel, "'ddp' or 'fsdp2'")

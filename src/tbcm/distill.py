@@ -156,6 +156,7 @@ class Distiller:
         self.ema = EMA(self.student, cfg.optim.ema_decay)
         self.optimizer = make_optimizer(self.model.parameters(), cfg.optim)
         self.step = 0
+        self.start_err = float("nan")  # set by check_start() when a new run starts
         self.skipped = 0
         self.consecutive_skips = 0
         self.peak_mem_mb = 0.0
@@ -275,6 +276,47 @@ class Distiller:
         return {**stats, "grad_norm": grad_norm, "r": r, "lr": lr, "skipped": self.skipped, "pairs": len(pairs),
                 "teacher_calls": getattr(self.source, "teacher_calls", 0), "pool_mb": getattr(self.source, "pool_mb", 0.0)}
 
+    # -- the checked start -------------------------------------------------------------------
+    @torch.no_grad()
+    def start_error(self) -> float:
+        """Relative error ``||F_student - F_teacher|| / ||F_teacher||`` on one batch of this run's
+        own pairs (states, angles, prompts, guidance inputs), before any step.
+
+        sCM assumes the student starts as the teacher. The student's guidance embedder starts at
+        zero, so what it must equal is the teacher's *conditional* F (the guided F differs by
+        design whenever ``w != 1``); what this catches is a student whose time input does not
+        match the teacher's (a refitted dense-time embedding, a wrong ``teacher_time_multiplier``).
+        The source's position and RNG are restored afterwards: training sees the same pairs.
+        Collective under DDP/FSDP2 (the largest error over ranks)."""
+        state = copy.deepcopy(self.source.state_dict())
+        pairs = self._to_device(self.source.next_pairs(self.cfg.prompts_per_step))
+        self.source.load_state_dict(state)
+        x = pairs.x_t / self.sigma_d
+        f_student = self.student(x, pairs.t, pairs.cond, pairs.w).float()
+        f_teacher = self.teacher.F(x, pairs.t, pairs.cond).float()
+        err = (f_student - f_teacher).norm() / f_teacher.norm().clamp(min=1e-12)
+        if self.dist.enabled:
+            import torch.distributed as dist
+
+            dist.all_reduce(err, op=dist.ReduceOp.MAX)
+        return float(err)
+
+    def check_start(self) -> float:
+        """:meth:`start_error`, refused above ``start_check_max_error`` (0 = not checked)."""
+        limit = self.cfg.start_check_max_error
+        if limit <= 0:
+            return float("nan")
+        err = self.start_error()
+        if self.dist.is_main:
+            tqdm.write(f"start check: the student is {err:.2e} (relative) from the teacher's conditional F "
+                       f"(limit {limit:g})")
+        if not err <= limit:
+            raise UserError(f"the untrained student is {err:.1%} away from the teacher (limit {limit:.1%}), but sCM "
+                            "assumes it starts equal: its time input does not match the teacher's -- set "
+                            "teacher_time_multiplier (1 for a dense-time teacher, 0 = from its config) or use a "
+                            "dense-time teacher; start_check_max_error=0 skips the check")
+        return err
+
     # -- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Everything an exact resume needs (every rank's data position and RNG included)."""
@@ -340,6 +382,7 @@ class Distiller:
             self.load_state_dict(load_checkpoint(ckpt))
         else:
             check_output_dir(out, overwrite)
+            self.start_err = self.check_start()  # before anything is written or cleared
             dist_utils.barrier(self.dist)  # every rank checked before rank 0 clears anything
             if main and out.exists():
                 shutil.rmtree(out)
@@ -366,6 +409,7 @@ class Distiller:
                     window_pairs, window_start = 0, now
                     if log is not None:
                         log.log(self.step, {**{k: v for k, v in stats.items() if k != "pairs"},
+                                            "start_error": self.start_err,
                                             "pairs_per_s": pairs_per_s, "seconds": now - start,
                                             "peak_mem_mb": peak_memory_mb(self.device)})
                     bar.set_postfix(loss=f"{stats['loss']:.4f}", pairs_s=f"{pairs_per_s:.0f}", r=f"{stats['r']:.2f}")
