@@ -49,7 +49,7 @@ def _shard(pairs: Pairs, rank: int, world: int) -> Pairs:
                  pairs.prompt_ids[idx])
 
 
-def _worker(rank, world, init_file, teacher_dir, out_file, parallel, real_source=False):
+def _worker(rank, world, init_file, teacher_dir, out_file, parallel, real_source=False, extra=()):
     import faulthandler
     import sys
 
@@ -62,7 +62,8 @@ def _worker(rank, world, init_file, teacher_dir, out_file, parallel, real_source
             for _ in range(2):
                 stats = d.train_step()
         else:
-            d = Distiller(_cfg(teacher_dir, parallel))
+            d = Distiller(_cfg(teacher_dir, parallel, *extra))
+            torch.save(getattr(d.encoder, "prompts_encoded", -1), f"{out_file}.encoded{rank}")
             for pairs in _global_batches(d, 2):
                 d.train_step(_shard(pairs, rank, world))
         state = {k: v.detach().clone() for k, v in d.student.state_dict().items()}
@@ -78,10 +79,11 @@ def _worker(rank, world, init_file, teacher_dir, out_file, parallel, real_source
         dist.destroy_process_group()
 
 
-def _two_process_weights(tmp_path, teacher_dir, parallel, real_source=False):
+def _two_process_weights(tmp_path, teacher_dir, parallel, real_source=False, extra=()):
     init_file = tempfile.mktemp(dir=tmp_path)
     out_file = tmp_path / "rank0.pt"
-    ctx = mp.start_processes(_worker, args=(2, init_file, str(teacher_dir), str(out_file), parallel, real_source),
+    ctx = mp.start_processes(_worker, args=(2, init_file, str(teacher_dir), str(out_file), parallel, real_source,
+                                            tuple(extra)),
                              nprocs=2, start_method="spawn", join=False)
     deadline = time.time() + 120
     while not ctx.join(timeout=1):
@@ -118,6 +120,27 @@ def test_two_processes_match_one_process(tmp_path, request, parallel, teacher):
             # rounding noise into lr-sized steps that differ between any two runs. Nothing to compare.
             continue
         assert torch.allclose(got[name], tensor, atol=2e-6, rtol=1e-5), name
+
+
+def test_two_ranks_share_the_prompt_encoding_and_read_it_from_the_cache(tmp_path, sana_teacher_dir):
+    """Streamed encodings: each prompt is encoded by one rank only, both ranks train on rows read
+    from the disk cache, and the weights equal one process holding every encoding in memory."""
+    from tbcm.models.text_cache import CachedConditions
+
+    torch.set_num_threads(1)
+    single = Distiller(_cfg(sana_teacher_dir))  # text_cache=none: all in memory
+    for pairs in _global_batches(single, 2):
+        single.train_step(pairs)
+    cache = tmp_path / "text"
+    got = _two_process_weights(tmp_path, sana_teacher_dir, "fsdp2", extra=[f"text_cache={cache}"])
+    encoded = [torch.load(f"{tmp_path / 'rank0.pt'}.encoded{r}") for r in range(2)]
+    # the 5 training prompts split 3 + 2 between the ranks (the grid prompts are training prompts);
+    # the cache then holds them and the null prompt
+    assert sorted(encoded) == [2, 3], encoded
+    assert len(list(Path(cache).rglob("*.safetensors"))) == 6
+    probe = Distiller(_cfg(sana_teacher_dir, "ddp", f"text_cache={cache}"))
+    assert isinstance(probe.conds, CachedConditions) and probe.encoder.prompts_encoded == 0  # all cached
+    _assert_same_weights(got, single.student.state_dict())
 
 
 def _assert_same_weights(got, expected):

@@ -308,3 +308,35 @@ def test_the_sanapipeline_config_loads_and_names_its_differences():
     assert sprint.optim.name == plain.optim.name == "came" and sprint.pairs.route == "official"
     assert (sprint.teacher_time_multiplier, plain.teacher_time_multiplier) == (1.0, 0.0)
     assert sprint.cfg_scales == [4.0, 4.5, 5.0] and sprint.optim.lr == 1e-5 and sprint.optim.grad_clip == 0.1
+
+
+def test_streamed_encodings_are_sharded_read_per_batch_and_repaired(sana_dir, tmp_path):
+    from tbcm.errors import UserError
+    from tbcm.models.sana_text import SanaPromptEncoder
+    from tbcm.models.text_cache import CachedConditions
+
+    prompts = [f"a photo of a {w}" for w in ("cat", "dog", "car", "house", "tree")] + ["a photo of a cat"]
+    enc = SanaPromptEncoder(sana_dir, cache_dir=tmp_path / "cache")
+    # two ranks share the work: each prompt is encoded once in all, a second pass encodes nothing
+    assert enc.fill_cache(prompts, 0, 2) + enc.fill_cache(prompts, 1, 2) == 5
+    assert enc.fill_cache(prompts, 0, 1) == 0
+    conds = enc.cached_conditions(prompts)
+    assert len(conds) == 6 and conds.keys.nbytes <= 64 * 6  # no tensors held, only keys
+    rows = conds.index(torch.tensor([4, 0, 5]))
+    full = enc.encode(prompts)
+    torch.testing.assert_close(rows.embeds, full.embeds[[4, 0, 5]], rtol=0, atol=0)
+    assert torch.equal(rows.mask, full.mask[[4, 0, 5]])
+    # a damaged entry is re-encoded on read; without an encoder it is named in one line
+    path = conds.cache_dir / f"{conds.keys[1].decode()}.safetensors"
+    path.write_bytes(b"not safetensors")
+    torch.testing.assert_close(conds.index([1]).embeds, full.embeds[[1]])
+    path.write_bytes(b"not safetensors")
+    bare = CachedConditions(conds.cache_dir, [k.decode() for k in conds.keys])
+    with pytest.raises(UserError, match="missing or damaged"):
+        bare.index([1])
+    # freed text encoder: cached prompts still encode, new ones are named in one line
+    enc.encode(prompts)
+    enc.free_text_encoders()
+    assert torch.equal(enc.encode(prompts[:2]).embeds, full.embeds[:2])
+    with pytest.raises(UserError, match="freed"):
+        enc.encode(["a photo of a boat"])

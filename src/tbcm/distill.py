@@ -48,18 +48,31 @@ def load_prompts(spec: str) -> list[str]:
     return read_prompts_file(builtin_prompts_path() if spec == BUILTIN else spec)
 
 
-def load_teacher_and_prompts(cfg: DistillConfig):
-    """The teacher folder, the frozen guided teacher, the prompts and their (cached) encodings.
+def load_teacher_and_prompts(cfg: DistillConfig, dist: dist_utils.DistInfo | None = None):
+    """The teacher folder, the frozen guided teacher, the prompts and their encodings.
 
-    Raises :class:`UserError` for a bad teacher folder, prompts file or prompt.
+    The built-in encoder encodes everything in memory (it is tiny). A diffusers encoder with a
+    disk cache streams: each rank encodes its share of the prompts not cached yet (on the
+    accelerator when there is one) straight into the cache, and the run reads each step's rows
+    from there (:class:`~tbcm.models.text_cache.CachedConditions`), so memory does not grow with
+    the number of prompts. Raises :class:`UserError` for a bad teacher folder, prompts file or prompt.
     """
     bundle = load_bundle(cfg.teacher, expect_kind="teacher", **teacher_options(cfg))
     check_family_supports(cfg, bundle.meta.family)
     prompts = load_prompts(cfg.prompts)
     teacher = Teacher.from_bundle(bundle)
+    encoder = teacher.encoder
     if bundle.meta.family == "tbcm":
-        return bundle, teacher, prompts, teacher.encoder.encode(prompts)
-    return bundle, teacher, prompts, teacher.encoder.encode(prompts, progress=True)
+        return bundle, teacher, prompts, encoder.encode(prompts)
+    if getattr(encoder, "cache_dir", None) is None:  # text_cache=none: all encodings in memory
+        return bundle, teacher, prompts, encoder.encode(prompts, progress=True)
+    dist = dist if dist is not None else dist_utils.DistInfo()
+    if dist.device.type == "cuda":
+        encoder.move_text_encoders(dist.device)
+    encoder.fill_cache(prompts, dist.rank, dist.world_size, progress=dist.is_main)
+    encoder.move_text_encoders("cpu")
+    dist_utils.barrier(dist)  # every rank's share is on disk before any rank reads another's
+    return bundle, teacher, prompts, encoder.cached_conditions(prompts)
 
 
 def check_family_supports(cfg: DistillConfig, family: str) -> None:
@@ -132,11 +145,14 @@ class Distiller:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         # prompt encodings are cached once: conds is [num_prompts, L, D]
-        self.teacher_bundle, self.teacher, self.prompts, self.conds = load_teacher_and_prompts(cfg)
+        self.teacher_bundle, self.teacher, self.prompts, self.conds = load_teacher_and_prompts(cfg, self.dist)
         meta = self.teacher_bundle.meta
         self.encoder = self.teacher.encoder
         self.grid_prompts = list(cfg.sample.prompts) or self.prompts[:10]
         self.encoder.encode(self.grid_prompts)  # fail now, not after training, on a bad grid prompt
+        if hasattr(self.encoder, "free_text_encoders") and hasattr(self.conds, "cache_dir"):
+            # every prompt of the run (training, null, grids) is cached: Gemma-2 / T5 can go
+            self.encoder.free_text_encoders()
         self.image_shape = (meta.channels, meta.image_size, meta.image_size)
         self.sigma_d = meta.sigma_d
         # the network only: prompts are encoded already, and a text encoder (Gemma-2, T5) would hold

@@ -23,7 +23,7 @@ def write_cache_from_config(cfg: DistillConfig, out: str | Path, progress: bool 
         raise UserError("a trajectory cache stores whole trajectories: set pairs.renoised_points=0 and "
                         "pairs.points_per_trajectory=0 for `tbcm trajectories`")
     info = dist_utils.init_distributed(cfg.device)
-    bundle, teacher, prompts, conds = load_teacher_and_prompts(cfg)
+    bundle, teacher, prompts, conds = load_teacher_and_prompts(cfg, info)
     meta = bundle.meta
     teacher.F.to(info.device)  # the network only: prompts are encoded already
     shape = (meta.channels, meta.image_size, meta.image_size)

@@ -22,19 +22,21 @@ from torch import nn
 
 from ..errors import UserError, brief
 from .text import TextCondition
-from .text_cache import cached_encode, encoder_cache_dir
+from .text_cache import DiskCachedEncoder, cached_encode, encoder_cache_dir
 
 MAX_SEQUENCE_LENGTH = 512  # FluxPipeline's default and maximum
 TEXT_PARTS = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
 
 
-class FluxPromptEncoder(nn.Module):
+class FluxPromptEncoder(DiskCachedEncoder, nn.Module):
     """``encode(prompts) -> TextCondition`` (``embeds [B, L, D]``, ``mask [B, L]`` ones, ``pooled [B, P]``).
 
     ``folder`` is a FLUX pipeline folder with ``text_encoder/`` (CLIP), ``tokenizer/``,
     ``text_encoder_2/`` (T5) and ``tokenizer_2/``. ``cache_dir`` (default
     ``$TBCM_CACHE/text_embeddings``) holds the per-prompt encodings; ``None`` disables the cache.
     """
+
+    TEXT_MODULES = ("text_encoder", "text_encoder_2")
 
     def __init__(self, folder: str | os.PathLike, cache_dir: str | os.PathLike | None = "default",
                  dtype: torch.dtype | None = None):
@@ -67,6 +69,7 @@ class FluxPromptEncoder(nn.Module):
 
     @torch.no_grad()
     def _encode_uncached(self, prompts: list[str]) -> TextCondition:
+        self._check_not_freed()
         device = next(self.text_encoder_2.parameters()).device
         embeds, pooled, _ = self._pipe.encode_prompt(prompts, device=device,
                                                      max_sequence_length=self.max_sequence_length)

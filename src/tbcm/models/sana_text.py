@@ -21,18 +21,20 @@ from torch import nn
 
 from ..errors import UserError, brief
 from .text import TextCondition
-from .text_cache import cached_encode, encoder_cache_dir
+from .text_cache import DiskCachedEncoder, cached_encode, encoder_cache_dir
 
 MAX_SEQUENCE_LENGTH = 300
 
 
-class SanaPromptEncoder(nn.Module):
+class SanaPromptEncoder(DiskCachedEncoder, nn.Module):
     """``encode(prompts) -> TextCondition`` (``embeds [B, 300, D]``, ``mask [B, 300]``).
 
     ``folder`` is a Sana pipeline folder with ``text_encoder/`` and ``tokenizer/``.
     ``cache_dir`` (default ``$TBCM_CACHE/text_embeddings``) holds the per-prompt encodings;
     ``None`` disables the cache.
     """
+
+    TEXT_MODULES = ("text_encoder",)
 
     def __init__(self, folder: str | os.PathLike, cache_dir: str | os.PathLike | None = "default",
                  complex_human_instruction: bool = True, dtype: torch.dtype | None = None):
@@ -78,6 +80,7 @@ class SanaPromptEncoder(nn.Module):
 
     @torch.no_grad()
     def _encode_uncached(self, prompts: list[str]) -> TextCondition:
+        self._check_not_freed()
         device = next(self.text_encoder.parameters()).device
         real = [p for p in prompts if p != ""]
         rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}

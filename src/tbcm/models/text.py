@@ -33,6 +33,10 @@ class TextCondition:
     def __len__(self) -> int:
         return self.embeds.shape[0]
 
+    @property
+    def device(self) -> torch.device:
+        return self.embeds.device
+
     def apply(self, fn) -> "TextCondition":
         """The condition with ``fn`` applied to each of its tensors (``None`` stays ``None``)."""
         return TextCondition(fn(self.embeds), fn(self.mask), None if self.pooled is None else fn(self.pooled))

@@ -63,7 +63,7 @@ class ForwardNoisePairSource:
         w = self.cfg_scales[torch.randint(len(self.cfg_scales), (n,), generator=self.generator)]
         t = self.sample_times(n)
         z = self.teacher.sigma_d * torch.randn((n, *self.x0.shape[1:]), generator=self.generator)
-        device = self.conds.embeds.device
+        device = self.conds.device
         x0 = self.x0[idx].to(device)
         x_t = forward_noise(x0, t.to(device), z.to(device))
         cond = self.conds.index(idx.to(device))
@@ -92,7 +92,7 @@ def teacher_pool(teacher, conds: TextCondition, cfg_scales: list[float], image_s
         chunk = ids[start:start + batch]
         w = scales[torch.randint(len(scales), (len(chunk),), generator=gen)]
         noise = torch.randn((len(chunk), *image_shape), generator=gen)
-        device = conds.embeds.device
+        device = conds.device
         out.append(teacher_sample(teacher, conds.index(chunk.to(device)), w.to(device), noise.to(device),
                                   steps=config.pool_steps).cpu())
-    return torch.cat(out), conds.index(ids.to(conds.embeds.device)), config.pool_size * config.pool_steps
+    return torch.cat(out), conds.index(ids.to(conds.device)), config.pool_size * config.pool_steps

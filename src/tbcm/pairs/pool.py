@@ -89,5 +89,5 @@ class TrajectoryPool:
         self.inner.load_state_dict(state["inner"])
         self.generator.set_state(state["generator"])
         self.pairs_per_prompt = int(state["pairs_per_prompt"])
-        device = self.conds.embeds.device
+        device = self.conds.device
         self.pool = {k: v.to(device) for k, v in state["pool"].items()} if "pool" in state else None

@@ -95,7 +95,7 @@ class TrajectoryPairSource:
     @torch.no_grad()
     def sample(self, prompt_ids: Tensor) -> Pairs:
         p, k = prompt_ids.shape[0], self.config.route_points
-        device = self.conds.embeds.device  # the teacher's device; random draws stay on the CPU generator
+        device = self.conds.device  # the teacher's device; random draws stay on the CPU generator
         cond = self.conds.index(prompt_ids.to(device))
         w = self.cfg_scales[torch.randint(len(self.cfg_scales), (p,), generator=self.generator)].to(device)
         route = self.routes(p).float().to(device)
