@@ -38,7 +38,7 @@ class SCMConfig:
     calm_down_start: int = 0  # TBCM calm-down: r falls linearly to calm_down_to ...
     calm_down_end: int = 0  # ... between these steps (start == end == 0: off)
     calm_down_to: float = 0.75
-    prior_weight: bool = False
+    prior_weight: bool = True  # hustvl/TBCM's 1 / (sigma_d tan t); measured best (docs/results.md)
     jvp: str = "autograd"  # "autograd" (torch.func.jvp) or "finite_difference"
     fd_eps: float = 1e-3  # step of the central finite difference, in units of the tangent
 
