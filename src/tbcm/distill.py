@@ -127,6 +127,23 @@ def rank_seed(seed: int, rank: int) -> int:
     return seed + 1_000_003 * (rank + 1)
 
 
+def _without_prompt_order(state: dict) -> dict:
+    """A source state without its prompt sampler's state (at any nesting: pools wrap sources)."""
+    return {k: (_without_prompt_order(v) if isinstance(v, dict) and k != "prompts" else v)
+            for k, v in state.items() if k != "prompts"}
+
+
+def _with_prompt_order(state: dict, reference: dict) -> dict:
+    """``state`` with the prompt sampler state of ``reference`` (rank 0's) put back where it was."""
+    out = dict(state)
+    for k, v in reference.items():
+        if k == "prompts":
+            out[k] = v
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _with_prompt_order(out[k], v)
+    return out
+
+
 FULL_STATE = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
@@ -336,7 +353,10 @@ class Distiller:
     # -- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Everything an exact resume needs (every rank's data position and RNG included)."""
-        sources = dist_utils.gather_objects(self.source.state_dict(), self.dist)
+        # The prompt order is the same on every rank (identically seeded): only rank 0's copy is
+        # kept, the other ranks send just what differs (their generators, pools, counters).
+        own = self.source.state_dict()
+        sources = dist_utils.gather_objects(own if self.dist.rank == 0 else _without_prompt_order(own), self.dist)
         # Full (unsharded) tensors whatever the parallelism, so a checkpoint loads anywhere.
         model_state, optim_state = get_state_dict(self.student, self.optimizer, options=FULL_STATE)
         return {
@@ -354,7 +374,7 @@ class Distiller:
         set_state_dict(self.student, self.optimizer, model_state_dict=state["student"],
                        optim_state_dict=state["optimizer"], options=FULL_STATE)
         self.ema.load_full_state_dict(state["ema"])
-        self.source.load_state_dict(state["sources"][self.dist.rank])
+        self.source.load_state_dict(_with_prompt_order(state["sources"][self.dist.rank], state["sources"][0]))
         torch.set_rng_state(state["torch_rng"])
         self.step, self.skipped = int(state["step"]), int(state["skipped"])
         self.consecutive_skips = int(state["consecutive_skips"])
