@@ -319,7 +319,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--n", type=int, default=100, help="images per digit in every evaluation")
     ap.add_argument("--workers", type=int, default=2, help="runs in parallel (one CPU thread each)")
-    ap.add_argument("--only", default=None, help="run only the variants whose name is in this comma-separated list")
+    ap.add_argument("--only", default=None, help="run only the variants whose name is in this |-separated list")
     ap.add_argument("--curve-every", type=int, default=0, help="also score the EMA every N steps (checkpoints)")
     ap.add_argument("--results", default=None, help="JSON-lines file (default benchmarks/results/SUITE.jsonl)")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "recipe_ablation"))
@@ -337,7 +337,7 @@ def main() -> None:
                 if r["variant"] != "teacher"}
         have_teacher = any(r["variant"] == "teacher" and r["n"] == args.n for r in load_results(path))
         # seed-major: every variant's first seed lands before any second seed
-        only = set(args.only.split(",")) if args.only else None
+        only = set(args.only.split("|")) if args.only else None
         jobs = [(v, o, g, s) for s in seeds for g in guidances for v, o in SUITES[args.suite].items()
                 if run_key(v, g, s, args.steps) not in done and (only is None or v in only)]
         ctx = mp.get_context("spawn")
