@@ -191,3 +191,18 @@ def test_distill_a_flux_teacher_end_to_end(flux_dir, teacher, tmp_path):
         pixels = student.decode(-student.meta.sigma_d * F)
     assert pixels.shape == (2, 3, 16, 16) and bool(torch.isfinite(pixels).all())
     assert (out / "samples.png").is_file()
+
+
+def test_a_bf16_flux_network_sees_tau_in_fp32(flux_dir):
+    """Two flow times closer than bf16's resolution at 0.3 (2^-9) give different outputs: the time
+    embedding gets the fp32 tau, not diffusers' cast to the latents' dtype."""
+    net = load_teacher(flux_dir, text_cache=None, dtype="bf16").network
+    enc = FluxPromptEncoder(flux_dir, cache_dir=None)
+    cond = enc.encode(["a red car"]).apply(lambda z: z.to(torch.bfloat16))
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    tau = torch.tensor([0.3])
+    assert torch.tensor([0.3]).to(torch.bfloat16) == torch.tensor([0.3 + 2e-4]).to(torch.bfloat16)
+    with torch.no_grad():
+        a, b = net(x, tau, cond), net(x, tau + 2e-4, cond)
+    assert not torch.equal(a, b)
+    assert net._timestep_fp32 is None  # nothing left over for the next call
