@@ -38,7 +38,7 @@ def prompt_text(i: int) -> str:
     return "a photo of a " + " ".join(words)
 
 
-def child(count: int, steps: int, work: str) -> dict:
+def child(count: int, steps: int, work: str, cache: str = "disk") -> dict:
     """One run (in its own process, so its peak RSS is its own)."""
     sys.path.insert(0, str(ROOT))
     import torch
@@ -53,14 +53,15 @@ def child(count: int, steps: int, work: str) -> dict:
     prompts.write_text("\n".join(prompt_text(i) for i in range(count)) + "\n")
     start = time.perf_counter()
     rc = main(["distill", "--out", str(work / "run"), "--no-progress", f"teacher={teacher}", f"prompts={prompts}",
-               f"steps={steps}", "prompts_per_step=1", "pairs.route_points=4", f"text_cache={work / 'text'}",
+               f"steps={steps}", "prompts_per_step=1", "pairs.route_points=4",
+               f"text_cache={work / 'text' if cache == 'disk' else 'none'}",
                "sample.seeds=1", "sample.teacher_steps=2", "sample.student_steps=[1]", "threads=1",
                "checkpoint_every=100000"])
     wall = time.perf_counter() - start
     metrics = (work / "run" / "metrics.csv").read_text().splitlines()
     header = metrics[0].split(",")
     train_s = float(dict(zip(header, metrics[-1].split(",")))["seconds"])
-    return {"prompts": count, "rc": rc, "wall_s": wall, "train_s": train_s, "encode_s": wall - train_s,
+    return {"prompts": count, "cache": cache, "rc": rc, "wall_s": wall, "train_s": train_s, "encode_s": wall - train_s,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -69,23 +70,27 @@ def main() -> None:
     ap.add_argument("--counts", default="1000,100000")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--write-doc", action="store_true")
-    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--in-memory", action="store_true", help="also the largest count with text_cache=none "
+                    "(every encoding held in memory), for contrast")
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(int(args.child[0]), int(args.child[1]), args.child[2])))
+        print(json.dumps(child(int(args.child[0]), int(args.child[1]), args.child[2], args.child[3])))
         return
     rows = []
-    for count in [int(c) for c in args.counts.split(",")]:
+    counts = [int(c) for c in args.counts.split(",")]
+    for count, cache in [*((c, "disk") for c in counts), *([(counts[-1], "none")] if args.in_memory else [])]:
         with tempfile.TemporaryDirectory() as work:
-            out = subprocess.run([sys.executable, __file__, "--child", str(count), str(args.steps), work],
+            out = subprocess.run([sys.executable, __file__, "--child", str(count), str(args.steps), work, cache],
                                  check=True, capture_output=True, text=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
             print(rows[-1], flush=True)
     small = rows[0]
-    lines = ["| prompts | encode (s, incl. start-up) | prompts/s | 20 training steps (s) | peak RSS (MB) | vs smallest |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| prompts | encodings | encode (s, incl. start-up) | prompts/s | 20 training steps (s) | peak RSS (MB) "
+             "| vs smallest |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['prompts']:,} | {r['encode_s']:.0f} | {r['prompts'] / r['encode_s']:.0f} | "
+        where = "streamed from the disk cache" if r["cache"] == "disk" else "all in memory (text_cache=none)"
+        lines.append(f"| {r['prompts']:,} | {where} | {r['encode_s']:.0f} | {r['prompts'] / r['encode_s']:.0f} | "
                      f"{r['train_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] - small['peak_rss_mb']:+.0f} MB "
                      f"({r['peak_rss_mb'] / small['peak_rss_mb']:.2f}x) |")
     lines += ["", f"`python benchmarks/prompt_scale.py --counts {args.counts} --steps {args.steps}`; tiny Sana-Sprint-style "

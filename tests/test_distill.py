@@ -32,7 +32,7 @@ def test_step_updates_student_and_ema_but_never_the_teacher(tiny_teacher_dir):
 
 
 def test_non_finite_step_is_skipped_and_counted(tiny_teacher_dir):
-    d = _distiller(tiny_teacher_dir)
+    d = _distiller(tiny_teacher_dir, "pairs.pool_prompts=0")  # each step's own rollout: poison that step
     real_sample = d.source.sample
 
     def poisoned(ids):

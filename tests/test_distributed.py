@@ -27,7 +27,7 @@ def _cfg(teacher_dir, parallel="ddp", *extra):
                                              f"prompts={PROMPTS_FILE}", *extra])
 
 
-REAL = ["prompts_per_step=2", f"pairs.route_points={K}", "cfg_scales=[3.0,5.0]"]
+REAL = ["prompts_per_step=2", f"pairs.route_points={K}", "cfg_scales=[3.0,5.0]", "pairs.pool_prompts=0"]
 
 
 def _global_batches(d: Distiller, steps: int) -> list[Pairs]:

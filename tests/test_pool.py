@@ -60,18 +60,15 @@ def test_pool_state_round_trips_to_identical_batches(tiny_teacher_dir):
         assert torch.equal(pa.x_t, pb.x_t) and torch.equal(pa.t, pb.t) and torch.equal(pa.prompt_ids, pb.prompt_ids)
 
 
-def test_distiller_uses_the_pool_and_refuses_it_off_trajectory(tiny_teacher_dir):
-    import pytest
-
-    from tbcm.errors import UserError
-
+def test_distiller_uses_the_pool_for_online_rollouts_only(tiny_teacher_dir):
     d = Distiller(load_config(DistillConfig, None, [f"teacher={tiny_teacher_dir}", "pairs.pool_prompts=8",
                                                     "prompts_per_step=2", "pairs.route_points=4", "threads=1"]))
     assert isinstance(d.source, TrajectoryPool)
     stats = d.train_step()
     assert stats["pairs"] == 2 * 3 and stats["teacher_calls"] == 8 * 4 and stats["pool_mb"] > 0
-    with pytest.raises(UserError, match="pairs.pool_prompts"):
-        load_config(DistillConfig, None, ["pairs.pool_prompts=8", "source=forward"])
+    forward = Distiller(load_config(DistillConfig, None, [f"teacher={tiny_teacher_dir}", "pairs.pool_prompts=8",
+                                                          "source=teacher_x0", "forward.pool_size=4", "threads=1"]))
+    assert not isinstance(forward.source, TrajectoryPool)
 
 
 def test_a_resumed_pool_run_equals_the_uninterrupted_one(tiny_teacher_dir):

@@ -281,7 +281,7 @@ def test_degenerate_filter_compares_with_the_vaes_black_latent(sana_dir, prompts
 
     d = Distiller(load_config(DistillConfig, None, [f"teacher={sana_dir}", f"prompts={prompts_file}",
                                                     "pairs.blank_threshold=1.0", "pairs.route_points=3", "threads=1",
-                                                    f"text_cache={tmp_path / 'text'}"]))
+                                                    f"text_cache={tmp_path / 'text'}", "pairs.pool_prompts=0"]))
     blank = d.source.blank_value
     assert tuple(blank.shape) == d.image_shape
     # independently: the pipeline's own VAE on a black image, normalised as SanaPipeline's latents

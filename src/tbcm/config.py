@@ -241,8 +241,6 @@ def validate(cfg) -> None:
                cfg.pairs.renoised_points, "0 with source=cache (the cache holds trajectory points only)")
         _check(cfg.pairs.pool_prompts >= 0, "pairs.pool_prompts", cfg.pairs.pool_prompts, ">= 0 (0 = off)")
         _check(cfg.pairs.pool_reuse >= 1, "pairs.pool_reuse", cfg.pairs.pool_reuse, "a positive integer")
-        _check(cfg.pairs.pool_prompts == 0 or cfg.source == "trajectory", "pairs.pool_prompts",
-               cfg.pairs.pool_prompts, "0 unless source=trajectory (the pool holds online rollouts)")
         _check(cfg.pairs.blank_threshold >= 0, "pairs.blank_threshold", cfg.pairs.blank_threshold, ">= 0 (0 = off)")
         o = cfg.objective
         _check(o.jvp in JVP_BACKENDS, "objective.jvp", o.jvp, f"one of {', '.join(JVP_BACKENDS)}")

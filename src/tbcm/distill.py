@@ -207,7 +207,7 @@ class Distiller:
         blank = blank_reference(cfg, self.teacher_bundle.meta, self.image_shape)
         source = TrajectoryPairSource(self.teacher, self.conds, list(cfg.cfg_scales), self.image_shape, cfg.pairs,
                                       blank, generator, sampler)
-        if cfg.pairs.pool_prompts > 0:
+        if cfg.pairs.pool_prompts > 0:  # online rollouts only: cache and forward sources have no pool
             from .pairs.pool import TrajectoryPool
 
             pool_generator = torch.Generator().manual_seed(rank_seed(cfg.seed, rank) + 7)
