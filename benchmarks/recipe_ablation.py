@@ -326,6 +326,8 @@ def main() -> None:
     ap.add_argument("--report", action="store_true", help="only print the tables from the results file")
     ap.add_argument("--rescore", action="store_true", help="add the guidance sweep to rows without it, then report")
     ap.add_argument("--write-doc", action="store_true", help="write the tables into docs/results.md")
+    ap.add_argument("--baseline", action="append", default=[], metavar="FILE|VARIANT",
+                    help="also report VARIANT's rows from another results file (e.g. the faithful suite's)")
     args = ap.parse_args()
     path = Path(args.results or ROOT / "benchmarks" / "results" / f"{args.suite}.jsonl")
     guidances = [g for g in args.guidance.split(",") if g]
@@ -353,6 +355,10 @@ def main() -> None:
                 summary = {k: round(x["fid"], 1) for k, x in row.get("student", row.get("teacher", {})).items()}
                 print(f"done: {futures[fut]}: FID {summary}", flush=True)
     rows = load_results(path)
+    for spec in args.baseline:
+        file, variant = spec.split("|", 1)
+        extra = [r for r in load_results(Path(file)) if r["variant"] == variant]
+        rows = [*extra, *rows]  # first: the table lists it first
     text = report(rows, args.suite, guidances)
     teacher = next((r for r in rows if r["variant"] == "teacher"), None)
     best = min(v["fid"] for v in teacher["teacher"].values()) if teacher else None

@@ -36,7 +36,7 @@ class TrajectoryConfig:
     renoised_points: int = 0
     # A trajectory pool (tbcm.pairs.pool): roll out this many prompts at once and serve each step's
     # pairs drawn from all of them; 0 = off (each step rolls out its own prompts_per_step prompts).
-    # 64 measured best on the embedded default (1-step FID 9.6 vs 13.9 without, docs/results.md)
+    # 64 measured best on the embedded default, mostly at 2 and 4 steps (docs/results.md, recipe)
     pool_prompts: int = 64
     pool_reuse: int = 1  # times each pooled pair is served
 
