@@ -95,14 +95,14 @@ class CachedConditions:
     Behaves like the :class:`TextCondition` of all prompts where the pair sources use it
     (``len``, ``index(ids)``, ``to(device)``, ``device``), but host and device memory hold only
     the rows of the current batch, however many prompts there are: the keys are kept as fixed-width
-    bytes (32 B per prompt). An entry that is missing or damaged is re-encoded by ``reencode``
+    bytes (32 B per prompt for the encoders' 32-hex-digit keys). An entry that is missing or damaged is re-encoded by ``reencode``
     (the encoder's fill for one prompt) when given, else named in a one-line error.
     """
 
     def __init__(self, cache_dir: Path, keys: Sequence[str], prompts: Sequence[str] | None = None,
                  reencode: Callable[[list[str]], object] | None = None, device: torch.device | str = "cpu"):
         self.cache_dir = Path(cache_dir)
-        self.keys = np.asarray(list(keys), dtype="S64")
+        self.keys = np.asarray(list(keys), dtype="S32" if all(len(k) <= 32 for k in keys) else "S64")
         self.prompts, self.reencode = prompts, reencode
         self.device = torch.device(device)
 
