@@ -112,8 +112,9 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def make_optimizer(params, o) -> torch.optim.Optimizer:
-    """AdamW (torch) or CAME (pytorch-optimizer, hustvl/TBCM's choice: factored second moments,
-    so its state is far smaller than Adam's for matrices) from ``optim.*``."""
+    """AdamW (torch) or CAME (pytorch-optimizer, hustvl/TBCM's choice) from ``optim.*``. CAME
+    factors its second moments over a tensor's last two dimensions: smaller than Adam's state for
+    linear layers, larger for 1x1 convolutions (1.44x AdamW on Sana, docs/results.md)."""
     if o.name == "came":
         from pytorch_optimizer import CAME
 
@@ -321,9 +322,11 @@ class Distiller:
         match the teacher's (a refitted dense-time embedding, a wrong ``teacher_time_multiplier``).
         The source's position and RNG are restored afterwards: training sees the same pairs.
         Collective under DDP/FSDP2 (the largest error over ranks)."""
-        state = copy.deepcopy(self.source.state_dict())
-        pairs = self._to_device(self.source.next_pairs(self.cfg.prompts_per_step))
-        self.source.load_state_dict(state)
+        # a pool's own source: one step's prompts, not a whole pool refill thrown away
+        source = getattr(self.source, "inner", self.source)
+        state = copy.deepcopy(source.state_dict())
+        pairs = self._to_device(source.next_pairs(self.cfg.prompts_per_step))
+        source.load_state_dict(state)
         x = pairs.x_t / self.sigma_d
         f_student = self.student(x, pairs.t, pairs.cond, pairs.w).float()
         f_teacher = self.teacher.F(x, pairs.t, pairs.cond).float()
