@@ -110,8 +110,9 @@ class TeacherModelConfig:
 
 @dataclass
 class TeacherTrainConfig:
-    data: str = "digits"  # "digits" (scikit-learn's, offline), a folder of images, or an .npz
+    data: str = "digits"  # "digits" (scikit-learn's, offline), "scenes", a folder of images, or an .npz
     image_size: int = 8
+    generated_images: int = 48000  # images drawn from a generated source ("scenes")
     prompt_template: str = "a handwritten digit {label}"  # for labels (npz) or class folders
     seed: int = 0
     steps: int = 6000

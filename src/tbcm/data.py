@@ -2,6 +2,8 @@
 
 Sources:
 * ``"digits"``: the 1,797 8x8 handwritten digits scikit-learn ships (offline);
+* ``"scenes"``: procedurally generated 32x32 scenes of coloured shapes (:mod:`tbcm.scenes`), the
+  training split only (held-out object pairs never appear), ``generated_images`` of them;
 * a folder of images: ``DIR/<label>/*.png|jpg`` (class folders) or flat ``DIR/*.png`` with an
   optional ``DIR/prompts.txt`` (``filename<TAB>prompt`` per line);
 * an ``.npz`` with ``images`` (``[N,H,W]``, ``[N,H,W,C]`` or ``[N,C,H,W]``, uint8 0..255 or float
@@ -129,13 +131,29 @@ def load_folder(path: Path, size: int, template: str) -> ImagePromptData:
     return ImagePromptData(images.clamp(0, 1) * 2 - 1, [p for _, p in files])
 
 
-def load_training_data(source: str, size: int, template: str) -> ImagePromptData:
-    """Dispatch on ``source``: ``"digits"``, a ``.npz`` file, or a folder of images."""
+def load_scenes(size: int, count: int, seed: int) -> ImagePromptData:
+    """``count`` scenes of the training split (:func:`tbcm.scenes.generator.split`), by ``seed``."""
+    from .scenes.generator import SIZE, sample_scenes, scene_images, split
+
+    if count < 1:
+        raise UserError(f"generated_images must be at least 1 for data: scenes (got {count}): e.g. 48000")
+    if size != SIZE:
+        raise UserError(f"scenes are {SIZE}x{SIZE}: set image_size: {SIZE} (got {size})")
+    scenes = sample_scenes(count, seed, split()[0])
+    return ImagePromptData(scene_images(scenes, seed + 1), [s.prompt() for s in scenes])
+
+
+def load_training_data(source: str, size: int, template: str, generated_images: int = 0,
+                       seed: int = 0) -> ImagePromptData:
+    """Dispatch on ``source``: ``"digits"``, ``"scenes"`` (``generated_images`` of them, by
+    ``seed``), a ``.npz`` file, or a folder of images."""
     if source == "digits":
         return load_digits(size, template)
+    if source == "scenes":
+        return load_scenes(size, generated_images, seed)
     path = Path(source)
     if path.is_file() and path.suffix == ".npz":
         return load_npz(path, size, template)
     if path.is_dir():
         return load_folder(path, size, template)
-    raise UserError(f"training data {source!r} not found: pass 'digits', an .npz file, or a folder of images")
+    raise UserError(f"training data {source!r} not found: pass 'digits', 'scenes', an .npz file, or a folder of images")

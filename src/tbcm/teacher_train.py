@@ -57,7 +57,7 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, overwrite: bool = Fa
     """Train a teacher and write it (a model folder plus config, metrics and samples) to ``out``."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    data = load_training_data(cfg.data, cfg.image_size, cfg.prompt_template)
+    data = load_training_data(cfg.data, cfg.image_size, cfg.prompt_template, cfg.generated_images, cfg.seed)
     vocab = build_vocab(data.prompts)
     longest = max(len(tokenize_words(p)) for p in data.prompts)
     if longest > cfg.model.max_words:
@@ -105,7 +105,8 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, overwrite: bool = Fa
                          extra={"trained_on": cfg.data, "images": n, "steps": cfg.steps})
         write_bundle_files(Bundle(meta, final.network, final.encoder), tmp)  # `out` is the teacher folder
         teacher = Teacher(final.network.eval(), final.encoder.eval(), cfg.sigma_d)
-        prompts = sorted(set(data.prompts))[:10]
+        distinct = sorted(set(data.prompts))
+        prompts = distinct[:: max(1, len(distinct) // 10)][:10]  # ten spread over the prompt set
         pixels = teacher_samples(teacher, prompts, cfg.sample_cfg_scale, cfg.sample_steps, seeds=8)
         save_png(grid_image(pixels, rows=len(prompts)), tmp / "samples.png")
     return Path(out)
