@@ -8,6 +8,7 @@
     tbcm eval DIR [--steps 1,2,4] [--n N] [--teacher 16,32] [--cfg 4.5] [--seed S] [--json]
     tbcm eval DIR --reference ROOT --inception FILE --clip DIR [--steps 1,2,4] [--n N] [--batch B] [--json]
     tbcm classifier train --out DIR [--steps N] [--seed S] [--overwrite]
+    tbcm scenes judge-train --out DIR [--steps N] [--seed S] [--overwrite]
     tbcm export RUN --format diffusers --out DIR [--overwrite]
 
 Bad input is one line on stderr and exit code 2; nothing is written or overwritten.
@@ -82,13 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     dc.add_argument("--overwrite", action="store_true")
     dc.add_argument("overrides", nargs="*", metavar="key=value")
 
-    e = sub.add_parser("eval", help="FID and prompt adherence of a digits student (and its teacher); "
+    e = sub.add_parser("eval", help="FID and prompt adherence of a digits or scenes student (and its teacher); "
                        "with --reference FID and CLIP score on an MJHQ-30k style folder")
     e.set_defaults(func=cmd_eval)
     e.add_argument("dir", metavar="DIR", help="a `tbcm distill` run folder or its student/ folder")
     e.add_argument("--steps", default="1,2,4", help="student step counts, comma-separated (default 1,2,4)")
     e.add_argument("--n", type=int, default=None,
-                   help="images per digit (default 100); with --reference the first N reference images (default all)")
+                   help="images per digit (default 100) or per scenes prompt (default 32); with --reference the first N reference images (default all)")
     e.add_argument("--teacher", help="also the run's teacher (config.yaml, else builtin) at these step counts, e.g. 16,32")
     e.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the student's)")
     e.add_argument("--teacher-cfg", default=None, help="sweep the teacher's guidance at the --teacher step counts "
@@ -124,6 +125,16 @@ def _parser() -> argparse.ArgumentParser:
     ct.add_argument("--seed", type=int, default=0)
     ct.add_argument("--overwrite", action="store_true")
     ct.add_argument("--no-progress", action="store_true")
+
+    sc = sub.add_parser("scenes", help="the scenes miniature (32x32 compositional prompts): its judge")
+    ssub = sc.add_subparsers(dest="scenes_command", required=True)
+    sj = ssub.add_parser("judge-train", help="train the scenes judge (attribute heads, FID features) on fresh scenes")
+    sj.set_defaults(func=cmd_scenes_judge_train)
+    sj.add_argument("--out", required=True, help="output folder (judge.safetensors + judge.yaml)")
+    sj.add_argument("--steps", type=int, default=3000)
+    sj.add_argument("--seed", type=int, default=0)
+    sj.add_argument("--overwrite", action="store_true")
+    sj.add_argument("--no-progress", action="store_true")
     return p
 
 
@@ -252,7 +263,7 @@ def cmd_eval(args) -> None:
             raise UserError(f"{flag} belongs to the real-scale evaluation: add --reference ROOT (or drop {flag})")
     from .evaluation import evaluate, format_table
 
-    result = evaluate(args.dir, _counts("--steps", args.steps), args.n if args.n is not None else 100,
+    result = evaluate(args.dir, _counts("--steps", args.steps), args.n,
                       _counts("--teacher", args.teacher) if args.teacher else [], args.cfg, args.seed,
                       teacher_cfgs=_scales("--teacher-cfg", args.teacher_cfg) if args.teacher_cfg else [],
                       student_cfgs=_scales("--student-cfg", args.student_cfg) if args.student_cfg else None,
@@ -295,6 +306,15 @@ def cmd_classifier_train(args) -> None:
     out = train_classifier(args.out, args.steps, args.seed, progress=not args.no_progress, overwrite=args.overwrite)
     acc = load_classifier(out).meta["heldout_accuracy"]
     print(f"classifier: {out}\nheld-out accuracy: {acc:.2%}")
+
+
+def cmd_scenes_judge_train(args) -> None:
+    from .scenes.judge import load_judge, train_judge
+
+    out = train_judge(args.out, args.steps, args.seed, progress=not args.no_progress, overwrite=args.overwrite)
+    acc = load_judge(out).meta["accuracy"]
+    print(f"scenes judge: {out}\nexact accuracy on {acc['images']} fresh scenes: {acc['exact']:.2%} "
+          f"({acc['exact_with_noise']:.2%} with pixel noise)")
 
 
 def main(argv: list[str] | None = None) -> int:

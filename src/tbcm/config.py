@@ -62,11 +62,11 @@ class CacheConfig:
 
 @dataclass
 class DistillConfig:
-    teacher: str = "builtin"  # a teacher folder (tbcm, or a diffusers Sana pipeline folder), or "builtin"
+    teacher: str = "builtin"  # a teacher folder (tbcm, or a diffusers Sana pipeline folder), "builtin", "builtin:scenes"
     teacher_dtype: str = "fp32"  # diffusers teachers: "fp32", "bf16" or "fp16" (teacher + text encoder)
     teacher_time_multiplier: float = 0.0  # diffusers Sana: network timestep = this * tau; 0 = from its config
     text_cache: str = "default"  # per-prompt text-encoder outputs: "default" ($TBCM_CACHE), a folder, or "none"
-    prompts: str = "builtin"  # a text file, one prompt per line, or "builtin"
+    prompts: str = "builtin"  # a text file, one prompt per line, "builtin" or "builtin:scenes"
     seed: int = 0
     steps: int = 1200  # optimiser steps
     prompts_per_step: int = 8  # prompts rolled out per step; pairs per step = this * (K - 1)
@@ -196,7 +196,7 @@ def with_absolute_paths(cfg: DistillConfig) -> DistillConfig:
 
     return replace(cfg, teacher=absolute(cfg.teacher) if cfg.teacher != "builtin" else cfg.teacher,
                    prompts=absolute(cfg.prompts) if cfg.prompts != "builtin" else cfg.prompts,
-                   forward=replace(cfg.forward, data=cfg.forward.data if cfg.forward.data == "digits"
+                   forward=replace(cfg.forward, data=cfg.forward.data if cfg.forward.data in ("digits", "scenes")
                                    else absolute(cfg.forward.data)),
                    cache=replace(cfg.cache, dir=absolute(cfg.cache.dir)))
 

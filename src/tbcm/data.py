@@ -143,7 +143,7 @@ def load_scenes(size: int, count: int, seed: int) -> ImagePromptData:
     return ImagePromptData(scene_images(scenes, seed + 1), [s.prompt() for s in scenes])
 
 
-def load_training_data(source: str, size: int, template: str, generated_images: int = 0,
+def load_training_data(source: str, size: int, template: str, generated_images: int = 48000,
                        seed: int = 0) -> ImagePromptData:
     """Dispatch on ``source``: ``"digits"``, ``"scenes"`` (``generated_images`` of them, by
     ``seed``), a ``.npz`` file, or a folder of images."""

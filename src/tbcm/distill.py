@@ -33,7 +33,7 @@ from .ema import EMA
 from .errors import TrainingStopped, UserError
 from .grids import grid_image, panels, save_png
 from .metrics_log import MetricsLog
-from .models.bundle import BUILTIN, Bundle, ModelMeta, builtin_prompts_path, load_bundle, save_bundle
+from .models.bundle import BUILTIN, Bundle, ModelMeta, builtin_prompts_path, is_builtin, load_bundle, save_bundle
 from .models.student import Student
 from .models.teacher import Teacher
 from .objectives.scm import scm_loss, tangent_ratio
@@ -45,7 +45,7 @@ from .previews import student_samples, teacher_samples
 
 
 def load_prompts(spec: str) -> list[str]:
-    return read_prompts_file(builtin_prompts_path() if spec == BUILTIN else spec)
+    return read_prompts_file(builtin_prompts_path(spec) if is_builtin(spec) else spec)
 
 
 def load_teacher_and_prompts(cfg: DistillConfig, dist: dist_utils.DistInfo | None = None):

@@ -1,4 +1,6 @@
-"""``tbcm eval``: FID and prompt adherence of a distilled digits student (and of its teacher).
+"""``tbcm eval``: FID and prompt adherence of a distilled digits or scenes student (and of its
+teacher).  The kind of model picks the suite: 1x8x8 images are digits (below), 3x32x32 images are
+scenes (:mod:`tbcm.scenes.evaluate`: seen and held-out prompts, the scenes judge).
 
 For each sampler, ``n`` images per digit are generated from the prompts ``"a handwritten digit
 D"`` (D = 0..9) with fixed seeds (image ``j`` of every digit starts from the noise of seed
@@ -52,13 +54,54 @@ def run_teacher(run_dir: Path | None) -> str:
     return str(teacher) if teacher else BUILTIN
 
 
-def _check_digits_model(bundle: Bundle, where: str) -> None:
-    """The classifier judges 8x8 grayscale digits; the model must make them from the digit prompts."""
+class DigitsSuite:
+    """The digits suite: ``score(images, n)`` of ``[10 n, 1, 8, 8]`` images, row-major (digit, seed)."""
+
+    name = "digits"
+    default_n = 100
+    prompts = PROMPTS
+    unit = "digit"
+
+    def __init__(self, classifier: DigitClassifier | None = None):
+        self.clf = classifier if classifier is not None else load_classifier()
+        self.split_seed = int(getattr(self.clf, "meta", {}).get("split", {}).get("seed", 0))
+        self.heldout = digits_split(self.split_seed).heldout_images
+        self.ref = FIDReference(self.heldout, self.clf)
+
+    @staticmethod
+    def matches(channels: int, image_size: int) -> bool:
+        return (channels, image_size) == (1, 8)
+
+    @classmethod
+    def check(cls, bundle: Bundle, where: str) -> None:
+        bundle.encoder.token_ids(PROMPTS)  # PromptError (a UserError) names the unknown word
+
+    def score(self, images: torch.Tensor, n: int) -> dict:
+        labels = torch.arange(10).repeat_interleave(n)
+        return {"fid": self.ref(images), "adherence": adherence(images, labels, self.clf)}
+
+    def reference_info(self) -> dict:
+        return {"heldout_images": int(self.heldout.shape[0]), "split_seed": self.split_seed}
+
+    @staticmethod
+    def footer(result: dict) -> str:
+        ref = result["reference"]
+        return (f"{result['n_per_class']} images per digit, cfg {result['cfg_scale']}, seed {result['seed']}; "
+                f"FID against {ref['heldout_images']} held-out real digits on the digit classifier's features")
+
+    @staticmethod
+    def extra_lines(model: str, steps: str, cfg: float, scores: dict) -> list[str]:
+        return []
+
+
+def _suite_class(bundle: Bundle, where: str):
+    from ..scenes.evaluate import ScenesSuite, unknown_model_error
+
     shape = (bundle.meta.channels, bundle.meta.image_size)
-    if shape != (1, 8):
-        raise UserError(f"{where} makes {shape[0]}x{shape[1]}x{shape[1]} images, the digit classifier takes "
-                        "1x8x8: tbcm eval measures digits models only")
-    bundle.encoder.token_ids(PROMPTS)  # PromptError (a UserError) names the unknown word
+    for suite in (DigitsSuite, ScenesSuite):
+        if suite.matches(*shape):
+            return suite
+    raise unknown_model_error(shape, where)
 
 
 def _check_counts(name: str, values: list[int]) -> None:
@@ -66,12 +109,8 @@ def _check_counts(name: str, values: list[int]) -> None:
         raise UserError(f"{name} must be whole numbers >= 1 (got {values}): e.g. {name} 1,2,4")
 
 
-def _scores(images: torch.Tensor, labels: torch.Tensor, ref: FIDReference, clf: DigitClassifier) -> dict:
-    return {"fid": ref(images), "adherence": adherence(images, labels, clf)}
-
-
 @torch.no_grad()
-def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_per_class: int = 100,
+def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_per_class: int | None = None,
              teacher_steps: list[int] = (), cfg_scale: float | None = None, seed: int = 0,
              classifier: DigitClassifier | None = None, teacher_cfgs: list[float] = (),
              student_cfgs: list[float] | None = None, fresh_noise: float = 1.0) -> dict:
@@ -79,7 +118,8 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
     of ``teacher_steps``, of the run's teacher (its ``config.yaml`` ``teacher``, else builtin).
 
     Returns ``{"student": {"1": {"fid", "adherence"}, ...}, "teacher": {"16": {...}},
-    "n_per_class", "cfg_scale", "seed", "teacher_model", "reference"}``. ``cfg_scale`` (default:
+    "n_per_class", "cfg_scale", "seed", "teacher_model", "reference", "suite"}``. ``n_per_class``:
+    images per digit / per scenes prompt (default: the suite's, 100 / 32). ``cfg_scale`` (default:
     the student's) is the student's guidance input and the teacher's guidance scale: the
     same-guidance comparison.
 
@@ -97,7 +137,7 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
         teacher_steps = [16]
     if teacher_steps:
         _check_counts("--teacher", teacher_steps)
-    if n_per_class < 1:
+    if n_per_class is not None and n_per_class < 1:
         raise UserError(f"--n must be at least 1 (got {n_per_class})")
     if not 0 <= fresh_noise <= 1:
         raise UserError(f"--fresh-noise must be in [0, 1] (got {fresh_noise}): 1 = fresh noise, 0 = implied noise")
@@ -106,12 +146,16 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
             raise UserError(f"{name} must be guidance scales >= 0 (got {values}): e.g. {name} 1,1.5,2")
     student_dir, run_dir = find_student(path)
     bundle = load_bundle(student_dir, expect_kind="student")
-    _check_digits_model(bundle, f"student {student_dir}")
+    suite_class = _suite_class(bundle, f"student {student_dir}")
+    suite_class.check(bundle, f"student {student_dir}")
     teacher, teacher_name = None, None
     if teacher_steps:  # load and check everything before generating anything
         teacher_name = run_teacher(run_dir)
         tbundle = load_bundle(teacher_name, expect_kind="teacher")
-        _check_digits_model(tbundle, f"teacher {teacher_name}")
+        if _suite_class(tbundle, f"teacher {teacher_name}") is not suite_class:
+            raise UserError(f"teacher {teacher_name} makes other images than student {student_dir}: "
+                            "pass the run folder the student was distilled in")
+        suite_class.check(tbundle, f"teacher {teacher_name}")
         teacher = Teacher.from_bundle(tbundle)
     extra = bundle.meta.extra
     cfg = float(cfg_scale if cfg_scale is not None else extra.get("default_cfg_scale", 4.5))
@@ -120,21 +164,20 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
     if student_cfgs is None:
         student_cfgs = [float(w) for w in extra.get("cfg_scales", [cfg])]
 
-    clf = classifier if classifier is not None else load_classifier()
-    split_seed = int(getattr(clf, "meta", {}).get("split", {}).get("seed", 0))
-    heldout = digits_split(split_seed).heldout_images
-    ref = FIDReference(heldout, clf)
-    labels = torch.arange(10).repeat_interleave(n_per_class)  # row-major (digit, seed)
+    suite = suite_class(classifier) if suite_class is DigitsSuite or classifier is not None else suite_class()
+    n_per_class = suite.default_n if n_per_class is None else n_per_class
+    chunks = [suite.prompts[i:i + max(1, 128 // n_per_class)]  # ~128 images a call; memory stays bounded
+              for i in range(0, len(suite.prompts), max(1, 128 // n_per_class))]
     student = Student.from_bundle(bundle).eval()
 
-    def student_scores(steps: int, w: float) -> dict:  # one prompt at a time: memory stays at n images
-        images = torch.cat([student_samples(student, bundle.encoder, [p], w, steps, n_per_class, shift, seed,
-                                            fresh_noise=fresh_noise) for p in PROMPTS])
-        return _scores(images, labels, ref, clf)
+    def student_scores(steps: int, w: float) -> dict:
+        images = torch.cat([student_samples(student, bundle.encoder, c, w, steps, n_per_class, shift, seed,
+                                            fresh_noise=fresh_noise) for c in chunks])
+        return suite.score(images, n_per_class)
 
     def teacher_scores(steps: int, w: float) -> dict:
-        images = torch.cat([teacher_samples(teacher, [p], w, steps, n_per_class, shift, seed) for p in PROMPTS])
-        return _scores(images, labels, ref, clf)
+        images = torch.cat([teacher_samples(teacher, c, w, steps, n_per_class, shift, seed) for c in chunks])
+        return suite.score(images, n_per_class)
 
     result: dict = {"student": {}, "teacher": {}}
     for steps in student_steps:
@@ -152,8 +195,7 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
         result["teacher_best"] = {"steps": int(at), **_best(result["teacher_sweep"][at])}
         result["ratio"] = {k: b["fid"] / result["teacher_best"]["fid"] for k, b in result["student_best"].items()}
     result.update({"n_per_class": n_per_class, "cfg_scale": cfg, "seed": seed, "teacher_model": teacher_name,
-                   "fresh_noise": fresh_noise,
-                   "reference": {"heldout_images": int(heldout.shape[0]), "split_seed": split_seed}})
+                   "fresh_noise": fresh_noise, "suite": suite.name, "reference": suite.reference_info()})
     if honest:
         result["student_cfgs"] = student_cfgs
     if teacher_cfgs:
@@ -169,19 +211,30 @@ def _best(sweep: dict) -> dict:
 
 def format_table(result: dict) -> str:
     """A small text table of :func:`evaluate`'s result."""
+    suite = _suite_named(result.get("suite", "digits"))
     lines = [f"{'model':<8} {'steps':>5} {'cfg':>5} {'FID':>9} {'adherence':>10}"]
     for model in ("student", "teacher"):
         for steps, s in result[model].items():
             lines.append(f"{model:<8} {steps:>5} {result['cfg_scale']:>5g} {s['fid']:>9.4f} {s['adherence']:>10.1%}")
+            lines += suite.extra_lines(model, steps, result["cfg_scale"], s)
     if "teacher_best" in result or "student_best" in result:
         lines.append("best guidance of each (the honest comparison):")
         tb = result.get("teacher_best")
         if tb:
             lines.append(f"{'teacher':<8} {tb['steps']:>5} {tb['cfg']:>5g} {tb['fid']:>9.4f} {tb['adherence']:>10.1%}")
+            lines += suite.extra_lines("teacher", str(tb["steps"]), tb["cfg"], tb)
         for steps, b in result.get("student_best", {}).items():
             ratio = f"  {result['ratio'][steps]:.2f}x the teacher's best FID" if "ratio" in result else ""
             lines.append(f"{'student':<8} {steps:>5} {b['cfg']:>5g} {b['fid']:>9.4f} {b['adherence']:>10.1%}{ratio}")
-    ref = result["reference"]
-    lines.append(f"{result['n_per_class']} images per digit, cfg {result['cfg_scale']}, seed {result['seed']}; "
-                 f"FID against {ref['heldout_images']} held-out real digits on the digit classifier's features")
+            lines += suite.extra_lines("student", steps, b["cfg"], b)
+    lines.append(suite.footer(result))
     return "\n".join(lines)
+
+
+
+def _suite_named(name: str):
+    if name == "scenes":
+        from ..scenes.evaluate import ScenesSuite
+
+        return ScenesSuite
+    return DigitsSuite

@@ -33,9 +33,9 @@ class ClassifierFeatures(nn.Module):
         return self.classifier.features(x.to(dtype)).double()
 
 
-def _check_images(x: Tensor, what: str) -> None:
-    if x.dim() != 4 or tuple(x.shape[1:]) != (1, 8, 8):
-        raise ValueError(f"{what} must be [N, 1, 8, 8] pixels in [-1, 1], got shape {tuple(x.shape)}")
+def _check_images(x: Tensor, what: str, shape: tuple[int, int, int] = (1, 8, 8)) -> None:
+    if x.dim() != 4 or tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(f"{what} must be [N, {', '.join(map(str, shape))}] pixels in [-1, 1], got shape {tuple(x.shape)}")
     if x.shape[0] < 2:
         raise ValueError(f"{what} needs at least 2 images for a covariance, got {x.shape[0]}")
 
@@ -44,18 +44,21 @@ class FIDReference:
     """FID against fixed reference images: their statistics are computed once.
 
     ``ref = FIDReference(real)``; ``ref(fake)`` -> float (lower is better), ``real`` and ``fake``
-    ``[N, 1, 8, 8]`` in ``[-1, 1]``.
+    ``[N, 1, 8, 8]`` in ``[-1, 1]``.  ``classifier``: any module with ``features(x) -> [N, D]`` and
+    ``config.feature_dim`` (the scenes judge too, with ``shape=(3, 32, 32)``).
     """
 
-    def __init__(self, real: Tensor, classifier: DigitClassifier | None = None):
-        _check_images(real, "real images")
+    def __init__(self, real: Tensor, classifier: DigitClassifier | None = None,
+                 shape: tuple[int, int, int] = (1, 8, 8)):
+        self.shape = tuple(shape)
+        _check_images(real, "real images", self.shape)
         extractor = ClassifierFeatures(classifier if classifier is not None else load_classifier())
         self.metric = FrechetInceptionDistance(feature=extractor, reset_real_features=False)
         for chunk in real.split(CHUNK):
             self.metric.update(chunk, real=True)
 
     def __call__(self, fake: Tensor) -> float:
-        _check_images(fake, "fake images")
+        _check_images(fake, "fake images", self.shape)
         self.metric.reset()  # the fake statistics only (reset_real_features=False)
         for chunk in fake.split(CHUNK):
             self.metric.update(chunk, real=False)

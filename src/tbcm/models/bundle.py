@@ -34,14 +34,21 @@ from .text import PromptEncoder
 
 FORMAT = "tbcm-model/1"
 BUILTIN = "builtin"
+BUILTIN_SCENES = "builtin:scenes"  # the scenes miniature's teacher and its training prompts
+_ASSETS = {BUILTIN: ("teacher", "prompts.txt"), BUILTIN_SCENES: ("scenes_teacher", "scenes_prompts.txt")}
 
 
-def builtin_teacher_path() -> Path:
-    return Path(str(resources.files("tbcm") / "assets" / "teacher"))
+def builtin_teacher_path(name: str = BUILTIN) -> Path:
+    return Path(str(resources.files("tbcm") / "assets" / _ASSETS[name][0]))
 
 
-def builtin_prompts_path() -> Path:
-    return Path(str(resources.files("tbcm") / "assets" / "prompts.txt"))
+def builtin_prompts_path(name: str = BUILTIN) -> Path:
+    return Path(str(resources.files("tbcm") / "assets" / _ASSETS[name][1]))
+
+
+def is_builtin(spec: str) -> bool:
+    """``"builtin"`` (digits) or ``"builtin:scenes"``: a shipped teacher / prompts file."""
+    return str(spec) in _ASSETS
 
 
 @dataclass
@@ -104,7 +111,7 @@ def save_bundle(bundle: Bundle, path: str | os.PathLike) -> Path:
 
 
 def resolve_model_path(path: str | os.PathLike) -> Path:
-    return builtin_teacher_path() if str(path) == BUILTIN else Path(path)
+    return builtin_teacher_path(str(path)) if is_builtin(str(path)) else Path(path)
 
 
 def load_logvar_head(folder: Path) -> nn.Module | None:
@@ -120,7 +127,7 @@ def load_logvar_head(folder: Path) -> nn.Module | None:
 
 def hint_for(kind: str | None) -> str:
     return {
-        "teacher": "pass a folder written by `tbcm teacher train`, a diffusers Sana pipeline folder, or teacher=builtin",
+        "teacher": "pass a folder written by `tbcm teacher train`, a diffusers Sana pipeline folder, or teacher=builtin (builtin:scenes)",
         "student": "pass DIR/student of a `tbcm distill` run",
     }.get(kind or "", "pass a folder written by tbcm")
 
