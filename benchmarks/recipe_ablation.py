@@ -64,6 +64,12 @@ SUITES = {
         "route + prior, pool of 64, cfg [1, 1.5, 2]": [*ROUTE_PRIOR, "pairs.pool_prompts=64", "cfg_scales=[1.0,1.5,2.0]"],
         "route + prior, pool of 256 prompts": [*ROUTE_PRIOR, "pairs.pool_prompts=256"],
     },
+    # issue "The student as good as its teacher" section 3: the data-free adversarial term on top of
+    # the default (report with --baseline "benchmarks/results/recipe.jsonl|route + prior, pool of 64 prompts")
+    "adversarial": {
+        "default + adversarial 0.1": [*ROUTE_PRIOR, "pairs.pool_prompts=64", "objective.adversarial.weight=0.1"],
+        "default + adversarial 0.5": [*ROUTE_PRIOR, "pairs.pool_prompts=64", "objective.adversarial.weight=0.5"],
+    },
 }
 
 

@@ -253,6 +253,17 @@ def validate(cfg) -> None:
                ">= objective.calm_down_start >= 0")
         _check(0 <= o.calm_down_to <= 1, "objective.calm_down_to", o.calm_down_to, "in [0, 1]")
         _check(_finite_positive(o.fd_eps), "objective.fd_eps", o.fd_eps, "a positive number")
+        a = o.adversarial
+        _check(a.weight >= 0 and math.isfinite(a.weight), "objective.adversarial.weight", a.weight, ">= 0 (0 = off)")
+        _check(len(a.blocks) > 0, "objective.adversarial.blocks", a.blocks, "a non-empty list of teacher block indices")
+        _check(_finite_positive(a.lr), "objective.adversarial.lr", a.lr, "a positive number")
+        _check(len(a.betas) == 2 and all(0 <= b < 1 for b in a.betas), "objective.adversarial.betas", a.betas,
+               "two numbers in [0, 1)")
+        _check(a.samples >= 1, "objective.adversarial.samples", a.samples, "a positive integer")
+        _check(_finite_positive(a.t_std), "objective.adversarial.t_std", a.t_std, "a positive number")
+        _check(a.start_step >= 0, "objective.adversarial.start_step", a.start_step, ">= 0")
+        _check(a.weight == 0 or cfg.source == "trajectory", "objective.adversarial.weight", a.weight,
+               "0 unless source=trajectory (the real side is the teacher's own final samples)")
         p = cfg.optim
         _check(_finite_positive(p.lr), "optim.lr", p.lr, "a positive number")
         _check(p.name in OPTIMIZERS, "optim.name", p.name, f"one of {', '.join(OPTIMIZERS)}")

@@ -189,6 +189,7 @@ class Distiller:
         # After wrapping: under FSDP2 the EMA holds the same (sharded) parameter layout.
         self.ema = EMA(self.student, cfg.optim.ema_decay)
         self.optimizer = make_optimizer(self.model.parameters(), cfg.optim)
+        self.adversarial = self._make_adversarial()
         self.step = 0
         self.start_err = float("nan")  # set by check_start() when a new run starts
         self.skipped = 0
@@ -214,6 +215,63 @@ class Distiller:
             pool_generator = torch.Generator().manual_seed(rank_seed(cfg.seed, rank) + 7)
             return TrajectoryPool(source, cfg.pairs.pool_prompts, cfg.pairs.pool_reuse, pool_generator)
         return source
+
+    def _make_adversarial(self) -> dict | None:
+        """The discriminator heads on the frozen teacher, their optimiser and generator (or None)."""
+        a = self.cfg.objective.adversarial
+        if a.weight <= 0:
+            return None
+        from .objectives.adversarial import TeacherDiscriminator
+
+        inner = getattr(self.source, "inner", self.source)
+        if not hasattr(inner, "keep_final"):
+            raise UserError(f"objective.adversarial needs the teacher's own final samples, source={self.cfg.source} "
+                            "has none: use source=trajectory (or set objective.adversarial.weight=0)")
+        inner.keep_final = True
+        probe = (torch.zeros(1, *self.image_shape, device=self.device), torch.ones(1, device=self.device),
+                 self.conds.index(torch.zeros(1, dtype=torch.long, device=self.device)))
+        try:
+            disc = TeacherDiscriminator(self.teacher.F, list(a.blocks), probe).to(self.device)
+        except (ValueError, IndexError) as exc:
+            raise UserError(f"objective.adversarial.blocks={list(a.blocks)}: {exc}") from None
+        opt = torch.optim.AdamW(disc.parameters(), lr=a.lr, betas=tuple(a.betas), weight_decay=0.0)
+        gen = torch.Generator().manual_seed(rank_seed(self.cfg.seed, self.dist.rank) + 11)
+        return {"disc": disc, "optimizer": opt, "generator": gen}
+
+    def _adversarial_inputs(self, pairs: Pairs):
+        """Fake-sample inputs (pure noise at pi/2, prompt and guidance of spread pairs) and the real side."""
+        from .objectives.adversarial import pick
+
+        a, gen = self.cfg.objective.adversarial, self.adversarial["generator"]
+        idx = pick(len(pairs), a.samples).to(self.device)
+        noise = torch.randn((idx.numel(), *self.image_shape), generator=gen).to(self.device)
+        t = torch.full((idx.numel(),), math.pi / 2, device=self.device)
+        cond = pairs.cond.index(idx)
+        return (noise, t, cond, pairs.w[idx]), pairs.x0[idx], noise
+
+    def _adversarial_step(self, fake: torch.Tensor, real: torch.Tensor, cond) -> tuple[torch.Tensor, callable]:
+        """``(generator loss, d_step)``: ``d_step()`` updates the heads on the detached fake."""
+        from .objectives.adversarial import hinge_d_loss, renoise, renoise_angles
+
+        a, adv, sd = self.cfg.objective.adversarial, self.adversarial, self.sigma_d
+        disc, gen = adv["disc"], adv["generator"]
+        s = renoise_angles(fake.shape[0], a, gen).to(self.device)
+        eps = torch.randn(fake.shape, generator=gen).to(self.device)  # the same noise for real and fake
+        fake_s, real_s = renoise(fake, s, eps, sd), renoise(real, s, eps, sd)
+        g_loss = -disc(fake_s / sd, s, cond).mean()
+
+        def d_step() -> torch.Tensor:
+            adv["optimizer"].zero_grad(set_to_none=True)  # drop what the generator loss left on the heads
+            d_loss = hinge_d_loss(disc(real_s / sd, s, cond), disc(fake_s.detach() / sd, s, cond))
+            d_loss.backward()
+            if self.dist.enabled:  # replicated heads: average their gradients over ranks
+                for p in disc.parameters():
+                    if p.grad is not None:
+                        p.grad.copy_(dist_utils.all_reduce_sum(p.grad, self.dist) / self.dist.world_size)
+            adv["optimizer"].step()
+            return d_loss.detach()
+
+        return g_loss, d_step
 
     def _make_forward_source(self, generator: torch.Generator):
         """The baselines: real images (``forward``) or a pool of teacher samples (``teacher_x0``),
@@ -264,7 +322,7 @@ class Distiller:
     def _to_device(self, pairs: Pairs) -> Pairs:
         d = self.device
         return Pairs(pairs.x_t.to(d), pairs.t.to(d), pairs.u.to(d), pairs.cond.to(d), pairs.w.to(d),
-                     pairs.mask.to(d), pairs.prompt_ids)
+                     pairs.mask.to(d), pairs.prompt_ids, None if pairs.x0 is None else pairs.x0.to(d))
 
     def train_step(self, pairs: Pairs | None = None) -> dict:
         """One optimiser step on ``pairs`` (default: the source's next batch for this rank).
@@ -284,10 +342,28 @@ class Distiller:
             # on the training device: NCCL reduces CUDA tensors only, and a host copy would be a sync
             kept = dist_utils.all_reduce_sum(pairs.mask.sum().reshape(()).float(), self.dist)
             denominator = kept / self.dist.world_size
+        a = self.cfg.objective.adversarial
+        adversarial = self.adversarial is not None and self.step >= a.start_step
+        extra, extra_out, d_step = None, [], None
+        if adversarial:
+            extra, real, noise = self._adversarial_inputs(pairs)
         loss, stats = scm_loss(self.model, pairs, self.sigma_d, r, self.cfg.objective, jvp_student=self.student,
-                               denominator=denominator, bf16=self.cfg.precision == "bf16")
+                               denominator=denominator, bf16=self.cfg.precision == "bf16", extra=extra,
+                               extra_out=extra_out)
+        if self.adversarial is not None:
+            zero = torch.zeros((), device=loss.device)
+            stats["adv_g"], stats["adv_d"] = zero, zero
+        if adversarial:
+            from .objectives.adversarial import one_step_sample
+
+            fake = one_step_sample(extra_out[0], noise, self.sigma_d)
+            g_loss, d_step = self._adversarial_step(fake, real, extra[2])
+            loss = loss + a.weight * g_loss
+            stats["adv_g"] = g_loss.detach()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if d_step is not None:  # the heads' step (on the detached fake: the student's gradients stay as they are)
+            stats["adv_d"] = d_step()
         clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         if hasattr(norm, "full_tensor"):  # FSDP2: a replicated DTensor
@@ -368,7 +444,14 @@ class Distiller:
             "student": model_state, "ema": self.ema.full_state_dict(),
             "optimizer": optim_state, "sources": sources,
             "torch_rng": torch.get_rng_state(),
+            **({"adversarial": self._adversarial_state()} if self.adversarial is not None else {}),
         }
+
+    def _adversarial_state(self) -> dict:
+        adv = self.adversarial
+        # the heads are replicated (rank 0's copy stands for all); every rank's own generator
+        return {"heads": adv["disc"].state_dict(), "optimizer": adv["optimizer"].state_dict(),
+                "generators": dist_utils.gather_objects(adv["generator"].get_state(), self.dist)}
 
     def load_state_dict(self, state: dict) -> None:
         if int(state["world_size"]) != self.dist.world_size:
@@ -381,6 +464,14 @@ class Distiller:
         torch.set_rng_state(state["torch_rng"])
         self.step, self.skipped = int(state["step"]), int(state["skipped"])
         self.consecutive_skips = int(state["consecutive_skips"])
+        if self.adversarial is not None:
+            if "adversarial" not in state:
+                raise UserError("the checkpoint was written without objective.adversarial: resume with "
+                                "objective.adversarial.weight=0, or start a new run")
+            adv, saved = self.adversarial, state["adversarial"]
+            adv["disc"].load_state_dict(saved["heads"])
+            adv["optimizer"].load_state_dict(saved["optimizer"])
+            adv["generator"].set_state(saved["generators"][self.dist.rank])
 
     def save_checkpoint(self, folder: Path) -> Path | None:
         state = self.state_dict()  # collective: every rank takes part

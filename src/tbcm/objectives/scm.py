@@ -18,13 +18,15 @@ constant target.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 from torch import Tensor
 
+from ..models.text import TextCondition
 from ..pairs.base import Pairs
+from .adversarial import AdversarialConfig
 
 JVP_BACKENDS = ("autograd", "finite_difference")
 TANGENT_NORMS = ("l2", "rms")
@@ -41,6 +43,7 @@ class SCMConfig:
     prior_weight: bool = True  # hustvl/TBCM's 1 / (sigma_d tan t); measured best (docs/results.md)
     jvp: str = "autograd"  # "autograd" (torch.func.jvp) or "finite_difference"
     fd_eps: float = 1e-3  # step of the central finite difference, in units of the tangent
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)  # off unless weight > 0
 
 
 def tangent_ratio(step: int, cfg: SCMConfig) -> float:
@@ -104,7 +107,8 @@ def normalise_tangent(g: Tensor, norm: str, c: float) -> tuple[Tensor, Tensor]:
 
 
 def scm_loss(student, pairs: Pairs, sigma_d: float, r: float, cfg: SCMConfig, jvp_student=None,
-             denominator: float | Tensor | None = None, bf16: bool = False) -> tuple[Tensor, dict]:
+             denominator: float | Tensor | None = None, bf16: bool = False,
+             extra: tuple | None = None, extra_out: list | None = None) -> tuple[Tensor, dict]:
     """sCM loss on a batch of pairs.
 
     ``student(x_norm, t, cond, w, with_logvar=True) -> (F, logvar)`` is the gradient path (it may
@@ -116,6 +120,10 @@ def scm_loss(student, pairs: Pairs, sigma_d: float, r: float, cfg: SCMConfig, jv
     ``F- + g`` stay in fp32 (forward-mode AD in bf16 loses the small differences the target is
     made of); the residual's ``F-`` is the gradient forward's own detached output.  Returns the scalar loss (with gradients into the student's parameters) and
     statistics as detached 0-d tensors (``loss``, ``mse``, ``g_rms``, ``kept``).
+
+    ``extra = (x_norm [K,...], t [K], cond, w [K])`` rides along in the gradient forward (one call:
+    the adversarial term's fake samples); its ``F`` ``[K, ...]`` (with gradients) is appended to
+    ``extra_out``.
     """
     jvp_student = student if jvp_student is None else jvp_student
     x_t, t, u = pairs.x_t, pairs.t.to(pairs.x_t.dtype), pairs.u
@@ -136,8 +144,16 @@ def scm_loss(student, pairs: Pairs, sigma_d: float, r: float, cfg: SCMConfig, jv
     g, g_rms = normalise_tangent(scm_tangent(F_minus, dF_minus, x_t, u, t, sigma_d, r), cfg.tangent_norm,
                                  cfg.tangent_norm_c)
 
+    inputs = (*primals, pairs.cond, pairs.w)
+    if extra is not None:
+        inputs = (torch.cat([primals[0], extra[0]]), torch.cat([t, extra[1].to(t.dtype)]),
+                  TextCondition.cat([pairs.cond, extra[2]]), torch.cat([pairs.w, extra[3]]))
     with torch.autocast(device_type=x_t.device.type, dtype=torch.bfloat16, enabled=bf16):
-        F, logvar = student(*primals, pairs.cond, pairs.w, with_logvar=True)
+        F, logvar = student(*inputs, with_logvar=True)
+    if extra is not None:
+        n = x_t.shape[0]
+        extra_out.append(F[n:].to(F_minus.dtype))
+        F, logvar = F[:n], logvar[:n]
     F = F.to(F_minus.dtype)
     # sg(F), not the JVP's F-: under bf16 the two differ by rounding that would bias every target
     per_sample = (F - F.detach() - g).pow(2).flatten(1).mean(1)

@@ -20,7 +20,9 @@ class Pairs:
     * ``cond`` the prompt condition of each pair (batch ``N``);
     * ``w``    ``[N]`` CFG scale the tangent was computed with (the student's guidance input);
     * ``mask`` ``[N]`` loss weight in ``{0, 1}`` (0 = dropped by a filter);
-    * ``prompt_ids`` ``[N]`` index of each pair's prompt in the prompt list (for caches).
+    * ``prompt_ids`` ``[N]`` index of each pair's prompt in the prompt list (for caches);
+    * ``x0``   ``[N, C, H, W]`` the final sample of each pair's teacher trajectory, or ``None``
+      (kept only when something needs it: the adversarial term's real side).
     """
 
     x_t: Tensor
@@ -30,6 +32,7 @@ class Pairs:
     w: Tensor
     mask: Tensor
     prompt_ids: Tensor | None = None
+    x0: Tensor | None = None
 
     def __len__(self) -> int:
         return self.x_t.shape[0]

@@ -33,7 +33,7 @@ class TrajectoryPool:
             raise ValueError(f"pool_prompts and reuse must be >= 1, got {pool_prompts}, {reuse}")
         self.inner, self.pool_prompts, self.reuse = inner, int(pool_prompts), int(reuse)
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
-        self.pool: dict[str, Tensor] | None = None  # x_t, t, u, w, mask, prompt_ids: [M, ...] each
+        self.pool: dict[str, Tensor] | None = None  # x_t, t, u, w, mask, prompt_ids (, x0): [M, ...] each
         self.pairs_per_prompt = 0  # learnt from the first refill (K - 1, or the subset, + renoised)
 
     @property
@@ -59,6 +59,8 @@ class TrajectoryPool:
         self.pairs_per_prompt = len(fresh) // self.pool_prompts
         new = {"x_t": fresh.x_t, "t": fresh.t, "u": fresh.u, "w": fresh.w, "mask": fresh.mask,
                "prompt_ids": fresh.prompt_ids.to(fresh.t.device)}
+        if fresh.x0 is not None:  # the trajectories' final samples (the adversarial term's real side)
+            new["x0"] = fresh.x0
         if self.reuse > 1:
             new = {k: v.repeat(self.reuse, *([1] * (v.ndim - 1))) for k, v in new.items()}
         if self.pool is not None:
@@ -76,7 +78,7 @@ class TrajectoryPool:
         self.pool = {k: v[need:] for k, v in self.pool.items()}
         ids = take["prompt_ids"]
         return Pairs(x_t=take["x_t"], t=take["t"], u=take["u"], cond=self.conds.index(ids), w=take["w"],
-                     mask=take["mask"], prompt_ids=ids.cpu())
+                     mask=take["mask"], prompt_ids=ids.cpu(), x0=take.get("x0"))
 
     def state_dict(self) -> dict:
         state = {"inner": self.inner.state_dict(), "generator": self.generator.get_state(),

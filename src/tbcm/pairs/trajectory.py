@@ -61,6 +61,7 @@ class TrajectoryPairSource:
         self.image_shape = tuple(image_shape)
         self.blank_value = blank_value
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        self.keep_final = False  # attach each pair's trajectory end x0 (the adversarial term sets it)
         self.reference, self._jitter = training_route(config.route, config.route_points, config.shift)
         self.teacher_calls = 0  # guided teacher evaluations so far (each = one cond + one null pass)
 
@@ -115,13 +116,14 @@ class TrajectoryPairSource:
             w=w.repeat_interleave(k - 1),
             mask=keep.to(device).repeat_interleave(k - 1),
             prompt_ids=prompt_ids.repeat_interleave(k - 1),
+            x0=traj.final.repeat_interleave(k - 1, 0) if self.keep_final else None,
         )
         m = self.config.points_per_trajectory
         if 0 < m < k - 1:  # ablation: a random subset of each trajectory's points
             pick = torch.rand(p, k - 1, generator=self.generator).argsort(dim=1)[:, :m].sort(dim=1).values
             idx = (pick + torch.arange(p)[:, None] * (k - 1)).reshape(-1).to(x_t.device)
             pairs = Pairs(pairs.x_t[idx], pairs.t[idx], pairs.u[idx], pairs.cond.index(idx), pairs.w[idx],
-                          pairs.mask[idx], pairs.prompt_ids[idx.cpu()])
+                          pairs.mask[idx], pairs.prompt_ids[idx.cpu()], None if pairs.x0 is None else pairs.x0[idx])
         if self.config.renoised_points > 0:
             pairs = _concat(pairs, self.renoised_pairs(traj.final, route, cond, w, keep.to(device), prompt_ids))
         return pairs
@@ -141,9 +143,10 @@ class TrajectoryPairSource:
         u = self.teacher.velocity(x_t, t, cond_m, w_m)
         self.teacher_calls += p * m
         return Pairs(x_t=x_t, t=t, u=u, cond=cond_m, w=w_m, mask=keep.repeat_interleave(m),
-                     prompt_ids=prompt_ids.repeat_interleave(m))
+                     prompt_ids=prompt_ids.repeat_interleave(m), x0=x0 if self.keep_final else None)
 
 
 def _concat(a: Pairs, b: Pairs) -> Pairs:
+    x0 = None if a.x0 is None or b.x0 is None else torch.cat([a.x0, b.x0])
     return Pairs(torch.cat([a.x_t, b.x_t]), torch.cat([a.t, b.t]), torch.cat([a.u, b.u]), TextCondition.cat([a.cond, b.cond]),
-                 torch.cat([a.w, b.w]), torch.cat([a.mask, b.mask]), torch.cat([a.prompt_ids, b.prompt_ids]))
+                 torch.cat([a.w, b.w]), torch.cat([a.mask, b.mask]), torch.cat([a.prompt_ids, b.prompt_ids]), x0)
