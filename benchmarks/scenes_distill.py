@@ -1,0 +1,154 @@
+"""The scenes miniature, end to end: the teacher at its best guidance, the TBCM student, and the
+forward-noised baseline (sCM on freshly generated real scenes, ``source=forward``) trained for the
+same steps, side by side, on seen and held-out prompts.
+
+Both students train at once, one CPU thread each (their times are printed: compare them), then
+each is evaluated by ``tbcm.evaluation.evaluate`` (FID on the scenes judge's features against
+fresh real scenes, GenEval-style adherence) at 1, 2 and 4 steps, at its best guidance input
+within its training range; the teacher is swept at 16 steps.  Results go to a JSON-lines file
+(one row per model; a rerun skips finished runs), a table to stdout (``--write-doc``: into
+docs/results.md), and a grid (a row per prompt, seen then held-out) to docs/img/.
+
+    python benchmarks/scenes_distill.py                       # about 45 minutes on 2 cores
+    python benchmarks/scenes_distill.py --steps 20 --n 2      # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import datetime
+import json
+import multiprocessing as mp
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "distill_scenes.yaml"
+TEACHER_CFGS = [1.0, 2.0, 3.0]
+KINDS = {"tbcm": [], "forward": ["source=forward", "forward.data=scenes"]}
+
+
+def train(kind: str, steps: int, seed: int, runs: str) -> dict:
+    torch.set_num_threads(1)
+    from tbcm.config import DistillConfig, load_config
+    from tbcm.distill import Distiller
+
+    out = Path(runs) / f"{kind}_s{seed}"
+    cfg = load_config(DistillConfig, CONFIG, [f"steps={steps}", f"seed={seed}", "threads=1", *KINDS[kind]])
+    start = time.perf_counter()
+    Distiller(cfg).run(out, overwrite=True, progress=False)
+    return {"kind": kind, "seed": seed, "steps": steps, "train_s": time.perf_counter() - start, "run": str(out)}
+
+
+def evaluate_run(row: dict, n: int, with_teacher: bool) -> dict:
+    torch.set_num_threads(1)
+    from tbcm.evaluation import evaluate
+
+    result = evaluate(row["run"], [1, 2, 4], n, teacher_steps=[16] if with_teacher else [],
+                      teacher_cfgs=TEACHER_CFGS if with_teacher else [], student_cfgs=None)
+    return {**row, "n": n, "eval": result}
+
+
+def grid(rows: list[dict], path: Path, prompts: list[str], seeds: int = 4) -> None:
+    """Teacher (16 steps, best guidance) | TBCM 1 step | forward 1 step, a row per prompt."""
+    from tbcm.grids import grid_image, panels, save_png
+    from tbcm.models.bundle import load_bundle
+    from tbcm.models.student import Student
+    from tbcm.models.teacher import Teacher
+    from tbcm.previews import student_samples, teacher_samples
+
+    named = []
+    tb = next(r for r in rows if r["kind"] == "tbcm")["eval"]["teacher_best"]
+    teacher = Teacher.from_bundle(load_bundle("builtin:scenes", expect_kind="teacher"))
+    named.append((f"teacher 16 steps w={tb['cfg']:g}", grid_image(teacher_samples(teacher, prompts, tb["cfg"], 16, seeds),
+                                                                   rows=len(prompts))))
+    for r in rows:
+        bundle = load_bundle(Path(r["run"]) / "student", expect_kind="student")
+        w = r["eval"]["student_best"]["1"]["cfg"]
+        images = student_samples(Student.from_bundle(bundle).eval(), bundle.encoder, prompts, w, 1, seeds)
+        named.append((f"{r['kind']} 1 step w={w:g}", grid_image(images, rows=len(prompts))))
+    save_png(panels(named), path)
+
+
+def table(rows: list[dict], steps: int) -> str:
+    first = rows[0]["eval"]
+    tb = first["teacher_best"]
+    t16 = first["teacher_sweep"]["16"]
+    lines = ["Teacher, 16 steps, guidance sweep (seen prompts / held-out prompts):", "",
+             "| guidance | " + " | ".join(t16) + " |", "|---" * (len(t16) + 1) + "|",
+             "| FID seen | " + " | ".join(f"{t16[w]['seen']['fid']:.1f}" for w in t16) + " |",
+             "| adherence seen | " + " | ".join(f"{t16[w]['seen']['all']:.1%}" for w in t16) + " |",
+             "| FID held-out | " + " | ".join(f"{t16[w]['heldout']['fid']:.1f}" for w in t16) + " |",
+             "| adherence held-out | " + " | ".join(f"{t16[w]['heldout']['all']:.1%}" for w in t16) + " |", "",
+             f"Teacher's best (seen FID): w={tb['cfg']:g}.", "",
+             "| model | steps | guidance | FID seen | adh. seen | position seen | FID held-out | adh. held-out "
+             "| position held-out | FID seen / teacher best | train s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def line(name, k, b, train_s="-"):
+        ratio = b["seen"]["fid"] / tb["seen"]["fid"]
+        return (f"| {name} | {k} | {b['cfg']:g} | {b['seen']['fid']:.1f} | {b['seen']['all']:.1%} | "
+                f"{b['seen']['position']:.1%} | {b['heldout']['fid']:.1f} | {b['heldout']['all']:.1%} | "
+                f"{b['heldout']['position']:.1%} | {ratio:.2f}x | {train_s} |")
+
+    lines.append(line("teacher", 16, tb))
+    for r in rows:
+        for k, b in r["eval"]["student_best"].items():
+            lines.append(line(f"{r['kind']} student", k, b, f"{r['train_s']:.0f}"))
+    judge = first["reference"]["judge"]
+    lines += ["", f"`python benchmarks/scenes_distill.py --steps {steps}`; {platform.machine()}, one thread per "
+              f"run, torch {torch.__version__}, {datetime.date.today()}; {first['n_per_class']} images per prompt, "
+              f"{first['reference']['seen_prompts']} seen and {first['reference']['heldout_prompts']} held-out "
+              f"prompts; the judge reads {judge.get('exact', float('nan')):.2%} of fresh real scenes exactly."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=800)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n", type=int, default=16, help="images per prompt in every evaluation")
+    ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "scenes.jsonl"))
+    ap.add_argument("--runs", default=str(ROOT / "runs" / "scenes_distill"))
+    ap.add_argument("--report", action="store_true", help="only print the table from the results file")
+    ap.add_argument("--write-doc", action="store_true", help="write the table and grid into docs/results.md")
+    args = ap.parse_args()
+    path = Path(args.results)
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+    rows = [r for r in rows if r["steps"] == args.steps and r["seed"] == args.seed]
+    if not args.report:
+        todo = [k for k in KINDS if k not in {r["kind"] for r in rows}]
+        ctx = mp.get_context("spawn")
+        with cf.ProcessPoolExecutor(max_workers=2, mp_context=ctx) as pool:
+            trained = list(pool.map(train, todo, [args.steps] * len(todo), [args.seed] * len(todo),
+                                    [args.runs] * len(todo)))
+            evaluated = list(pool.map(evaluate_run, trained, [args.n] * len(trained),
+                                      [k == "tbcm" for k in todo]))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            for row in evaluated:
+                f.write(json.dumps(row) + "\n")
+        rows += evaluated
+    rows.sort(key=lambda r: list(KINDS).index(r["kind"]))
+    text = table(rows, args.steps)
+    if args.write_doc:
+        from tbcm.scenes.evaluate import HELDOUT_PROMPTS, SEEN_PROMPTS
+
+        png = ROOT / "docs" / "img" / "scenes_grid.png"
+        prompts = SEEN_PROMPTS[12:16] + HELDOUT_PROMPTS[:4]
+        grid(rows, png, prompts)
+        text += ("\n\n![teacher | TBCM | forward baseline, a row per prompt: four seen, then four held-out]"
+                 f"(img/{png.name})\n\nRows: " + "; ".join(f"{i + 1}. {p}" + (" (held-out)" if i >= 4 else "")
+                                                           for i, p in enumerate(prompts)))
+        from results_doc import write_block
+
+        write_block("scenes", text, heading="## The scenes miniature: seen and held-out prompts")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
