@@ -2,12 +2,15 @@
 the shipped judge, and `tbcm eval` on a scenes student."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from tbcm.cli import main
+from tbcm.errors import UserError
 from tbcm.models.bundle import Bundle, ModelMeta, save_bundle
 from tbcm.models.dit import DiTConfig, TinyDiT
 from tbcm.models.student import LogvarHead
@@ -28,6 +31,8 @@ from tbcm.scenes.generator import (
     to_flow,
 )
 from tbcm.scenes.judge import attribute_scores, exact_accuracy, label_ids, load_judge, real_batch
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @pytest.fixture(autouse=True)
@@ -153,3 +158,19 @@ def test_eval_recognises_a_scenes_student(tmp_path, capsys):
     assert main(["eval", str(student), "--steps", "1", "--n", "2"]) == 0
     table = capsys.readouterr().out
     assert "heldout" in table and "held-out" in table
+
+
+def test_teacher_train_on_scenes_takes_only_the_training_split(tmp_path, capsys):
+    from tbcm.data import load_training_data
+
+    data = load_training_data("scenes", 32, "{label}", generated_images=300, seed=5)
+    assert data.images.shape == (300, 3, 32, 32)
+    _, held = split()
+    assert not {s.prompt() for s in held} & set(data.prompts)
+    with pytest.raises(UserError, match="image_size: 32"):
+        load_training_data("scenes", 16, "{label}", generated_images=10)
+    out = tmp_path / "teacher"
+    assert main(["teacher", "train", "--out", str(out), "--config", str(CONFIGS / "teacher_scenes.yaml"),
+                 "--no-progress", "steps=2", "generated_images=64", "model.depth=1", "sample_steps=2"]) == 0
+    meta = yaml.safe_load((out / "model.yaml").read_text())
+    assert meta["channels"] == 3 and meta["image_size"] == 32 and meta["extra"]["trained_on"] == "scenes"
