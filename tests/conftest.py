@@ -58,3 +58,12 @@ def assert_cli_error(argv, capsys) -> str:
     assert rc == 2, err
     assert err.startswith("tbcm: error: ") and "\n" not in err and "Traceback" not in err
     return err
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (2-core CI runs tests beside each other's subprocesses)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

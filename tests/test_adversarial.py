@@ -22,12 +22,7 @@ ADV = ["objective.adversarial.weight=0.5", "objective.adversarial.samples=3", "o
        "optim.warmup_steps=0", "start_check_max_error=0"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _distiller(teacher_dir, *extra) -> Distiller:

@@ -35,12 +35,7 @@ from tbcm.scenes.judge import attribute_scores, exact_accuracy, label_ids, load_
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _colour_mask(image: np.ndarray, colour: str) -> np.ndarray:
