@@ -6,11 +6,7 @@
 # Wheels the GPU image lacks travel in .whl/ (see gpu_session.sh). Results land in $OUT; merge with
 #   python benchmarks/sana_real_shape.py --no-measure --gpu-json gpu_side_by_side.json --write-results
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  && export PYTHONPATH=/tmp/site:$PWD/src || exit 1
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+source benchmarks/gpu_setup.sh
 # 1. the side-by-side rows: 7 cases, one after the other, 8 warm-up + 8 timed steps each (a pool of 8 prompts)
 timeout 420 python3 benchmarks/sana_real_shape.py --full --json "$OUT/gpu_side_by_side.json" 2>&1 | tail -32
 # 2. what torch.compile of the rollout's teacher adds (1024 px, bf16 autocast on top of the bf16 weights)
