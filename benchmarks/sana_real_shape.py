@@ -500,7 +500,7 @@ def table(res: dict) -> list[str]:
     s, cpu = res["settings"], res["device"] == "cpu"
     cols = ["px", "step kind", "pairs / step", "guided teacher calls / step", "ms / pair", "encoder", "teacher",
             "student step"]
-    cols += ["CPU ms / pair", "CPU share"] if cpu else []
+    cols += ["CPU ms / pair, as run", "CPU share"] if cpu else []
     cols += ["peak MB"] + (["peak MB above the imports"] if cpu else [])
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     k, q = s["route_points"], s["pool_prompts"]
@@ -522,7 +522,7 @@ def table(res: dict) -> list[str]:
         cells += [f"{c['cpu_ms_per_pair']:.0f}", f"{c['cpu_share']:.0%}"] if cpu else []
         cells += [f"{c['peak_mb']:.0f}"] + ([f"{c['peak_mb'] - c['import_rss_mb']:.0f}"] if cpu else [])
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "| px | ratio | ms / pair | teacher ms / pair | peak MB" + (" | CPU ms / pair" if cpu else "") + " |",
+    lines += ["", "| px | ratio | ms / pair | teacher ms / pair | peak MB" + (" | CPU ms / pair, as run" if cpu else "") + " |",
               "|---|---|---|---|---|" + ("---|" if cpu else "")]
     for r in ratio_rows(res):
         cells = [str(r["px"]), r["what"], f"{r['time']:.2f}", f"{r['teacher']:.2f}", f"{r['memory']:.2f}"]
@@ -540,7 +540,8 @@ def table(res: dict) -> list[str]:
              + (f" sCM encodes {enc} image(s) per step, tiled to the pairs; the encoder column is its time per image, "
                 "counted once per pair, and sCM's peak memory is that of a "
                 f"{enc}-image encode (in sCM's favour)." if enc else "")
-             + (" CPU ms: user + system time of the process; CPU share: that over wall time x threads (well under "
+             + (" CPU ms, as run: user + system time of the process per pair, with only the images sCM really "
+                "encoded (not scaled like the encoder column); CPU share: that over wall time x threads (well under "
                 "100% = other processes held the cores)." if cpu else ""))
     if any_case is not None:
         notes += (f" Parameters: teacher {any_case['params_teacher'] / 1e6:.1f} M, student "
