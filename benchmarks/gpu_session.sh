@@ -4,14 +4,10 @@
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 ... -d .whl diffusers==0.42.1 omegaconf==2.3.0 ...
 # Results land in $OUT (gpu.json: real-shape step time/memory; jvp.json: JVP checks; distill.log).
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  && export PYTHONPATH=/tmp/site:$PWD/src || exit 1
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+source benchmarks/gpu_setup.sh
 python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)"
 # 1. Sana-0.6B shapes, full depth, bf16: TBCM step vs data-driven sCM step, per pair
-timeout 200 python3 benchmarks/sana_real_shape.py --full --steps 4 --json "$OUT/gpu.json" 2>&1 | tail -9
+timeout 200 python3 benchmarks/sana_real_shape.py --full --sizes 512 --no-paper --json "$OUT/gpu.json" 2>&1 | tail -16
 # 2. the digits default end to end on CUDA (trajectory source, bf16 autocast, checkpoints, grids)
 timeout 60 python3 -m tbcm.cli distill --out /tmp/run_cuda --no-progress steps=40 device=cuda precision=bf16 \
   checkpoint_every=20 sample.seeds=2 > "$OUT/distill.log" 2>&1; echo "distill on cuda: exit $?"; tail -4 "$OUT/distill.log"

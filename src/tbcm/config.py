@@ -20,6 +20,7 @@ from .errors import UserError, brief
 from .models.dit import DiTConfig
 from .objectives.scm import JVP_BACKENDS, TANGENT_NORMS, SCMConfig
 from .pairs.forward import ForwardConfig
+from .pairs.rollout_teacher import ROLLOUT_DTYPES
 from .pairs.trajectory import TrajectoryConfig
 from .trigflow import ROUTES
 
@@ -242,6 +243,11 @@ def validate(cfg) -> None:
                cfg.pairs.renoised_points, "0 with source=cache (the cache holds trajectory points only)")
         _check(cfg.pairs.pool_prompts >= 0, "pairs.pool_prompts", cfg.pairs.pool_prompts, ">= 0 (0 = off)")
         _check(cfg.pairs.pool_reuse >= 1, "pairs.pool_reuse", cfg.pairs.pool_reuse, "a positive integer")
+        _check(cfg.pairs.rollout_dtype in ROLLOUT_DTYPES, "pairs.rollout_dtype", cfg.pairs.rollout_dtype,
+               f"one of {', '.join(ROLLOUT_DTYPES)}")
+        _check(cfg.source == "trajectory" or (cfg.pairs.rollout_dtype == "fp32" and not cfg.pairs.rollout_compile),
+               "pairs.rollout_dtype/rollout_compile", f"{cfg.pairs.rollout_dtype}/{cfg.pairs.rollout_compile}",
+               f"fp32/false with source={cfg.source} (they apply to the online trajectory rollout only)")
         _check(cfg.pairs.blank_threshold >= 0, "pairs.blank_threshold", cfg.pairs.blank_threshold, ">= 0 (0 = off)")
         o = cfg.objective
         _check(o.jvp in JVP_BACKENDS, "objective.jvp", o.jvp, f"one of {', '.join(JVP_BACKENDS)}")

@@ -40,6 +40,7 @@ from .objectives.scm import scm_loss, tangent_ratio
 from .outputs import check_output_dir
 from .pairs.base import Pairs
 from .pairs.prompts import PromptSampler
+from .pairs.rollout_teacher import rollout_teacher
 from .pairs.trajectory import TrajectoryPairSource
 from .previews import student_samples, teacher_samples
 
@@ -207,7 +208,8 @@ class Distiller:
             return self._make_forward_source(generator)
         sampler = PromptSampler(len(self.prompts), seed=cfg.seed, rank=rank, world_size=world)
         blank = blank_reference(cfg, self.teacher_bundle.meta, self.image_shape)
-        source = TrajectoryPairSource(self.teacher, self.conds, list(cfg.cfg_scales), self.image_shape, cfg.pairs,
+        teacher = rollout_teacher(self.teacher, cfg.pairs.rollout_dtype, cfg.pairs.rollout_compile)
+        source = TrajectoryPairSource(teacher, self.conds, list(cfg.cfg_scales), self.image_shape, cfg.pairs,
                                       blank, generator, sampler)
         if cfg.pairs.pool_prompts > 0:  # online rollouts only: cache and forward sources have no pool
             from .pairs.pool import TrajectoryPool

@@ -15,6 +15,7 @@ from .config import DistillConfig
 from .distill import blank_reference, load_teacher_and_prompts
 from .errors import UserError
 from .pairs.cache import write_trajectory_cache
+from .pairs.rollout_teacher import rollout_teacher
 from .pairs.trajectory import TrajectoryPairSource
 
 
@@ -27,6 +28,7 @@ def write_cache_from_config(cfg: DistillConfig, out: str | Path, progress: bool 
     meta = bundle.meta
     teacher.F.to(info.device)  # the network only: prompts are encoded already
     shape = (meta.channels, meta.image_size, meta.image_size)
+    teacher = rollout_teacher(teacher, cfg.pairs.rollout_dtype, cfg.pairs.rollout_compile)
     source = TrajectoryPairSource(teacher, conds.to(info.device), list(cfg.cfg_scales), shape, cfg.pairs,
                                   blank_reference(cfg, meta, shape), torch.Generator())
     path = write_trajectory_cache(source, prompts, out, cfg.cache.shards, cfg.cache.prompts_per_shard, cfg.seed,

@@ -39,6 +39,10 @@ class TrajectoryConfig:
     # 64 measured best on the embedded default, mostly at 2 and 4 steps (docs/results.md, recipe)
     pool_prompts: int = 64
     pool_reuse: int = 1  # times each pooled pair is served
+    # The teacher forward of the rollout (tbcm.pairs.rollout_teacher): "fp32", or "bf16" (autocast;
+    # float32 fallback with a warning where unavailable); and torch.compile of it (eager fallback).
+    rollout_dtype: str = "fp32"
+    rollout_compile: bool = False
 
 
 class TrajectoryPairSource:
