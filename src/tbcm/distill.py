@@ -400,7 +400,8 @@ class Distiller:
         ema_state = self.ema.full_state_dict()
         meta = self.teacher_bundle.meta
         student = Student(copy.deepcopy(self._student_template), meta.sigma_d, meta.timestep_scale)
-        student.load_state_dict(ema_state)
+        # the EMA averages parameters; buffers (SD3's fixed position table) stay the template's
+        student.load_state_dict({**student.state_dict(), **ema_state})
         return student.eval()
 
     def run(self, out: str | Path, overwrite: bool = False, progress: bool = True, resume: bool = False) -> Path:
