@@ -18,6 +18,7 @@ FAMILIES = {
     "tbcm": "tbcm.models.builtin",
     "sana": "tbcm.models.families.sana",
     "flux": "tbcm.models.families.flux",
+    "sd3": "tbcm.models.families.sd3",
 }
 
 
