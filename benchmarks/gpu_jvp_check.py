@@ -29,7 +29,7 @@ import torch
 def sana_06b_student(depth: int, device, dtype=torch.float32):
     from diffusers import SanaTransformer2DModel
 
-    from tbcm.models.sana import SanaVelocityNet, use_math_cross_attention
+    from tbcm.models.families.sana.network import SanaVelocityNet, use_math_cross_attention
     from tbcm.models.student import Student
 
     torch.manual_seed(0)
@@ -49,7 +49,7 @@ def sana_06b_student(depth: int, device, dtype=torch.float32):
 def set_sdpa(student) -> None:
     from diffusers.models.transformers.sana_transformer import SanaAttnProcessor2_0
 
-    from tbcm.models.sana import MathCrossAttnProcessor
+    from tbcm.models.families.sana.network import MathCrossAttnProcessor
 
     t = student.network.transformer
     t.set_attn_processor({n: (SanaAttnProcessor2_0() if isinstance(p, MathCrossAttnProcessor) else p)
@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
-    from tbcm.models.text import TextCondition
+    from tbcm.models.condition import TextCondition
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     depth = args.depth if device.type == "cuda" else min(args.depth, 2)

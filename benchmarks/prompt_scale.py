@@ -44,7 +44,7 @@ def child(count: int, steps: int, work: str, cache: str = "disk") -> dict:
     import torch
 
     from tbcm.cli import main
-    from tests.tiny_diffusers import save_tiny_sana_pipeline
+    from tests.models.families.tiny_diffusers import save_tiny_sana_pipeline
 
     torch.set_num_threads(1)
     work = Path(work)

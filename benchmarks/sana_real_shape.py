@@ -162,7 +162,7 @@ def random_conds(n: int, device, generator):
     """``n`` text conditions like cached Gemma-2 outputs: ``[n, 300, 2304]``, real tokens first."""
     import torch
 
-    from tbcm.models.text import TextCondition
+    from tbcm.models.condition import TextCondition
 
     embeds = torch.randn(n, TEXT_LEN, TEXT_DIM, generator=generator)
     lengths = torch.randint(20, TEXT_LEN + 1, (n,), generator=generator)
@@ -184,10 +184,10 @@ class Case:
         from diffusers import AutoencoderDC, SanaTransformer2DModel
 
         from tbcm.ema import EMA
-        from tbcm.models.sana import SanaVelocityNet, student_transformer
+        from tbcm.models.families.sana.network import SanaVelocityNet, student_transformer
         from tbcm.models.student import Student
         from tbcm.models.teacher import Teacher
-        from tbcm.models.text import TextCondition
+        from tbcm.models.condition import TextCondition
         from tbcm.objectives.scm import SCMConfig
         from tbcm.pairs.pool import TrajectoryPool
         from tbcm.pairs.rollout_teacher import rollout_teacher

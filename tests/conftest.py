@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from tbcm.models.bundle import Bundle, ModelMeta, save_bundle
-from tbcm.models.dit import DiTConfig, TinyDiT
-from tbcm.models.text import PromptEncoder
+from tbcm.models.builtin.dit import DiTConfig, TinyDiT
+from tbcm.models.builtin.text import PromptEncoder
 
 VOCAB = ["a", "handwritten", "digit", *[str(d) for d in range(10)]]
 

@@ -69,3 +69,16 @@ def test_prompts_are_walked_in_shuffled_passes_and_sharded_across_ranks():
         glob = single.next_ids(6)
         parts = [s.next_ids(3) for s in ranks]
         assert torch.equal(parts[0], glob[0::2]) and torch.equal(parts[1], glob[1::2])
+
+
+def test_the_sampling_copy_takes_ema_parameters_and_keeps_the_networks_buffers(tiny_teacher_dir):
+    """A network with a persistent buffer (diffusers' SD3 keeps its position table as one): the EMA
+    holds parameters only, the buffer comes from the network as built."""
+    d = _distiller(tiny_teacher_dir)
+    table = torch.arange(6.0).reshape(2, 3)
+    d._student_template.register_buffer("table", table.clone())
+    d.train_step()
+    copy = d.student_for_sampling()
+    assert torch.equal(copy.network.table, table)
+    for name, value in d.ema.full_state_dict().items():
+        assert torch.equal(copy.state_dict()[name], value)

@@ -96,7 +96,7 @@ def _two_process_weights(tmp_path, teacher_dir, parallel, real_source=False, ext
 
 @pytest.fixture
 def sana_teacher_dir(tmp_path):
-    from .tiny_diffusers import save_tiny_sana_pipeline
+    from tests.models.families.tiny_diffusers import save_tiny_sana_pipeline
 
     return save_tiny_sana_pipeline(tmp_path / "sana")
 

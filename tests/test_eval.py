@@ -19,7 +19,7 @@ from tbcm.evaluation import (
 from tbcm.evaluation.classifier import _split
 from tbcm.models.bundle import Bundle, ModelMeta, save_bundle
 from tbcm.models.student import LogvarHead
-from tbcm.models.text import PromptEncoder
+from tbcm.models.builtin.text import PromptEncoder
 
 from .conftest import assert_cli_error, assert_close_to_scale, tiny_encoder, tiny_network
 

@@ -12,9 +12,9 @@ import yaml
 from tbcm.cli import main
 from tbcm.errors import UserError
 from tbcm.models.bundle import Bundle, ModelMeta, save_bundle
-from tbcm.models.dit import DiTConfig, TinyDiT
+from tbcm.models.builtin.dit import DiTConfig, TinyDiT
 from tbcm.models.student import LogvarHead
-from tbcm.models.text import PromptEncoder
+from tbcm.models.builtin.text import PromptEncoder
 from tbcm.scenes.generator import (
     BACKGROUND,
     COLOURS,

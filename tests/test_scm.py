@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from tbcm.models.student import Student
-from tbcm.models.text import TextCondition
+from tbcm.models.condition import TextCondition
 from tbcm.objectives.scm import SCMConfig, jvp_autograd, jvp_finite_difference, scm_loss, tangent_ratio
 from tbcm.pairs.base import Pairs
 

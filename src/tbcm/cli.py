@@ -109,9 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--batch", type=int, default=None, help="with --reference: images per batch (default 16)")
     e.add_argument("--no-progress", action="store_true", help="with --reference: no progress bars")
 
-    x = sub.add_parser("export", help="write a Sana student as a SanaSprintPipeline folder")
+    x = sub.add_parser("export", help="write a student as a diffusers pipeline folder (Sana: SanaSprintPipeline)")
     x.set_defaults(func=cmd_export)
-    x.add_argument("run", metavar="RUN", help="a `tbcm distill` run folder (of a Sana teacher) or its student/ folder")
+    x.add_argument("run", metavar="RUN", help="a `tbcm distill` run folder or its student/ folder")
     x.add_argument("--format", choices=["diffusers"], default="diffusers", help="output format (diffusers)")
     x.add_argument("--out", required=True, help="output pipeline folder")
     x.add_argument("--overwrite", action="store_true", help="replace an existing --out (after the new one is complete)")
@@ -294,9 +294,8 @@ def cmd_eval_realscale(args) -> None:
 def cmd_export(args) -> None:
     from .export import export_diffusers
 
-    out = export_diffusers(args.run, args.out, overwrite=args.overwrite)
-    print(f"exported: {out}\nload it with diffusers.SanaSprintPipeline.from_pretrained({str(out)!r}); "
-          f"{out / 'tbcm_sampling.json'} has the call arguments for 1, 2 and 4 steps")
+    out, note = export_diffusers(args.run, args.out, overwrite=args.overwrite)
+    print(f"exported: {out}\n{note}")
 
 
 def cmd_classifier_train(args) -> None:

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import UserError, brief
-from .models.dit import DiTConfig
+from .models.builtin.dit import DiTConfig
 from .objectives.scm import JVP_BACKENDS, TANGENT_NORMS, SCMConfig
 from .pairs.forward import ForwardConfig
 from .pairs.rollout_teacher import ROLLOUT_DTYPES

@@ -34,8 +34,10 @@ from .errors import TrainingStopped, UserError
 from .grids import grid_image, panels, save_png
 from .metrics_log import MetricsLog
 from .models.bundle import BUILTIN, Bundle, ModelMeta, builtin_prompts_path, is_builtin, load_bundle, save_bundle
+from .models.registry import get_family
 from .models.student import Student
 from .models.teacher import Teacher
+from .models.text_cache import DiskCachedEncoder
 from .objectives.scm import scm_loss, tangent_ratio
 from .outputs import check_output_dir
 from .pairs.base import Pairs
@@ -63,9 +65,7 @@ def load_teacher_and_prompts(cfg: DistillConfig, dist: dist_utils.DistInfo | Non
     prompts = load_prompts(cfg.prompts)
     teacher = Teacher.from_bundle(bundle)
     encoder = teacher.encoder
-    if bundle.meta.family == "tbcm":
-        return bundle, teacher, prompts, encoder.encode(prompts)
-    if getattr(encoder, "cache_dir", None) is None:  # text_cache=none: all encodings in memory
+    if not isinstance(encoder, DiskCachedEncoder) or encoder.cache_dir is None:  # all encodings in memory
         return bundle, teacher, prompts, encoder.encode(prompts, progress=True)
     dist = dist if dist is not None else dist_utils.DistInfo()
     if dist.device.type == "cuda":
@@ -78,24 +78,21 @@ def load_teacher_and_prompts(cfg: DistillConfig, dist: dist_utils.DistInfo | Non
 
 def check_family_supports(cfg: DistillConfig, family: str) -> None:
     """What latent (diffusers) teachers cannot do yet, refused before any prompt is encoded."""
-    if family != "tbcm" and cfg.source == "forward":
+    fam = get_family(family)
+    if not fam.pixel_space and cfg.source == "forward":
         raise UserError(f"source=forward trains on real images encoded by the VAE, which tbcm does not do for "
                         f"{family} teachers: use source=trajectory (TBCM needs no images) or teacher_x0")
-    if family not in ("tbcm", *LATENT_VAES) and cfg.pairs.blank_threshold > 0:
+    if not fam.pixel_space and fam.blank_latent is None and cfg.pairs.blank_threshold > 0:
         raise UserError(f"pairs.blank_threshold needs the latent of a blank image, unknown for {family} teachers: "
                         "set pairs.blank_threshold=0")
 
 
-LATENT_VAES = {"sana": ("AutoencoderDC", "Sana"), "flux": ("AutoencoderKL", "FLUX")}  # family -> VAE class
-
-
 def blank_reference(cfg: DistillConfig, meta: ModelMeta, image_shape: tuple[int, int, int]):
-    """What the degenerate filter compares final samples with, in flow space: the built-in
-    family's blank pixel value, or a latent teacher's VAE encoding of a black image."""
-    if meta.family in LATENT_VAES and cfg.pairs.blank_threshold > 0:
-        from .models.families import blank_latent
-
-        return blank_latent(meta.extra["pipeline"], image_shape, *LATENT_VAES[meta.family])
+    """What the degenerate filter compares final samples with, in flow space: a pixel family's
+    blank pixel value, or a latent teacher's VAE encoding of a black image."""
+    blank_latent = get_family(meta.family).blank_latent
+    if blank_latent is not None and cfg.pairs.blank_threshold > 0:
+        return blank_latent(meta, image_shape)
     return meta.blank_value
 
 
@@ -496,7 +493,8 @@ class Distiller:
         ema_state = self.ema.full_state_dict()
         meta = self.teacher_bundle.meta
         student = Student(copy.deepcopy(self._student_template), meta.sigma_d, meta.timestep_scale)
-        student.load_state_dict(ema_state)
+        # the EMA averages parameters; buffers (SD3's fixed position table) stay the template's
+        student.load_state_dict({**student.state_dict(), **ema_state})
         return student.eval()
 
     def run(self, out: str | Path, overwrite: bool = False, progress: bool = True, resume: bool = False) -> Path:

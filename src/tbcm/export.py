@@ -1,54 +1,31 @@
-"""``tbcm export RUN --format diffusers --out DIR``: a Sana student as a ``SanaSprintPipeline`` folder.
+"""``tbcm export RUN --format diffusers --out DIR``: a student as a folder a diffusers pipeline runs.
 
-The folder holds the student transformer (``guidance_embeds=True``, dense time input), the
-teacher's text encoder, tokenizer and DC-AE, and an ``SCMScheduler`` with the student's
-``sigma_data``, so ``SanaSprintPipeline.from_pretrained(DIR)`` generates with it. It is written
-to a temporary folder beside ``DIR`` and renamed into place: a failed export leaves nothing
+Which pipeline, and whether there is one, is the student's family's business
+(:attr:`tbcm.models.family.Family.export`; Sana: ``SanaSprintPipeline``). The folder is written to
+a temporary folder beside ``DIR`` and renamed into place: a failed export leaves nothing
 half-written, and an existing ``DIR`` is replaced only with ``overwrite``.
-
-Step counts. ``SCMScheduler`` takes ``intermediate_timesteps`` only for 2 steps (it must be
-``None`` otherwise, or the call fails) and spaces angles evenly from ``max_timesteps`` for any
-other count; custom ``timesteps`` cannot be passed through ``SanaSprintPipeline.__call__`` in
-diffusers 0.42 (``retrieve_timesteps`` omits ``num_inference_steps``, which
-``SCMScheduler.set_timesteps`` requires). So :func:`pipeline_call_kwargs` gives, per step count:
-1 step ``[pi/2, 0]``; 2 steps tbcm's own intermediate angle; other counts the pipeline's even
-spacing (``linspace(pi/2, 0, n + 1)``, not tbcm's shifted route -- ``tbcm sample`` uses the
-shifted route). ``tbcm_sampling.json`` in the exported folder lists them for 1, 2 and 4 steps with
-the angles each one runs.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from pathlib import Path
 
 from .atomic import staged_dir
-from .errors import UserError, brief
+from .errors import UserError
 from .models.bundle import load_bundle
-from .sampling import student_angles
+from .models.registry import get_family
 
 FORMATS = ("diffusers",)
 
 
-def pipeline_call_kwargs(steps: int, shift: float = 2.5) -> dict:
-    """``SanaSprintPipeline.__call__`` arguments for ``steps`` steps (see the module notes)."""
-    if steps < 1:
-        raise UserError(f"steps must be >= 1 (got {steps})")
-    intermediate = float(student_angles(2, shift)[1]) if steps == 2 else None
-    return {"num_inference_steps": steps, "max_timesteps": math.pi / 2, "intermediate_timesteps": intermediate}
+def export_diffusers(run_or_student: str | os.PathLike, out: str | os.PathLike,
+                     overwrite: bool = False) -> tuple[Path, str]:
+    """Write the pipeline folder of the student of a run (or a student folder) to ``out``.
 
-
-def pipeline_angles(steps: int, shift: float = 2.5) -> list[float]:
-    """The angles (radians, pi/2 .. 0) ``SanaSprintPipeline`` runs with :func:`pipeline_call_kwargs`."""
-    if steps == 2:
-        return [math.pi / 2, float(student_angles(2, shift)[1]), 0.0]
-    return [math.pi / 2 * (1 - i / steps) for i in range(steps + 1)]
-
-
-def export_diffusers(run_or_student: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write a ``SanaSprintPipeline`` folder for the Sana student of a run (or a student folder)."""
+    Returns ``out`` and one line on how to load it. Raises :class:`UserError` where the student's
+    family has no pipeline that runs it (the message says how to generate instead).
+    """
     from .evaluation.evaluate import find_student
 
     out = Path(out)
@@ -56,26 +33,9 @@ def export_diffusers(run_or_student: str | os.PathLike, out: str | os.PathLike, 
         raise UserError(f"{out} already exists: choose a new --out or pass --overwrite")
     student_dir, _ = find_student(run_or_student)
     bundle = load_bundle(student_dir, expect_kind="student", text_cache=None)
-    if bundle.meta.family != "sana":
-        raise UserError(f"{student_dir} is a {bundle.meta.family} student; --format diffusers exports students of "
-                        "diffusers Sana teachers (a tbcm student folder is already self-contained)")
-    from diffusers import AutoencoderDC, SanaSprintPipeline, SCMScheduler
-
-    teacher_folder = Path(bundle.meta.prompt_encoder["folder"])
-    try:
-        vae = AutoencoderDC.from_pretrained(str(teacher_folder / "vae"), local_files_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise UserError(f"cannot load the VAE of the teacher folder {teacher_folder} ({brief(exc)}): the export "
-                        "copies it; restore the teacher folder") from None
-    transformer = bundle.network.transformer  # attention processors are not saved: the pipeline uses its own
-    pipe = SanaSprintPipeline(tokenizer=bundle.encoder.tokenizer, text_encoder=bundle.encoder.text_encoder,
-                              vae=vae, transformer=transformer,
-                              scheduler=SCMScheduler(sigma_data=bundle.meta.sigma_d, prediction_type="trigflow"))
-    shift = float(bundle.meta.extra.get("shift", 2.5))
-    sampling = {"guidance_scale": float(bundle.meta.extra.get("default_cfg_scale", 4.5)),
-                "call": {str(n): pipeline_call_kwargs(n, shift) for n in (1, 2, 4)},
-                "angles": {str(n): pipeline_angles(n, shift) for n in (1, 2, 4)}}
+    family = get_family(bundle.meta.family)
+    if family.export is None:
+        raise UserError(f"{student_dir} is a {bundle.meta.family} student; {family.no_export}")
     with staged_dir(out) as tmp:
-        pipe.save_pretrained(str(tmp), safe_serialization=True)
-        (tmp / "tbcm_sampling.json").write_text(json.dumps(sampling, indent=2) + "\n")
-    return out
+        note = family.export(bundle, tmp, out)
+    return out, note

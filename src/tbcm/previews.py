@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .models.text import PromptEncoder
+from .models.builtin.text import PromptEncoder
 from .sampling import student_angles, student_sample, teacher_sample, to_pixels
 
 

@@ -20,9 +20,9 @@ from .errors import UserError
 from .grids import grid_image, save_png
 from .metrics_log import MetricsLog
 from .models.bundle import Bundle, ModelMeta, write_bundle_files
-from .models.dit import TinyDiT
+from .models.builtin.dit import TinyDiT
 from .models.teacher import Teacher
-from .models.text import PromptEncoder, tokenize_words
+from .models.builtin.text import PromptEncoder, tokenize_words
 from .outputs import staged_output_dir
 from .previews import teacher_samples
 

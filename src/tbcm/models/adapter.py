@@ -2,7 +2,7 @@
 
 :class:`TrigFlowAdapter` wraps any flow-matching velocity network
 ``net(x_flow [B,...], timestep [B], cond, guidance=None) -> v [B,...]`` (``timestep`` is
-``timestep_scale * tau``; Sana and the built-in TinyDiT use 1000) with the exact, training-free
+``timestep_scale * tau``; the built-in TinyDiT uses 1000, Sana and FLUX 1) with the exact, training-free
 flow-to-TrigFlow conversion of :mod:`tbcm.trigflow`.  Nothing downstream knows which network it is.
 """
 
@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..trigflow import flow_input_from_trig, flow_time_from_angle, trig_F_from_flow_velocity
-from .text import TextCondition
+from .condition import TextCondition
 
 TrigFlowFn = Callable[..., Tensor]
 

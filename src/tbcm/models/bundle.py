@@ -3,14 +3,15 @@
 A folder written by :func:`save_bundle` holds
 
 * ``model.yaml``             -- kind (teacher / student), sigma_d, image shape, network config;
-* ``network.safetensors``    -- the velocity network (TinyDiT);
-* ``prompt_encoder.safetensors`` -- the prompt encoder the network was trained with;
+* the family's network files (built-in family: ``network.safetensors`` (TinyDiT) and
+  ``prompt_encoder.safetensors``; a diffusers family: ``transformer/``);
 * ``logvar_head.safetensors``    -- students only: the learned loss weighting head.
 
 The built-in teacher is such a folder inside the package (``tbcm/assets/teacher``).
-A diffusers Sana pipeline folder (``model_index.json``) is also a teacher, and a Sana student is a
-``model.yaml`` with ``family: sana`` beside a diffusers ``transformer/`` folder
-(:mod:`tbcm.models.sana_bundle`).
+A diffusers pipeline folder (``model_index.json``) is also a teacher, and a diffusers student is a
+``model.yaml`` (``family: <name>``) beside the family's own files: which family reads or writes a
+folder is looked up in :mod:`tbcm.models.registry`, whose families implement
+:class:`tbcm.models.family.Family`.
 Every problem on load is a :class:`UserError` naming the folder and what to do.
 """
 
@@ -29,8 +30,6 @@ from torch import Tensor, nn
 
 from ..atomic import staged_dir
 from ..errors import UserError, brief
-from .dit import DiTConfig, TinyDiT
-from .text import PromptEncoder
 
 FORMAT = "tbcm-model/1"
 BUILTIN = "builtin"
@@ -64,7 +63,7 @@ class ModelMeta:
     timestep_scale: float = 1000.0
     blank_value: float = -1.0  # flow-space pixel value of a blank image (degenerate filter)
     extra: dict = field(default_factory=dict)  # provenance: training config, source teacher, ...
-    family: str = "tbcm"  # "tbcm" (TinyDiT + word encoder) or "sana" (diffusers SanaTransformer2DModel)
+    family: str = "tbcm"  # a name in tbcm.models.registry.FAMILIES ("tbcm": TinyDiT + word encoder)
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, **{k: getattr(self, k) for k in self.__dataclass_fields__}}
@@ -83,21 +82,20 @@ class Bundle:
     decode: Callable[[Tensor], Tensor] | None = None
 
 
-def _state_to_disk(module: nn.Module) -> dict:
+def state_to_disk(module: nn.Module) -> dict:
+    """``module``'s weights as contiguous CPU tensors, as safetensors writes them."""
     return {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
 
 
 def write_bundle_files(bundle: Bundle, folder: Path) -> None:
     """Write a model folder's files into an existing ``folder`` (no atomicity of its own)."""
+    from .registry import get_family  # local: the families import this module
+
     folder = Path(folder)
     (folder / "model.yaml").write_text(yaml.safe_dump(bundle.meta.to_dict(), sort_keys=False))
-    if bundle.meta.family == "tbcm":
-        save_file(_state_to_disk(bundle.network), str(folder / "network.safetensors"))
-        save_file(_state_to_disk(bundle.encoder), str(folder / "prompt_encoder.safetensors"))
-    else:  # a diffusers student: its transformer in diffusers' format; the text encoders stay with the teacher
-        bundle.network.transformer.save_pretrained(str(folder / "transformer"), safe_serialization=True)
+    get_family(bundle.meta.family).write_folder(bundle, folder)
     if bundle.logvar_head is not None:
-        save_file(_state_to_disk(bundle.logvar_head), str(folder / "logvar_head.safetensors"))
+        save_file(state_to_disk(bundle.logvar_head), str(folder / "logvar_head.safetensors"))
 
 
 def save_bundle(bundle: Bundle, path: str | os.PathLike) -> Path:
@@ -127,7 +125,7 @@ def load_logvar_head(folder: Path) -> nn.Module | None:
 
 def hint_for(kind: str | None) -> str:
     return {
-        "teacher": "pass a folder written by `tbcm teacher train`, a diffusers Sana pipeline folder, or teacher=builtin (builtin:scenes)",
+        "teacher": "pass a folder written by `tbcm teacher train`, a diffusers pipeline folder, or teacher=builtin (builtin:scenes)",
         "student": "pass DIR/student of a `tbcm distill` run",
     }.get(kind or "", "pass a folder written by tbcm")
 
@@ -135,15 +133,15 @@ def hint_for(kind: str | None) -> str:
 def load_bundle(path: str | os.PathLike, expect_kind: str | None = None, **options) -> Bundle:
     """Load a model folder (``"builtin"`` is the shipped teacher). Raises :class:`UserError`.
 
-    ``options`` go to the Sana loader (``dtype``, ``text_cache``) and are ignored otherwise.
+    ``options`` (``dtype``, ``text_cache``, ``time_multiplier``) go to the family's loader.
     """
+    from .registry import family_of_pipeline, get_family  # local: the families import this module
+
     path = resolve_model_path(path)
     if (path / "model_index.json").is_file():  # a diffusers pipeline folder: a teacher
-        from .families import family_module, family_of_pipeline
-
         if expect_kind not in (None, "teacher"):
             raise UserError(f"{path} is a diffusers pipeline (a teacher), not a {expect_kind}: {hint_for(expect_kind)}")
-        return family_module(family_of_pipeline(path)).load_teacher(path, **options)
+        return get_family(family_of_pipeline(path)).load_pipeline(path, **options)
     what = expect_kind or "model"
     hint = hint_for(expect_kind)
     if not path.is_dir():
@@ -160,16 +158,4 @@ def load_bundle(path: str | os.PathLike, expect_kind: str | None = None, **optio
         raise UserError(f"{meta_file} is malformed ({brief(exc)}): {hint}") from None
     if expect_kind and meta.kind != expect_kind:
         raise UserError(f"{path} holds a {meta.kind}, not a {expect_kind}: {hint}")
-    if meta.family != "tbcm":
-        from .families import family_module
-
-        return family_module(meta.family).load_student(path, meta, **options)
-    try:
-        network = TinyDiT(DiTConfig(**meta.network))
-        encoder = PromptEncoder(**meta.prompt_encoder)
-        network.load_state_dict(load_file(str(path / "network.safetensors")))
-        encoder.load_state_dict(load_file(str(path / "prompt_encoder.safetensors")))
-        logvar_head = load_logvar_head(path)
-    except Exception as exc:  # noqa: BLE001
-        raise UserError(f"{path} has missing or mismatched weights ({brief(exc)}): {hint}") from None
-    return Bundle(meta, network.eval(), encoder.eval(), logvar_head)
+    return get_family(meta.family).load_folder(path, meta, hint=hint, **options)

@@ -7,8 +7,8 @@ import math
 from torch import Tensor, nn
 
 from .adapter import TrigFlowAdapter
-from .layers import sinusoidal_embedding
-from .text import TextCondition
+from .builtin.layers import sinusoidal_embedding
+from .condition import TextCondition
 
 
 class LogvarHead(nn.Module):
@@ -30,7 +30,8 @@ class LogvarHead(nn.Module):
 class Student(nn.Module):
     """``forward(x_norm [B,...], t [B] radians, cond, w [B]) -> F`` and ``logvar(t) -> [B]``.
 
-    ``network`` must carry a guidance embedder (``TinyDiT.with_guidance_embed()``).
+    ``network`` is a family's student network (``teacher_network.with_guidance_embed()``, see
+    :mod:`tbcm.models.family`).
     """
 
     def __init__(self, network: nn.Module, sigma_d: float, timestep_scale: float = 1000.0,

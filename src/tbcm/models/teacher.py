@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from .adapter import TrigFlowAdapter, guided_F
 from .bundle import Bundle
-from .text import PromptEncoder, TextCondition
+from .condition import TextCondition
 
 
 class Teacher(nn.Module):
@@ -17,7 +17,7 @@ class Teacher(nn.Module):
     ``w`` ``[B]`` CFG scales.  Parameters are frozen; every call runs without gradients.
     """
 
-    def __init__(self, network: nn.Module, encoder: PromptEncoder, sigma_d: float, timestep_scale: float = 1000.0):
+    def __init__(self, network: nn.Module, encoder: nn.Module, sigma_d: float, timestep_scale: float = 1000.0):
         super().__init__()
         self.F = TrigFlowAdapter(network, timestep_scale)
         self.encoder = encoder

@@ -1,4 +1,4 @@
-"""The per-prompt disk cache shared by the diffusers prompt encoders (Sana, FLUX).
+"""The per-prompt disk cache shared by the diffusers prompt encoders (every diffusers family).
 
 Each encoding is one safetensors file, ``<cache>/<encoder id>/<key(prompt)>.safetensors``. The
 encoder id hashes the text encoders' and tokenizers' config files and weight-file sizes, and the
@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ..atomic import atomic_write
 from ..errors import UserError
-from .text import TextCondition
+from .condition import TextCondition
 
 
 def default_cache_dir() -> Path:

@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ..models.text import TextCondition
+from ..models.condition import TextCondition
 from ..pairs.base import Pairs
 from .adversarial import AdversarialConfig
 

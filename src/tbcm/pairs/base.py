@@ -7,7 +7,7 @@ from typing import Protocol
 
 from torch import Tensor
 
-from ..models.text import TextCondition
+from ..models.condition import TextCondition
 
 
 @dataclass

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from ..atomic import atomic_write
 from ..errors import UserError, brief
-from ..models.text import TextCondition
+from ..models.condition import TextCondition
 from .base import Pairs
 
 FORMAT = "tbcm-trajectory-cache/1"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..models.text import TextCondition
+from ..models.condition import TextCondition
 from ..trigflow import forward_noise
 from ..sampling import teacher_sample
 from .base import Pairs

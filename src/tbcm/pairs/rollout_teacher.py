@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..errors import brief
 from ..models.adapter import guided_F
-from ..models.text import TextCondition
+from ..models.condition import TextCondition
 
 ROLLOUT_DTYPES = ("fp32", "bf16")  # the spelling of `precision` and `teacher_dtype`
 

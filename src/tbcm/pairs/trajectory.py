@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..models.text import TextCondition
+from ..models.condition import TextCondition
 from ..sampling import rollout
 from ..trigflow import forward_noise, training_route
 from .base import Pairs

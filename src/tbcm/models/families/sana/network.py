@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import UserError
-from .families import TransformerNet
-from .text import TextCondition
+from ....errors import UserError
+from ..common import TransformerNet
+from ...condition import TextCondition
 
 SANA_SIGMA_D = 0.5  # TrigFlow data scale of Sana-Sprint (SCMScheduler sigma_data)
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import UserError, brief
-from .text import TextCondition
-from .text_cache import DiskCachedEncoder, cached_encode, encoder_cache_dir
+from ....errors import UserError, brief
+from ...condition import TextCondition
+from ...text_cache import DiskCachedEncoder, cached_encode, encoder_cache_dir
 
 MAX_SEQUENCE_LENGTH = 300
 

@@ -8,7 +8,7 @@ prompt is the null condition, encoded as ``FluxPipeline`` encodes ``negative_pro
 
 ``L`` is the ``max_sequence_length`` ``FluxPipeline`` defaults to, 512, or the T5 tokenizer's
 ``model_max_length`` where that is shorter. Encodings are cached per prompt exactly as
-:class:`~tbcm.models.sana_text.SanaPromptEncoder` caches them.
+:class:`~tbcm.models.families.sana.text.SanaPromptEncoder` caches them.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import UserError, brief
-from .text import TextCondition
-from .text_cache import DiskCachedEncoder, cached_encode, encoder_cache_dir
+from ....errors import UserError, brief
+from ...condition import TextCondition
+from ...text_cache import DiskCachedEncoder, cached_encode, encoder_cache_dir
 
 MAX_SEQUENCE_LENGTH = 512  # FluxPipeline's default and maximum
 TEXT_PARTS = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")

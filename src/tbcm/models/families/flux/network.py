@@ -33,9 +33,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..errors import UserError
-from .families import TransformerNet
-from .text import TextCondition
+from ....errors import UserError
+from ..common import TransformerNet
+from ...condition import TextCondition
 
 FLUX_SIGMA_D = 0.5  # TrigFlow data scale: a unit convention (x0 = sigma_d * latent), Sana-Sprint's value
 MATH_BACKEND = "_native_math"

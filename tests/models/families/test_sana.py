@@ -17,13 +17,13 @@ import torch
 from tbcm.cli import main
 from tbcm.models.adapter import TrigFlowAdapter
 from tbcm.models.bundle import load_bundle
-from tbcm.models.sana import MathCrossAttnProcessor, student_transformer, time_embedding_error
+from tbcm.models.families.sana.network import MathCrossAttnProcessor, student_transformer, time_embedding_error
 from tbcm.models.student import Student
-from tbcm.models.text import TextCondition
+from tbcm.models.condition import TextCondition
 
 from tbcm.models.bundle import Bundle, ModelMeta, save_bundle
 
-from .conftest import assert_cli_error, tiny_encoder, tiny_network
+from tests.conftest import assert_cli_error, tiny_encoder, tiny_network
 from .tiny_diffusers import save_tiny_sana_pipeline
 
 pytest.importorskip("diffusers")  # the test extra installs it; this only guards a bare install
@@ -240,7 +240,7 @@ def test_sana_bad_input_is_one_line(sana_dir, prompts_file, tmp_path, capsys):
     meta = ModelMeta(kind="student", sigma_d=0.5, channels=1, image_size=8, network=net.config.to_dict(),
                      prompt_encoder=enc.config())
     digits_student = save_bundle(Bundle(meta, net, enc), tmp_path / "digits")
-    assert "exports students of diffusers Sana" in assert_cli_error(
+    assert "exports students of diffusers teachers" in assert_cli_error(
         ["export", str(digits_student), "--out", str(tmp_path / "y")], capsys)
 
 
@@ -264,7 +264,7 @@ def test_the_documented_sana_config_runs_with_local_paths(sprint_dir, prompts_fi
     (the paper's recipe: a dense-time, Sana-Sprint-style teacher)."""
     from pathlib import Path
 
-    config = Path(__file__).resolve().parents[1] / "configs" / "distill_sana.yaml"
+    config = Path(__file__).resolve().parents[3] / "configs" / "distill_sana.yaml"
     run = tmp_path / "run"
     rc = main(["distill", "--config", str(config), "--out", str(run), "--no-progress", f"teacher={sprint_dir}",
                f"prompts={prompts_file}", f"text_cache={tmp_path / 'text'}", "steps=1", "device=cpu",
@@ -302,7 +302,7 @@ def test_the_sanapipeline_config_loads_and_names_its_differences():
 
     from tbcm.config import DistillConfig, load_config
 
-    root = Path(__file__).resolve().parents[1] / "configs"
+    root = Path(__file__).resolve().parents[3] / "configs"
     sprint = load_config(DistillConfig, root / "distill_sana.yaml")
     plain = load_config(DistillConfig, root / "distill_sana_pipeline.yaml")
     assert sprint.optim.name == plain.optim.name == "came" and sprint.pairs.route == "official"
@@ -312,7 +312,7 @@ def test_the_sanapipeline_config_loads_and_names_its_differences():
 
 def test_streamed_encodings_are_sharded_read_per_batch_and_repaired(sana_dir, tmp_path):
     from tbcm.errors import UserError
-    from tbcm.models.sana_text import SanaPromptEncoder
+    from tbcm.models.families.sana.text import SanaPromptEncoder
     from tbcm.models.text_cache import CachedConditions
 
     prompts = [f"a photo of a {w}" for w in ("cat", "dog", "car", "house", "tree")] + ["a photo of a cat"]

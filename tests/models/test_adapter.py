@@ -9,9 +9,9 @@ from torch import nn
 
 from tbcm.models.adapter import TrigFlowAdapter, guided_F
 from tbcm.models.student import Student
-from tbcm.models.text import TextCondition
+from tbcm.models.condition import TextCondition
 
-from .conftest import assert_close_to_scale, tiny_encoder, tiny_network
+from tests.conftest import assert_close_to_scale, tiny_encoder, tiny_network
 
 MU, S = 0.3, 0.7  # flow-space data x0_flow ~ N(MU, S^2) per pixel
 SD = 0.5

@@ -17,11 +17,11 @@ from diffusers import FluxPipeline  # noqa: E402
 from tbcm.errors import UserError  # noqa: E402
 from tbcm.models.adapter import TrigFlowAdapter, guided_F  # noqa: E402
 from tbcm.models.bundle import load_bundle  # noqa: E402
-from tbcm.models.families import family_of_pipeline  # noqa: E402
-from tbcm.models.flux_bundle import load_teacher  # noqa: E402
-from tbcm.models.flux_text import FluxPromptEncoder  # noqa: E402
+from tbcm.models.registry import family_of_pipeline  # noqa: E402
+from tbcm.models.families.flux.bundle import load_teacher  # noqa: E402
+from tbcm.models.families.flux.text import FluxPromptEncoder  # noqa: E402
 from tbcm.models.student import Student  # noqa: E402
-from tbcm.models.text import TextCondition  # noqa: E402
+from tbcm.models.condition import TextCondition  # noqa: E402
 from tbcm.objectives.scm import jvp_autograd  # noqa: E402
 
 from .tiny_diffusers import save_tiny_flux_pipeline  # noqa: E402

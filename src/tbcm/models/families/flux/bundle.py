@@ -8,7 +8,7 @@
 * sigma_d = 0.5, as for Sana: the flow latents (VAE latents shifted and scaled by the VAE's
   ``shift_factor`` / ``scaling_factor``, about unit variance) are TrigFlow's ``x0 / sigma_d``; the
   teacher's ODE is the same whatever sigma_d, it sets the student's output scale.
-* Student folder (written by :func:`tbcm.models.bundle.write_bundle_files`): ``model.yaml`` (``family: flux``; the teacher folder whose text encoders and
+* Student folder (written by :func:`tbcm.models.families.common.write_transformer_folder`): ``model.yaml`` (``family: flux``; the teacher folder whose text encoders and
   VAE it uses), ``transformer/`` (diffusers ``save_pretrained``) and ``logvar_head.safetensors``.
 """
 
@@ -20,25 +20,24 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
-from .bundle import Bundle, ModelMeta, load_logvar_head
-from .families import (
+from ....errors import UserError
+from ...bundle import Bundle, ModelMeta, load_logvar_head
+from ...registry import pipeline_class_name
+from ..common import (
     latent_decoder,
     load_transformer,
-    pipeline_class_name,
     quiet_libraries,
     student_teacher_folder,
     torch_dtype,
 )
-from .flux import (
+from .network import (
     FLUX_SIGMA_D,
     FluxVelocityNet,
     guidance_distilled_message,
     use_math_attention,
 )
-from .flux_text import FluxPromptEncoder
+from .text import FluxPromptEncoder
 
-PIPELINE_PREFIXES = ("Flux",)
 DEFAULT_LATENT_SIZE = 128  # FluxPipeline.default_sample_size
 
 

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .layers import MathAttention, ScalarEmbedder
-from .text import TextCondition
+from ..condition import TextCondition
 
 
 @dataclass

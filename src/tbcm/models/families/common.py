@@ -1,42 +1,19 @@
-"""Which module loads a diffusers teacher or student: one entry per model family.
-
-A family module provides ``PIPELINE_PREFIXES`` (diffusers pipeline class names it takes, by
-prefix), ``load_teacher(path, **options) -> Bundle`` and ``load_student(path, meta, **options)
--> Bundle`` (students are written by :func:`tbcm.models.bundle.write_bundle_files`). Everything
-else in tbcm sees only the Bundle: a velocity network behind the TrigFlow adapter, a prompt
-encoder and a latent decoder. What the families share lives here.
+"""What the diffusers families share: loading a transformer and a VAE from local files, the
+latent decoder and blank latent of a VAE, dtypes, the network wrapper base. Each family folder
+(``sana/``, ``flux/``, ...) builds its :class:`~tbcm.models.family.Family` from these.
 """
 
 from __future__ import annotations
 
-import importlib
-import json
 from functools import lru_cache
 from pathlib import Path
-from types import ModuleType
 
 import torch
 from torch import nn
 
-from ..errors import UserError, brief
+from ...errors import UserError, brief
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-FAMILIES = {"sana": "tbcm.models.sana_bundle", "flux": "tbcm.models.flux_bundle"}
-
-
-def family_module(name: str) -> ModuleType:
-    if name not in FAMILIES:
-        raise UserError(f"unknown model family {name!r}: known families are {', '.join(['tbcm', *FAMILIES])}")
-    return importlib.import_module(FAMILIES[name])
-
-
-def pipeline_class_name(path: Path) -> str:
-    """The ``_class_name`` of ``path/model_index.json`` (a diffusers pipeline folder)."""
-    try:
-        return str(json.loads((Path(path) / "model_index.json").read_text()).get("_class_name", ""))
-    except Exception as exc:  # noqa: BLE001
-        raise UserError(f"{path}/model_index.json is not readable JSON ({brief(exc)}): pass a diffusers pipeline "
-                        "folder written by save_pretrained") from None
 
 
 def load_transformer(folder: Path, class_name: str, family: str, dtype: torch.dtype | None = None) -> nn.Module:
@@ -48,20 +25,6 @@ def load_transformer(folder: Path, class_name: str, family: str, dtype: torch.dt
     except Exception as exc:  # noqa: BLE001
         raise UserError(f"cannot load a {class_name} from {folder} ({brief(exc)}): pass the pipeline folder of a "
                         f"{family} model (with a transformer/ subfolder)") from None
-
-
-def family_of_pipeline(path: Path) -> str:
-    """The family whose pipeline class names the ``_class_name`` of ``path/model_index.json``."""
-    cls = pipeline_class_name(path)
-    for name in FAMILIES:
-        try:
-            module = family_module(name)
-        except ModuleNotFoundError:  # a family whose module is not there yet
-            continue
-        if any(cls.startswith(prefix) for prefix in module.PIPELINE_PREFIXES):
-            return name
-    raise UserError(f"{path} holds a {cls or 'diffusers'} pipeline; tbcm distills "
-                    f"{', '.join(FAMILIES)} pipelines: pass such a folder")
 
 
 def quiet_libraries() -> None:
@@ -156,3 +119,9 @@ def student_teacher_folder(student: Path, meta) -> Path:
         raise UserError(f"the student in {student} takes its text encoder from {folder}, which does not exist: "
                         f"restore that folder or edit prompt_encoder.folder in {student}/model.yaml")
     return folder
+
+
+def write_transformer_folder(bundle, folder: Path) -> None:
+    """A diffusers student's network files: its transformer in diffusers' format
+    (``folder/transformer``, ``save_pretrained``); the text encoders and VAE stay with the teacher."""
+    bundle.network.transformer.save_pretrained(str(Path(folder) / "transformer"), safe_serialization=True)

@@ -3,7 +3,7 @@
 * Teacher: a diffusers Sana pipeline folder (``SanaPipeline`` / ``SanaSprintPipeline`` layout:
   ``transformer/``, ``text_encoder/``, ``tokenizer/``, ``vae/``). The VAE is loaded only when
   images are wanted (sample grids, evaluation), never for training.
-* Student folder (written by :func:`tbcm.models.bundle.write_bundle_files`): ``model.yaml``
+* Student folder (written by :func:`tbcm.models.families.common.write_transformer_folder`): ``model.yaml``
   (``family: sana``; the teacher folder whose text encoder and VAE it uses), ``transformer/``
   (the student, diffusers ``save_pretrained``) and ``logvar_head.safetensors``.
 """
@@ -15,24 +15,23 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
-from .bundle import Bundle, ModelMeta, load_logvar_head
-from .families import (
+from ....errors import UserError
+from ...bundle import Bundle, ModelMeta, load_logvar_head
+from ...registry import pipeline_class_name
+from ..common import (
     latent_decoder,
     load_transformer,
-    pipeline_class_name,
     quiet_libraries,
     student_teacher_folder,
     torch_dtype,
 )
-from .sana import (
+from .network import (
     SANA_SIGMA_D,
     SanaVelocityNet,
     use_math_cross_attention,
 )
-from .sana_text import SanaPromptEncoder
+from .text import SanaPromptEncoder
 
-PIPELINE_PREFIXES = ("Sana",)
 def teacher_time_multiplier(transformer) -> float:
     """What ``SanaPipeline`` feeds: scheduler time ``1000 tau`` times ``config.timestep_scale``."""
     return 1000.0 * float(transformer.config.get("timestep_scale", 1.0))

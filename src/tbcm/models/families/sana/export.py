@@ -1,0 +1,66 @@
+"""The Sana family's export (``tbcm export RUN --format diffusers --out DIR``): a ``SanaSprintPipeline`` folder.
+
+The folder holds the student transformer (``guidance_embeds=True``, dense time input), the
+teacher's text encoder, tokenizer and DC-AE, and an ``SCMScheduler`` with the student's
+``sigma_data``, so ``SanaSprintPipeline.from_pretrained(DIR)`` generates with it (:func:`tbcm.export.export_diffusers`
+writes it atomically).
+
+Step counts. ``SCMScheduler`` takes ``intermediate_timesteps`` only for 2 steps (it must be
+``None`` otherwise, or the call fails) and spaces angles evenly from ``max_timesteps`` for any
+other count; custom ``timesteps`` cannot be passed through ``SanaSprintPipeline.__call__`` in
+diffusers 0.42 (``retrieve_timesteps`` omits ``num_inference_steps``, which
+``SCMScheduler.set_timesteps`` requires). So :func:`pipeline_call_kwargs` gives, per step count:
+1 step ``[pi/2, 0]``; 2 steps tbcm's own intermediate angle; other counts the pipeline's even
+spacing (``linspace(pi/2, 0, n + 1)``, not tbcm's shifted route -- ``tbcm sample`` uses the
+shifted route). ``tbcm_sampling.json`` in the exported folder lists them for 1, 2 and 4 steps with
+the angles each one runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from ....errors import UserError, brief
+from ....sampling import student_angles
+
+
+def pipeline_call_kwargs(steps: int, shift: float = 2.5) -> dict:
+    """``SanaSprintPipeline.__call__`` arguments for ``steps`` steps (see the module notes)."""
+    if steps < 1:
+        raise UserError(f"steps must be >= 1 (got {steps})")
+    intermediate = float(student_angles(2, shift)[1]) if steps == 2 else None
+    return {"num_inference_steps": steps, "max_timesteps": math.pi / 2, "intermediate_timesteps": intermediate}
+
+
+def pipeline_angles(steps: int, shift: float = 2.5) -> list[float]:
+    """The angles (radians, pi/2 .. 0) ``SanaSprintPipeline`` runs with :func:`pipeline_call_kwargs`."""
+    if steps == 2:
+        return [math.pi / 2, float(student_angles(2, shift)[1]), 0.0]
+    return [math.pi / 2 * (1 - i / steps) for i in range(steps + 1)]
+
+
+def export_pipeline(bundle, folder: Path, out: Path) -> str:
+    """Write a ``SanaSprintPipeline`` for the Sana student ``bundle`` into ``folder`` (renamed to
+    ``out`` once complete); returns how to load it."""
+    from diffusers import AutoencoderDC, SanaSprintPipeline, SCMScheduler
+
+    teacher_folder = Path(bundle.meta.prompt_encoder["folder"])
+    try:
+        vae = AutoencoderDC.from_pretrained(str(teacher_folder / "vae"), local_files_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise UserError(f"cannot load the VAE of the teacher folder {teacher_folder} ({brief(exc)}): the export "
+                        "copies it; restore the teacher folder") from None
+    transformer = bundle.network.transformer  # attention processors are not saved: the pipeline uses its own
+    pipe = SanaSprintPipeline(tokenizer=bundle.encoder.tokenizer, text_encoder=bundle.encoder.text_encoder,
+                              vae=vae, transformer=transformer,
+                              scheduler=SCMScheduler(sigma_data=bundle.meta.sigma_d, prediction_type="trigflow"))
+    shift = float(bundle.meta.extra.get("shift", 2.5))
+    sampling = {"guidance_scale": float(bundle.meta.extra.get("default_cfg_scale", 4.5)),
+                "call": {str(n): pipeline_call_kwargs(n, shift) for n in (1, 2, 4)},
+                "angles": {str(n): pipeline_angles(n, shift) for n in (1, 2, 4)}}
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    (Path(folder) / "tbcm_sampling.json").write_text(json.dumps(sampling, indent=2) + "\n")
+    return (f"load it with diffusers.SanaSprintPipeline.from_pretrained({str(out)!r}); "
+            f"{Path(out) / 'tbcm_sampling.json'} has the call arguments for 1, 2 and 4 steps")
