@@ -169,3 +169,17 @@ def test_teacher_train_on_scenes_takes_only_the_training_split(tmp_path, capsys)
                  "--no-progress", "steps=2", "generated_images=64", "model.depth=1", "sample_steps=2"]) == 0
     meta = yaml.safe_load((out / "model.yaml").read_text())
     assert meta["channels"] == 3 and meta["image_size"] == 32 and meta["extra"]["trained_on"] == "scenes"
+
+
+def test_the_scenes_config_distils_the_shipped_teacher_and_eval_reports_both_splits(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["distill", "--out", str(run), "--config", str(CONFIGS / "distill_scenes.yaml"), "--no-progress",
+                 "steps=1", "prompts_per_step=1", "pairs.pool_prompts=0", "pairs.route_points=3", "threads=1",
+                 "sample.seeds=1", "sample.teacher_steps=2", "sample.student_steps=[1]"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--steps", "1", "--n", "1", "--teacher", "2", "--teacher-cfg", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["suite"] == "scenes" and result["teacher_model"] == "builtin:scenes"
+    for scores in (result["teacher"]["2"], result["student"]["1"]):
+        assert set(scores) >= {"fid", "adherence", "seen", "heldout"}
+    assert result["student_cfgs"] == [1.5, 2.0, 2.5]  # the config's training range
