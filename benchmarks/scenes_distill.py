@@ -45,11 +45,14 @@ def train(kind: str, steps: int, seed: int, runs: str) -> dict:
 
 
 def evaluate_run(row: dict, n: int, with_teacher: bool) -> dict:
+    """Each student at its best guidance input within its training range (a sweep over it)."""
     torch.set_num_threads(1)
+    from tbcm.config import DistillConfig, load_config
     from tbcm.evaluation import evaluate
 
+    scales = [float(w) for w in load_config(DistillConfig, Path(row["run"]) / "config.yaml").cfg_scales]
     result = evaluate(row["run"], [1, 2, 4], n, teacher_steps=[16] if with_teacher else [],
-                      teacher_cfgs=TEACHER_CFGS if with_teacher else [], student_cfgs=None)
+                      teacher_cfgs=TEACHER_CFGS if with_teacher else [], student_cfgs=scales)
     return {**row, "n": n, "eval": result}
 
 
@@ -120,6 +123,12 @@ def main() -> None:
     path = Path(args.results)
     rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
     rows = [r for r in rows if r["steps"] == args.steps and r["seed"] == args.seed]
+    stale = [r for r in rows if "student_best" not in r["eval"]]  # evaluated without the guidance sweep
+    if stale and not args.report:
+        rows = [r for r in rows if r not in stale]
+        redone = [evaluate_run({k: v for k, v in r.items() if k not in ("eval", "n")}, args.n, False) for r in stale]
+        rows += redone
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     if not args.report:
         todo = [k for k in KINDS if k not in {r["kind"] for r in rows}]
         ctx = mp.get_context("spawn")
@@ -139,7 +148,7 @@ def main() -> None:
         from tbcm.scenes.evaluate import HELDOUT_PROMPTS, SEEN_PROMPTS
 
         png = ROOT / "docs" / "img" / "scenes_grid.png"
-        prompts = SEEN_PROMPTS[12:16] + HELDOUT_PROMPTS[:4]
+        prompts = SEEN_PROMPTS[12::9][:4] + HELDOUT_PROMPTS[::12][:4]  # spread over the objects
         grid(rows, png, prompts)
         text += ("\n\n![teacher | TBCM | forward baseline, a row per prompt: four seen, then four held-out]"
                  f"(img/{png.name})\n\nRows: " + "; ".join(f"{i + 1}. {p}" + (" (held-out)" if i >= 4 else "")
