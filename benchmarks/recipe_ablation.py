@@ -285,9 +285,10 @@ def report(rows: list[dict], suite: str, guidances: list[str]) -> str:
     return "\n".join(lines)
 
 
-def plot_curves(rows: list[dict], path: Path, best_fid: float | None) -> bool:
-    """FID (1, 2, 4 steps) against training steps and seconds, one line per run with a curve."""
-    runs = [r for r in rows if r.get("curve")]
+def plot_curves(rows: list[dict], path: Path, best_fid: float | None, guidances: list[str] | None = None) -> bool:
+    """FID (1, 2, 4 steps) against training steps and seconds, one line per run with a curve
+    (of the ``guidances`` sets only, when given)."""
+    runs = [r for r in rows if r.get("curve") and (guidances is None or r.get("guidance") in guidances)]
     if not runs:
         return False
     import matplotlib
@@ -369,7 +370,7 @@ def main() -> None:
     teacher = next((r for r in rows if r["variant"] == "teacher"), None)
     best = min(v["fid"] for v in teacher["teacher"].values()) if teacher else None
     png = ROOT / "docs" / "img" / f"recipe_{args.suite}_curves.png"
-    if args.write_doc and plot_curves(rows, png, best):
+    if args.write_doc and plot_curves(rows, png, best, guidances):
         text += f"\n\n![FID against training steps and seconds](img/{png.name})"
     print(text)
     if args.write_doc:
