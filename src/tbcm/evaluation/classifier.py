@@ -160,6 +160,24 @@ def train_classifier(out_dir: str | os.PathLike, steps: int = 1500, seed: int = 
     return Path(out_dir)
 
 
+def load_model_folder(path: Path, name: str, fmt: str, build, what: str, hint: str) -> nn.Module:
+    """A frozen eval-mode model from ``path/NAME.yaml`` (``format: fmt``, ``architecture``) and
+    ``path/NAME.safetensors``; ``build(architecture dict) -> nn.Module``; the yaml on ``model.meta``.
+    Any problem is one :class:`UserError` naming ``what`` and ``hint``."""
+    if not (path / f"{name}.yaml").is_file():
+        raise UserError(f"{path} has no {name}.yaml, it is not a tbcm {what} folder: {hint}")
+    try:
+        meta = yaml.safe_load((path / f"{name}.yaml").read_text())
+        if not isinstance(meta, dict) or meta.get("format") != fmt:
+            raise ValueError(f"expected format {fmt}")
+        model = build(meta["architecture"])
+        model.load_state_dict(load_file(str(path / f"{name}.safetensors")))
+    except Exception as exc:  # noqa: BLE001 - any problem is the same user-facing error
+        raise UserError(f"{path} holds a malformed {what} ({brief(exc)}): {hint}") from None
+    model.meta = meta
+    return model.requires_grad_(False).eval()
+
+
 def load_classifier(path: str | os.PathLike | None = None) -> DigitClassifier:
     """Load a classifier folder (default: the shipped one), frozen and in eval mode.
 
@@ -168,20 +186,8 @@ def load_classifier(path: str | os.PathLike | None = None) -> DigitClassifier:
     """
     if path is None:
         return _builtin()
-    path = Path(path)
-    hint = "pass a folder written by `tbcm classifier train`"
-    if not (path / "classifier.yaml").is_file():
-        raise UserError(f"{path} has no classifier.yaml, it is not a tbcm classifier folder: {hint}")
-    try:
-        meta = yaml.safe_load((path / "classifier.yaml").read_text())
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ValueError(f"expected format {FORMAT}")
-        model = DigitClassifier(ClassifierConfig(**meta["architecture"]))
-        model.load_state_dict(load_file(str(path / "classifier.safetensors")))
-    except Exception as exc:  # noqa: BLE001 - any problem is the same user-facing error
-        raise UserError(f"{path} holds a malformed classifier ({brief(exc)}): {hint}") from None
-    model.meta = meta
-    return model.requires_grad_(False).eval()
+    return load_model_folder(Path(path), "classifier", FORMAT, lambda arch: DigitClassifier(ClassifierConfig(**arch)),
+                             "classifier", "pass a folder written by `tbcm classifier train`")
 
 
 @lru_cache(maxsize=1)

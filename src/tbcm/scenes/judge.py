@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as Fn
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..errors import UserError, brief
+from ..errors import UserError
 from .generator import AXES, COLOUR_NAMES, SHAPES, Labels, all_scenes, render_many, sample_scenes, to_flow
 
 FORMAT = "tbcm-scenes-judge/1"
@@ -149,22 +149,12 @@ def train_judge(out_dir: str | os.PathLike, steps: int = 3000, seed: int = 0, pr
 def load_judge(path: str | os.PathLike | None = None) -> SceneJudge:
     """Load a judge folder (default: the shipped one), frozen, in eval mode; its ``judge.yaml`` on
     ``model.meta``. Raises :class:`UserError`."""
+    from ..evaluation.classifier import load_model_folder
+
     if path is None:
         return _builtin()
-    path = Path(path)
-    hint = "pass a folder written by `tbcm scenes judge-train`"
-    if not (path / "judge.yaml").is_file():
-        raise UserError(f"{path} has no judge.yaml, it is not a tbcm scenes judge folder: {hint}")
-    try:
-        meta = yaml.safe_load((path / "judge.yaml").read_text())
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ValueError(f"expected format {FORMAT}")
-        model = SceneJudge(JudgeConfig(**meta["architecture"]))
-        model.load_state_dict(load_file(str(path / "judge.safetensors")))
-    except Exception as exc:  # noqa: BLE001 - any problem is the same user-facing error
-        raise UserError(f"{path} holds a malformed scenes judge ({brief(exc)}): {hint}") from None
-    model.meta = meta
-    return model.requires_grad_(False).eval()
+    return load_model_folder(Path(path), "judge", FORMAT, lambda arch: SceneJudge(JudgeConfig(**arch)),
+                             "scenes judge", "pass a folder written by `tbcm scenes judge-train`")
 
 
 @lru_cache(maxsize=1)
