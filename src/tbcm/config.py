@@ -107,6 +107,7 @@ class TeacherModelConfig:
     mlp_ratio: float = 4.0
     text_dim: int = 64
     max_words: int = 8
+    text_cross_attention: bool = False  # image tokens attend to the prompt tokens in every block
 
 
 @dataclass
@@ -130,7 +131,8 @@ class TeacherTrainConfig:
     def dit_config(self, channels: int) -> DiTConfig:
         m = self.model
         return DiTConfig(in_channels=channels, image_size=self.image_size, patch_size=m.patch_size,
-                         hidden=m.hidden, depth=m.depth, heads=m.heads, mlp_ratio=m.mlp_ratio, text_dim=m.text_dim)
+                         hidden=m.hidden, depth=m.depth, heads=m.heads, mlp_ratio=m.mlp_ratio, text_dim=m.text_dim,
+                         text_cross_attention=m.text_cross_attention)
 
 
 T = TypeVar("T")

@@ -30,6 +30,9 @@ class DiTConfig:
     text_dim: int = 64
     guidance_embed: bool = False
     guidance_embed_scale: float = 0.1  # Sana-Sprint: the embedder sees 0.1 * w (x 1000 like t)
+    # cross-attention from the image tokens to the prompt's tokens in every block (else only the
+    # pooled prompt vector enters, through adaLN: nearly a bag of words, see docs/results.md)
+    text_cross_attention: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -40,10 +43,16 @@ def _modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
 
 
 class DiTBlock(nn.Module):
-    def __init__(self, hidden: int, heads: int, mlp_ratio: float):
+    def __init__(self, hidden: int, heads: int, mlp_ratio: float, cross_attention: bool = False):
         super().__init__()
         self.norm1 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         self.attn = MathAttention(hidden, heads)
+        self.cross = None
+        if cross_attention:  # its output starts at zero, like adaLN-Zero's gates
+            self.norm_cross = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
+            self.cross = MathAttention(hidden, heads)
+            nn.init.zeros_(self.cross.out.weight)
+            nn.init.zeros_(self.cross.out.bias)
         self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         inner = int(hidden * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(hidden, inner), nn.GELU(approximate="tanh"), nn.Linear(inner, hidden))
@@ -51,9 +60,13 @@ class DiTBlock(nn.Module):
         nn.init.zeros_(self.ada[-1].weight)
         nn.init.zeros_(self.ada[-1].bias)
 
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor, context: Tensor | None = None, context_mask: Tensor | None = None) -> Tensor:
+        """``x`` ``[B, N, D]`` image tokens, ``c`` ``[B, D]`` conditioning vector, ``context``
+        ``[B, L, D]`` prompt tokens with ``context_mask`` ``[B, L]`` (cross-attention blocks only)."""
         s1, g1, a1, s2, g2, a2 = self.ada(c).chunk(6, dim=-1)
         x = x + a1[:, None] * self.attn(_modulate(self.norm1(x), s1, g1))
+        if self.cross is not None:
+            x = x + self.cross(self.norm_cross(x), context, context_mask)
         return x + a2[:, None] * self.mlp(_modulate(self.norm2(x), s2, g2))
 
 
@@ -75,7 +88,9 @@ class TinyDiT(nn.Module):
         if self.guidance_embed is not None:
             nn.init.zeros_(self.guidance_embed.mlp[-1].weight)
             nn.init.zeros_(self.guidance_embed.mlp[-1].bias)
-        self.blocks = nn.ModuleList(DiTBlock(h, config.heads, config.mlp_ratio) for _ in range(config.depth))
+        self.text_tokens = nn.Linear(config.text_dim, h) if config.text_cross_attention else None
+        self.blocks = nn.ModuleList(DiTBlock(h, config.heads, config.mlp_ratio, config.text_cross_attention)
+                                    for _ in range(config.depth))
         self.final_norm = nn.LayerNorm(h, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(h, 2 * h))
         self.final = nn.Linear(h, c * p * p)
@@ -115,10 +130,12 @@ class TinyDiT(nn.Module):
                 raise ValueError("this network has a guidance embedder: pass the CFG scale `guidance`")
             c = c + self.guidance_embed(guidance * self.config.guidance_embed_scale * 1000)
         h = self.patch(self._patchify(x)) + self.pos
+        context = None if self.text_tokens is None else self.text_tokens(cond.embeds)
+        ctx_mask = None if self.text_tokens is None else mask
         for block in self.blocks:
             if self.gradient_checkpointing and torch.is_grad_enabled():
-                h = checkpoint(block, h, c, use_reentrant=False)
+                h = checkpoint(block, h, c, context, ctx_mask, use_reentrant=False)
             else:
-                h = block(h, c)
+                h = block(h, c, context, ctx_mask)
         shift, scale = self.final_ada(c).chunk(2, dim=-1)
         return self._unpatchify(self.final(_modulate(self.final_norm(h), shift, scale)))
