@@ -238,35 +238,41 @@ class Distiller:
         return {"disc": disc, "optimizer": opt, "generator": gen}
 
     def _adversarial_inputs(self, pairs: Pairs):
-        """Fake-sample inputs (pure noise at pi/2, prompt and guidance of spread pairs) and the real side."""
+        """``(fake-sample inputs, real x0)``: pure noise at pi/2 with the prompt and guidance of
+        spread pairs (ridden along the sCM gradient forward), and those pairs' trajectory ends."""
         from .objectives.adversarial import pick
 
         a, gen = self.cfg.objective.adversarial, self.adversarial["generator"]
         idx = pick(len(pairs), a.samples).to(self.device)
         noise = torch.randn((idx.numel(), *self.image_shape), generator=gen).to(self.device)
         t = torch.full((idx.numel(),), math.pi / 2, device=self.device)
-        cond = pairs.cond.index(idx)
-        return (noise, t, cond, pairs.w[idx]), pairs.x0[idx], noise
+        return (noise, t, pairs.cond.index(idx), pairs.w[idx]), pairs.x0[idx]
 
     def _adversarial_step(self, fake: torch.Tensor, real: torch.Tensor, cond) -> tuple[torch.Tensor, callable]:
-        """``(generator loss, d_step)``: ``d_step()`` updates the heads on the detached fake."""
+        """``(generator loss, d_step)``: ``d_step()`` updates the heads on the fake's features,
+        detached (no second teacher forward on the fakes), and the real's (taken without grad)."""
         from .objectives.adversarial import hinge_d_loss, renoise, renoise_angles
 
         a, adv, sd = self.cfg.objective.adversarial, self.adversarial, self.sigma_d
         disc, gen = adv["disc"], adv["generator"]
         s = renoise_angles(fake.shape[0], a, gen).to(self.device)
         eps = torch.randn(fake.shape, generator=gen).to(self.device)  # the same noise for real and fake
-        fake_s, real_s = renoise(fake, s, eps, sd), renoise(real, s, eps, sd)
-        g_loss = -disc(fake_s / sd, s, cond).mean()
+        fake_feats = disc.features(renoise(fake, s, eps, sd) / sd, s, cond)
+        g_loss = -disc.logits(fake_feats).mean()
 
         def d_step() -> torch.Tensor:
             adv["optimizer"].zero_grad(set_to_none=True)  # drop what the generator loss left on the heads
-            d_loss = hinge_d_loss(disc(real_s / sd, s, cond), disc(fake_s.detach() / sd, s, cond))
+            with torch.no_grad():
+                real_feats = disc.features(renoise(real, s, eps, sd) / sd, s, cond)
+            d_loss = hinge_d_loss(disc.logits(real_feats), disc.logits([f.detach() for f in fake_feats]))
             d_loss.backward()
-            if self.dist.enabled:  # replicated heads: average their gradients over ranks
-                for p in disc.parameters():
-                    if p.grad is not None:
-                        p.grad.copy_(dist_utils.all_reduce_sum(p.grad, self.dist) / self.dist.world_size)
+            if self.dist.enabled:  # replicated heads: average their gradients over ranks, in one call
+                grads = [p.grad for p in disc.parameters() if p.grad is not None]
+                flat = dist_utils.all_reduce_sum(torch.cat([g.flatten() for g in grads]), self.dist)
+                offset = 0
+                for g in grads:
+                    g.copy_(flat[offset:offset + g.numel()].view_as(g) / self.dist.world_size)
+                    offset += g.numel()
             adv["optimizer"].step()
             return d_loss.detach()
 
@@ -345,7 +351,7 @@ class Distiller:
         adversarial = self.adversarial is not None and self.step >= a.start_step
         extra, extra_out, d_step = None, [], None
         if adversarial:
-            extra, real, noise = self._adversarial_inputs(pairs)
+            extra, real = self._adversarial_inputs(pairs)
         loss, stats = scm_loss(self.model, pairs, self.sigma_d, r, self.cfg.objective, jvp_student=self.student,
                                denominator=denominator, bf16=self.cfg.precision == "bf16", extra=extra,
                                extra_out=extra_out)
@@ -355,7 +361,7 @@ class Distiller:
         if adversarial:
             from .objectives.adversarial import one_step_sample
 
-            fake = one_step_sample(extra_out[0], noise, self.sigma_d)
+            fake = one_step_sample(extra_out[0], extra[0], self.sigma_d)
             g_loss, d_step = self._adversarial_step(fake, real, extra[2])
             loss = loss + a.weight * g_loss
             stats["adv_g"] = g_loss.detach()

@@ -17,7 +17,9 @@ each step, so those stand in for data.  Per step, for ``samples`` pairs of the b
   ``L_G = -D(fake)`` for the student (its gradient flows through the frozen teacher).
 
 The student's fake-sample forward is batched into the sCM gradient forward (one call, so a DDP
-wrapper sees one forward per backward).
+wrapper sees one forward per backward).  Per step the teacher runs twice: once on the fakes (with
+gradients to the student; the heads' step reuses those features detached) and once on the reals
+(no gradients).
 """
 
 from __future__ import annotations
@@ -94,9 +96,16 @@ class TeacherDiscriminator(nn.Module):
                 h.remove()
         return feats
 
-    def forward(self, x_norm: Tensor, s: Tensor, cond) -> Tensor:
-        feats = self._features(x_norm, s, cond)
+    def features(self, x_norm: Tensor, s: Tensor, cond) -> list[Tensor]:
+        """The teacher's token features ``[B, N, D]`` of each read block (one teacher forward)."""
+        return self._features(x_norm, s, cond)
+
+    def logits(self, feats: list[Tensor]) -> Tensor:
+        """The heads on :meth:`features`: ``[B]``."""
         return sum(head(f) for head, f in zip(self.heads, feats)) / len(self.heads)
+
+    def forward(self, x_norm: Tensor, s: Tensor, cond) -> Tensor:
+        return self.logits(self.features(x_norm, s, cond))
 
 
 def pick(n: int, k: int) -> Tensor:
