@@ -94,14 +94,21 @@ class DigitsSuite:
         return []
 
 
-def _suite_class(bundle: Bundle, where: str):
-    from ..scenes.evaluate import ScenesSuite, unknown_model_error
+def _suites() -> tuple:
+    """Every offline suite, in the order they are tried (the scenes module loads on demand)."""
+    from ..scenes.evaluate import ScenesSuite
 
+    return DigitsSuite, ScenesSuite
+
+
+def _suite_class(bundle: Bundle, where: str):
+    """The suite that measures the images ``bundle`` makes (its channels and size)."""
     shape = (bundle.meta.channels, bundle.meta.image_size)
-    for suite in (DigitsSuite, ScenesSuite):
+    for suite in _suites():
         if suite.matches(*shape):
             return suite
-    raise unknown_model_error(shape, where)
+    raise UserError(f"{where} makes {shape[0]}x{shape[1]}x{shape[1]} images: tbcm eval measures digits (1x8x8) "
+                    "and scenes (3x32x32) models; for a real teacher use --reference")
 
 
 def _check_counts(name: str, values: list[int]) -> None:
@@ -112,7 +119,7 @@ def _check_counts(name: str, values: list[int]) -> None:
 @torch.no_grad()
 def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_per_class: int | None = None,
              teacher_steps: list[int] = (), cfg_scale: float | None = None, seed: int = 0,
-             classifier: DigitClassifier | None = None, teacher_cfgs: list[float] = (),
+             classifier: DigitClassifier | None = None, teacher_cfgs: list[float] = (),  # or a SceneJudge
              student_cfgs: list[float] | None = None, fresh_noise: float = 1.0) -> dict:
     """Scores of the student in ``path`` (a run folder or a student folder) and, for each entry
     of ``teacher_steps``, of the run's teacher (its ``config.yaml`` ``teacher``, else builtin).
@@ -164,7 +171,7 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
     if student_cfgs is None:
         student_cfgs = [float(w) for w in extra.get("cfg_scales", [cfg])]
 
-    suite = suite_class(classifier) if suite_class is DigitsSuite or classifier is not None else suite_class()
+    suite = suite_class(classifier)  # None: the suite's shipped judge
     n_per_class = suite.default_n if n_per_class is None else n_per_class
     chunks = [suite.prompts[i:i + max(1, 128 // n_per_class)]  # ~128 images a call; memory stays bounded
               for i in range(0, len(suite.prompts), max(1, 128 // n_per_class))]
@@ -233,8 +240,4 @@ def format_table(result: dict) -> str:
 
 
 def _suite_named(name: str):
-    if name == "scenes":
-        from ..scenes.evaluate import ScenesSuite
-
-        return ScenesSuite
-    return DigitsSuite
+    return next(suite for suite in _suites() if suite.name == name)

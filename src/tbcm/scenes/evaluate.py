@@ -15,7 +15,6 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from ..errors import UserError
 from .generator import SIZE, parse_prompt, render_many, split, to_flow
 from .judge import SceneJudge, attribute_scores, label_ids, load_judge
 
@@ -101,7 +100,3 @@ class ScenesSuite:
                          f"position {s['position']:6.1%}")
         return lines
 
-
-def unknown_model_error(shape: tuple[int, int], where: str) -> UserError:
-    return UserError(f"{where} makes {shape[0]}x{shape[1]}x{shape[1]} images: tbcm eval measures digits (1x8x8) "
-                     f"and scenes (3x{SIZE}x{SIZE}) models; for a real teacher use --reference")
