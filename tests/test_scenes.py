@@ -183,3 +183,15 @@ def test_the_scenes_config_distils_the_shipped_teacher_and_eval_reports_both_spl
     for scores in (result["teacher"]["2"], result["student"]["1"]):
         assert set(scores) >= {"fid", "adherence", "seen", "heldout"}
     assert result["student_cfgs"] == [1.5, 2.0, 2.5]  # the config's training range
+
+
+def test_judge_train_cli_writes_a_loadable_judge_and_refuses_bad_steps(tmp_path, capsys):
+    out = tmp_path / "judge"
+    assert main(["scenes", "judge-train", "--out", str(out), "--steps", "2", "--no-progress"]) == 0
+    judge = load_judge(out)
+    assert judge.meta["training"]["steps"] == 2 and 0 <= judge.meta["accuracy"]["exact"] <= 1
+    assert "exact accuracy" in capsys.readouterr().out
+    assert main(["scenes", "judge-train", "--out", str(tmp_path / "bad"), "--steps", "0"]) == 2
+    assert "--steps must be at least 1" in capsys.readouterr().err
+    with pytest.raises(UserError, match="not a tbcm scenes judge folder"):
+        load_judge(tmp_path)
