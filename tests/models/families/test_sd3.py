@@ -24,9 +24,9 @@ from tbcm.models.families.sd3.bundle import load_teacher  # noqa: E402
 from tbcm.models.families.sd3.network import MathSDPAProcessor  # noqa: E402
 from tbcm.models.families.sd3.text import SD3PromptEncoder  # noqa: E402
 from tbcm.models.registry import family_of_pipeline  # noqa: E402
+from tests.models.families.checks import cache_round_trip, student_jvp_fd_errors  # noqa: E402
 from tbcm.models.student import Student  # noqa: E402
 from tbcm.models.teacher import Teacher  # noqa: E402
-from tbcm.objectives.scm import jvp_autograd  # noqa: E402
 from tests.conftest import assert_cli_error  # noqa: E402
 from tests.models.families.tiny_sd3 import save_tiny_sd3_pipeline  # noqa: E402
 
@@ -103,24 +103,8 @@ def test_the_untrained_student_equals_the_teacher_for_any_w(teacher):
 
 
 def test_student_jvp_matches_central_finite_differences(teacher):
-    net = teacher.network.with_guidance_embed()
-    with torch.no_grad():  # make w matter
-        torch.nn.init.normal_(net.transformer.time_text_embed.guidance_embedder.linear_2.weight, std=0.1)
-    student = Student(net, teacher.meta.sigma_d, teacher.meta.timestep_scale).double()
-    cond = teacher.encoder.encode(PROMPTS).apply(lambda z: z.double())
     x, t = _inputs(2, torch.float64)
-    u = torch.randn(x.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    w = torch.tensor([3.0, 5.0], dtype=torch.float64)
-    fn = lambda xx, tt: student(xx, tt, cond, w)  # noqa: E731
-    out, dout = jvp_autograd(fn, (x, t), (u, torch.ones_like(t)))
-    with torch.no_grad():
-        assert torch.equal(out, fn(x, t))
-
-        def fd_error(h):
-            fd = (fn(x + h * u, t + h) - fn(x - h * u, t - h)) / (2 * h)
-            return float((dout - fd).norm() / dout.norm())
-
-        errors = [fd_error(h) for h in (1e-3, 5e-4, 2.5e-4)]
+    errors = student_jvp_fd_errors(teacher, PROMPTS, x, t)
     # SD3 embeds 1000 tau: the derivative in t is steep; diffusers computes the sinusoidal timestep
     # features in float32, which floors the difference well below these errors
     assert errors[-1] < 5e-3, errors
@@ -129,15 +113,9 @@ def test_student_jvp_matches_central_finite_differences(teacher):
 
 def test_prompt_cache_round_trips_and_equals_encode_prompt(sd3_dir, pipe, tmp_path, monkeypatch):
     prompts = [*PROMPTS, "", PROMPTS[0]]
-    first = SD3PromptEncoder(sd3_dir, cache_dir=tmp_path).encode(prompts)
+    first = cache_round_trip(lambda d: SD3PromptEncoder(sd3_dir, cache_dir=d), prompts, tmp_path, monkeypatch)
     # 8 CLIP tokens + 12 T5 tokens, T5 width 32; pooled: CLIP projections 8 + 16
     assert first.embeds.shape == (4, 20, 32) and first.pooled.shape == (4, 24) and bool((first.mask == 1).all())
-    assert len(list(tmp_path.rglob("*.safetensors"))) == 3  # one file per distinct prompt
-    second_encoder = SD3PromptEncoder(sd3_dir, cache_dir=tmp_path)
-    monkeypatch.setattr(second_encoder, "_encode_uncached", lambda p: pytest.fail(f"re-encoded {p}"))
-    second = second_encoder.encode(prompts)
-    for a, b in ((first.embeds, second.embeds), (first.mask, second.mask), (first.pooled, second.pooled)):
-        assert torch.equal(a, b)
     with torch.no_grad():
         embeds, _, pooled, _ = pipe.encode_prompt(prompts, None, None, do_classifier_free_guidance=False,
                                                   max_sequence_length=12)
