@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -128,18 +129,17 @@ def split(seed: int = SPLIT_SEED) -> tuple[list[Scene], list[Scene]]:
     return [s for s in scenes if not is_heldout(s, held)], [s for s in scenes if is_heldout(s, held)]
 
 
-_PROMPT_SCENES: dict[str, Scene] | None = None
+@lru_cache(maxsize=1)
+def _scenes_by_prompt() -> dict[str, Scene]:
+    return {s.prompt(): s for s in all_scenes()}
 
 
 def parse_prompt(prompt: str) -> Scene:
     """The scene a prompt names (``ValueError`` for anything else)."""
-    global _PROMPT_SCENES
-    if _PROMPT_SCENES is None:
-        _PROMPT_SCENES = {s.prompt(): s for s in all_scenes()}
     key = " ".join(prompt.lower().split())
-    if key not in _PROMPT_SCENES:
+    if key not in _scenes_by_prompt():
         raise ValueError(f"{prompt!r} is not a scenes prompt: e.g. 'a red circle left of a blue square'")
-    return _PROMPT_SCENES[key]
+    return _scenes_by_prompt()[key]
 
 
 def _draw(draw: ImageDraw.ImageDraw, obj: Obj, cx: float, cy: float, r: float) -> None:
@@ -149,7 +149,7 @@ def _draw(draw: ImageDraw.ImageDraw, obj: Obj, cx: float, cy: float, r: float) -
     if obj.shape == "circle":
         draw.ellipse((x0, y0, x1, y1), fill=colour)
     elif obj.shape == "square":
-        s = r * 0.89  # equal area to the circle's bounding rule, roughly
+        s = r * 0.89  # about the circle's area (sqrt(pi) / 2 = 0.886); the shipped judge and teacher saw 0.89
         draw.rectangle(((cx - s) * k, (cy - s) * k, (cx + s) * k, (cy + s) * k), fill=colour)
     else:  # upright triangle
         draw.polygon([(cx * k, y0), (x1, y1), (x0, y1)], fill=colour)
