@@ -16,6 +16,7 @@ from typing import TypeVar
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .data import GENERATED_IMAGES
 from .errors import UserError, brief
 from .models.builtin.dit import DiTConfig
 from .objectives.scm import JVP_BACKENDS, TANGENT_NORMS, SCMConfig
@@ -114,7 +115,7 @@ class TeacherModelConfig:
 class TeacherTrainConfig:
     data: str = "digits"  # "digits" (scikit-learn's, offline), "scenes", a folder of images, or an .npz
     image_size: int = 8
-    generated_images: int = 48000  # images drawn from a generated source ("scenes")
+    generated_images: int = GENERATED_IMAGES  # images drawn from a generated source ("scenes")
     prompt_template: str = "a handwritten digit {label}"  # for labels (npz) or class folders
     seed: int = 0
     steps: int = 6000

@@ -25,6 +25,7 @@ from PIL import Image
 from .errors import UserError, brief
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+GENERATED_IMAGES = 48000  # images drawn from a generated source ("scenes") unless told otherwise
 
 
 @dataclass
@@ -143,7 +144,7 @@ def load_scenes(size: int, count: int, seed: int) -> ImagePromptData:
     return ImagePromptData(scene_images(scenes, seed + 1), [s.prompt() for s in scenes])
 
 
-def load_training_data(source: str, size: int, template: str, generated_images: int = 48000,
+def load_training_data(source: str, size: int, template: str, generated_images: int = GENERATED_IMAGES,
                        seed: int = 0) -> ImagePromptData:
     """Dispatch on ``source``: ``"digits"``, ``"scenes"`` (``generated_images`` of them, by
     ``seed``), a ``.npz`` file, or a folder of images."""
