@@ -82,3 +82,31 @@ def test_the_sampling_copy_takes_ema_parameters_and_keeps_the_networks_buffers(t
     assert torch.equal(copy.network.table, table)
     for name, value in d.ema.full_state_dict().items():
         assert torch.equal(copy.state_dict()[name], value)
+
+
+def test_learning_rate_schedule_is_the_warmup_then_the_closed_form_cosine(tiny_teacher_dir):
+    # warmup: lr * (step + 1) / W; cosine from the warmup's end (step W - 1) to decay_to * lr at the
+    # last step, lr * (c + (1 - c) (1 + cos(pi p)) / 2) with p the fraction of the way
+    lr, w, steps, c = 1e-3, 10, 110, 0.1
+    d = _distiller(tiny_teacher_dir, f"optim.lr={lr}", f"optim.warmup_steps={w}", f"steps={steps}",
+                   "optim.decay=cosine", f"optim.decay_to={c}")
+    assert abs(d.lr_at(0) - lr / w) < 1e-15 and abs(d.lr_at(4) - lr * 5 / w) < 1e-15
+    assert abs(d.lr_at(w - 1) - lr) < 1e-15
+    mid = (w - 1 + steps - 1) / 2  # p = 1/2: halfway between lr and c * lr
+    assert abs(d.lr_at(int(mid)) - lr * (c + (1 - c) / 2)) < 1e-15
+    assert abs(d.lr_at(steps - 1) - c * lr) < 1e-15 and abs(d.lr_at(steps + 50) - c * lr) < 1e-15
+    lrs = [d.lr_at(s) for s in range(w - 1, steps)]
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))  # strictly decreasing after the warmup
+    flat = _distiller(tiny_teacher_dir, f"optim.lr={lr}", f"optim.warmup_steps={w}", f"steps={steps}")
+    assert [flat.lr_at(s) for s in (w - 1, mid, steps - 1)] == [lr] * 3
+
+
+def test_a_bad_decay_is_refused_in_one_line(tiny_teacher_dir):
+    import pytest
+
+    from tbcm.errors import UserError
+
+    with pytest.raises(UserError, match="optim.decay"):
+        _distiller(tiny_teacher_dir, "optim.decay=linear")
+    with pytest.raises(UserError, match="optim.decay_to"):
+        _distiller(tiny_teacher_dir, "optim.decay_to=1.5")

@@ -35,7 +35,10 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])  # two for adamw, three for came
     came_eps: list[float] = field(default_factory=lambda: [1e-30, 1e-16])  # CAME's two epsilons
     weight_decay: float = 0.0
-    warmup_steps: int = 100  # linear learning-rate warmup, then constant
+    warmup_steps: int = 100  # linear learning-rate warmup, then `decay`
+    # after the warmup: "constant" (TBCM's schedule) or "cosine" (from lr down to decay_to * lr at `steps`)
+    decay: str = "constant"
+    decay_to: float = 0.0
     grad_clip: float = 1.0  # max global grad norm; 0 = no clipping
     ema_decay: float = 0.99  # EMA of the student; the EMA is what is saved and sampled
 
@@ -284,6 +287,8 @@ def validate(cfg) -> None:
                "two positive numbers")
         _check(p.weight_decay >= 0, "optim.weight_decay", p.weight_decay, ">= 0")
         _check(p.warmup_steps >= 0, "optim.warmup_steps", p.warmup_steps, ">= 0")
+        _check(p.decay in ("constant", "cosine"), "optim.decay", p.decay, "constant or cosine")
+        _check(0 <= p.decay_to <= 1, "optim.decay_to", p.decay_to, "in [0, 1] (a fraction of optim.lr)")
         _check(p.grad_clip >= 0, "optim.grad_clip", p.grad_clip, ">= 0 (0 = off)")
         _check(0 <= p.ema_decay < 1, "optim.ema_decay", p.ema_decay, "in [0, 1)")
         s = cfg.sample

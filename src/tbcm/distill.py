@@ -320,9 +320,17 @@ class Distiller:
 
     # -- one step ---------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
-        """Linear warmup over ``optim.warmup_steps``, then constant (TBCM's schedule)."""
+        """Learning rate of optimiser step ``step`` (0-based): linear warmup over
+        ``optim.warmup_steps``, then constant (TBCM's schedule) or a cosine from ``lr`` at the end of
+        the warmup to ``decay_to * lr`` at the last step (``steps - 1``)."""
         o = self.cfg.optim
-        return o.lr * (min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps else 1.0)
+        if o.warmup_steps and step + 1 < o.warmup_steps:
+            return o.lr * (step + 1) / o.warmup_steps
+        if o.decay == "constant":
+            return o.lr
+        start, end = max(o.warmup_steps - 1, 0), self.cfg.steps - 1
+        progress = min(1.0, max(0.0, (step - start) / (end - start))) if end > start else 1.0
+        return o.lr * (o.decay_to + (1.0 - o.decay_to) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
     def _to_device(self, pairs: Pairs) -> Pairs:
         d = self.device
