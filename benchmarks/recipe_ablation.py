@@ -99,16 +99,17 @@ def _score(images: torch.Tensor, n: int, ref, clf) -> dict:
     return {"fid": float(ref(images)), "adherence": float(adherence(images, labels, clf))}
 
 
-def score_student(student, encoder, scales: list[float], w_eval: float, n: int, ref, clf) -> tuple[dict, dict]:
-    """``(scores at w_eval, sweep)``: FID and adherence at 1, 2, 4 steps; the sweep holds the
-    student at each guidance input in ``scales`` ("1.0": fresh re-noising) and its 2 and 4-step
-    samples with half fresh noise ("0.5")."""
+def score_student(student, encoder, scales: list[float], w_eval: float, n: int, ref, clf,
+                  shift: float = 2.5) -> tuple[dict, dict]:
+    """``(scores at w_eval, sweep)``: FID and adherence at 1, 2, 4 steps (the student's route of
+    ``shift``); the sweep holds the student at each guidance input in ``scales`` ("1.0": fresh
+    re-noising) and its 2 and 4-step samples with half fresh noise ("0.5")."""
     from tbcm.previews import student_samples
 
     def scores_of(w: float, fresh: float = 1.0, steps=(1, 2, 4)) -> dict:
         out = {}
         for k in steps:
-            images = torch.cat([student_samples(student, encoder, [p], w, k, n, first_seed=0, fresh_noise=fresh)
+            images = torch.cat([student_samples(student, encoder, [p], w, k, n, shift, first_seed=0, fresh_noise=fresh)
                                 for p in PROMPTS])
             out[str(k)] = _score(images, n, ref, clf)
         return out
@@ -132,7 +133,8 @@ def rescore(path: Path, n: int) -> None:
             continue
         bundle = load_bundle(Path(row["run"]) / "student", expect_kind="student")
         _, row["sweep"] = score_student(Student.from_bundle(bundle).eval(), bundle.encoder, row["cfg_scales"],
-                                        row["eval_cfg"], row["n"], ref, clf)
+                                        row["eval_cfg"], row["n"], ref, clf,
+                                        float(bundle.meta.extra.get("shift", 2.5)))
         print(f"rescored {row['variant']} {row['guidance']} seed {row['seed']}", flush=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -161,7 +163,8 @@ def train_and_eval(variant: str, overrides: list[str], guidance: str, seed: int,
     train_s = time.perf_counter() - start
     ref, clf = _fid_reference()
 
-    scores, sweep = score_student(d.student_for_sampling(), d.encoder, scales, w_eval, n, ref, clf)
+    shift = cfg.sample.student_shift
+    scores, sweep = score_student(d.student_for_sampling(), d.encoder, scales, w_eval, n, ref, clf, shift)
     curve = []
     if curve_every:
         from tbcm.checkpoint import list_checkpoints, load_checkpoint
@@ -177,9 +180,9 @@ def train_and_eval(variant: str, overrides: list[str], guidance: str, seed: int,
             d.ema.load_full_state_dict(state["ema"])
             step = int(state["step"])
             curve.append({"step": step, "seconds": seconds.get(step),
-                          "student": score_student(d.student_for_sampling(), d.encoder, [], w_eval, n, ref, clf)[0]})
+                          "student": score_student(d.student_for_sampling(), d.encoder, [], w_eval, n, ref, clf, shift)[0]})
     return {"variant": variant, "overrides": overrides, "guidance": guidance, "cfg_scales": scales,
-            "eval_cfg": w_eval, "seed": seed, "steps": steps, "trained_steps": d.step, "n": n, "train_s": train_s,
+            "eval_cfg": w_eval, "student_shift": shift, "seed": seed, "steps": steps, "trained_steps": d.step, "n": n, "train_s": train_s,
             "student": scores, "sweep": sweep, "curve": curve, "run": str(out)}
 
 

@@ -2,6 +2,7 @@
 digits student at 1 step and at 2 and 4 steps with several intermediate angles (no training).
 
     python benchmarks/sampling_angles.py RUN_DIR/student [--n 100] [--cfg 4.5]
+    python benchmarks/sampling_angles.py RUN_DIR/student --shifts 2.5,1.5,1,0.7   # the shifted routes only
 
 Same initial noise for every schedule (seeds 0..n-1 per digit) and the same re-noising seed;
 FID on the digit classifier's features against the held-out digits, and adherence.
@@ -29,6 +30,7 @@ def main() -> None:
     ap.add_argument("student")
     ap.add_argument("--n", type=int, default=100, help="images per digit")
     ap.add_argument("--cfg", type=float, default=4.5)
+    ap.add_argument("--shifts", default="", help="instead of the fixed list: the 2- and 4-step routes of each shift")
     args = ap.parse_args()
     b = load_bundle(args.student, expect_kind="student")
     student = Student(b.network, b.meta.sigma_d, b.meta.timestep_scale).eval()
@@ -40,8 +42,11 @@ def main() -> None:
     labels = torch.arange(10).repeat_interleave(args.n)
     w = torch.full((noise.shape[0],), args.cfg)
     defaults = {tuple(student_angles(k)[1:-1]) for k in (2, 4)}
+    schedules = SCHEDULES + [list(m) for m in sorted(defaults)]
+    if args.shifts:
+        schedules = [[]] + [student_angles(k, float(s))[1:-1] for s in args.shifts.split(",") for k in (2, 4)]
     print("| steps | intermediate angles (rad) | FID | adherence |\n|---|---|---|---|")
-    for mids in SCHEDULES + [list(m) for m in sorted(defaults)]:
+    for mids in schedules:
         angles = [math.pi / 2, *mids, 0.0]
         x0 = student_sample(student, cond, w, noise, angles, generator=torch.Generator().manual_seed(1))
         px = to_pixels(x0, student.sigma_d)

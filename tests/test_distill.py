@@ -110,3 +110,30 @@ def test_a_bad_decay_is_refused_in_one_line(tiny_teacher_dir):
         _distiller(tiny_teacher_dir, "optim.decay=linear")
     with pytest.raises(UserError, match="optim.decay_to"):
         _distiller(tiny_teacher_dir, "optim.decay_to=1.5")
+
+
+def test_the_student_keeps_its_own_route_shift_and_its_generator_samples_on_it(tiny_teacher_dir, tmp_path):
+    import math
+
+    from tbcm.generate import load_image_generator
+    from tbcm.models.bundle import load_bundle
+    from tbcm.sampling import student_sample, to_pixels
+
+    d = _distiller(tiny_teacher_dir, "sample.student_shift=1.0", "sample.shift=3.0")
+    d.train_step()
+    d.save_student(d.student_for_sampling(), tmp_path / "student")
+    extra = load_bundle(tmp_path / "student", expect_kind="student").meta.extra
+    assert extra["shift"] == 1.0 and extra["teacher_shift"] == 3.0
+    gen = load_image_generator(tmp_path / "student", steps=2)
+    prompts, seeds = ["a handwritten digit 3", "a handwritten digit 7"], [5, 6]
+    got = gen.generate(prompts, seeds)
+    # shift 1: the 2-step route's middle angle is arctan(1) = pi/4 (2.5 would give 1.19)
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    noise = torch.stack([torch.randn(gen.shape, generator=g) for g in gens])
+    x0 = student_sample(gen.student, gen.encoder.encode(prompts), torch.full((2,), gen.cfg_scale), noise,
+                        [math.pi / 2, math.pi / 4, 0.0], generator=gens)
+    want = ((to_pixels(x0, gen.student.sigma_d) + 1) * 127.5).round().to(torch.uint8)
+    assert torch.equal(got, want.repeat(1, 3 // want.shape[1], 1, 1))
+    off_route = student_sample(gen.student, gen.encoder.encode(prompts), torch.full((2,), gen.cfg_scale), noise,
+                               [math.pi / 2, 1.19, 0.0], generator=[torch.Generator().manual_seed(s) for s in seeds])
+    assert not torch.equal(off_route, x0)  # the middle angle matters, so the check above can fail

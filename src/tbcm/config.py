@@ -52,7 +52,10 @@ class SampleConfig:
     cfg_scale: float = 1.5
     teacher_steps: int = 16
     student_steps: list[int] = field(default_factory=lambda: [1, 2, 4])
-    shift: float = 2.5  # shift of the sampling route (teacher and few-step student)
+    shift: float = 2.5  # shift of the teacher's sampling route (its 16-step grids and evaluation)
+    # shift of the few-step student's route, saved with the student (tbcm sample / eval / export use
+    # it); its 2-step middle angle is arctan(student_shift) rad
+    student_shift: float = 2.5
 
 
 SOURCES = ("trajectory", "cache", "forward", "teacher_x0")
@@ -294,6 +297,8 @@ def validate(cfg) -> None:
         s = cfg.sample
         _check(s.seeds >= 1, "sample.seeds", s.seeds, "a positive integer")
         _check(s.teacher_steps >= 1, "sample.teacher_steps", s.teacher_steps, "a positive integer")
+        _check(_finite_positive(s.shift), "sample.shift", s.shift, "a positive number")
+        _check(_finite_positive(s.student_shift), "sample.student_shift", s.student_shift, "a positive number")
         _check(len(s.student_steps) > 0 and all(n >= 1 for n in s.student_steps), "sample.student_steps",
                s.student_steps, "a non-empty list of positive integers")
         _check(s.cfg_scale >= 0, "sample.cfg_scale", s.cfg_scale, ">= 0")

@@ -593,7 +593,8 @@ class Distiller:
             network=student.network.config.to_dict(), prompt_encoder=self.encoder.config(),
             timestep_scale=tmeta.timestep_scale, blank_value=tmeta.blank_value, family=tmeta.family,
             extra={"teacher": str(self.cfg.teacher), "steps": self.step, "skipped_steps": self.skipped,
-                   "default_cfg_scale": self.cfg.sample.cfg_scale, "shift": self.cfg.sample.shift,
+                   "default_cfg_scale": self.cfg.sample.cfg_scale,
+                   "shift": self.cfg.sample.student_shift, "teacher_shift": self.cfg.sample.shift,
                    "cfg_scales": [float(w) for w in self.cfg.cfg_scales]},
         )
         return save_bundle(Bundle(meta, student.network, self.encoder, student.logvar_head), path)
@@ -612,7 +613,7 @@ class Distiller:
                   grid_image(teacher_samples(teacher, prompts, s.cfg_scale, s.teacher_steps, s.seeds, s.shift,
                                              decode=decode), rows))]
         for n in s.student_steps:
-            pixels = student_samples(student, self.encoder, prompts, s.cfg_scale, n, s.seeds, s.shift,
+            pixels = student_samples(student, self.encoder, prompts, s.cfg_scale, n, s.seeds, s.student_shift,
                                      decode=decode)
             named.append((f"student {n} step{'s' if n > 1 else ''}", grid_image(pixels, rows)))
         return named

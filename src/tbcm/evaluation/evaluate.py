@@ -166,7 +166,8 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
         teacher = Teacher.from_bundle(tbundle)
     extra = bundle.meta.extra
     cfg = float(cfg_scale if cfg_scale is not None else extra.get("default_cfg_scale", 4.5))
-    shift = float(extra.get("shift", 2.5))
+    shift = float(extra.get("shift", 2.5))  # the student's route
+    teacher_shift = float(extra.get("teacher_shift", shift))
     honest = bool(teacher_cfgs) or student_cfgs is not None
     if student_cfgs is None:
         student_cfgs = [float(w) for w in extra.get("cfg_scales", [cfg])]
@@ -183,7 +184,7 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
         return suite.score(images, n_per_class)
 
     def teacher_scores(steps: int, w: float) -> dict:
-        images = torch.cat([teacher_samples(teacher, c, w, steps, n_per_class, shift, seed) for c in chunks])
+        images = torch.cat([teacher_samples(teacher, c, w, steps, n_per_class, teacher_shift, seed) for c in chunks])
         return suite.score(images, n_per_class)
 
     result: dict = {"student": {}, "teacher": {}}
