@@ -97,7 +97,8 @@ def test_learning_rate_schedule_is_the_warmup_then_the_closed_form_cosine(tiny_t
     assert abs(d.lr_at(steps - 1) - c * lr) < 1e-15 and abs(d.lr_at(steps + 50) - c * lr) < 1e-15
     lrs = [d.lr_at(s) for s in range(w - 1, steps)]
     assert all(a > b for a, b in zip(lrs, lrs[1:]))  # strictly decreasing after the warmup
-    flat = _distiller(tiny_teacher_dir, f"optim.lr={lr}", f"optim.warmup_steps={w}", f"steps={steps}")
+    flat = _distiller(tiny_teacher_dir, f"optim.lr={lr}", f"optim.warmup_steps={w}", f"steps={steps}",
+                      "optim.decay=constant")
     assert [flat.lr_at(s) for s in (w - 1, mid, steps - 1)] == [lr] * 3
 
 
