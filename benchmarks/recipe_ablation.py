@@ -39,19 +39,21 @@ TEACHER_CFGS = [0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 4.5]
 # name -> (training cfg_scales, evaluation guidance)
 GUIDANCE = {"low": ([1.0, 1.25, 1.5], 1.0), "high": ([3.5, 4.5, 5.5], 4.5)}
 
-V1 = ["pairs.route=tbcm_v1", "objective.tangent_norm=rms", "objective.prior_weight=false"]
-OFFICIAL_ROUTE = ["pairs.route=official", "objective.tangent_norm=rms", "objective.prior_weight=false"]
-ROUTE_PRIOR = ["pairs.route=official", "objective.tangent_norm=rms", "objective.prior_weight=true"]
+# The faithful, recipe, pool and adversarial suites ran before the cosine decay and the student
+# route shift 1.0 became the defaults: pinned to what they ran with, so a rerun repeats them.
+BEFORE = ["optim.decay=constant", "sample.student_shift=2.5"]
+V1 = ["pairs.route=tbcm_v1", "objective.tangent_norm=rms", "objective.prior_weight=false", *BEFORE]
+OFFICIAL_ROUTE = ["pairs.route=official", "objective.tangent_norm=rms", "objective.prior_weight=false", *BEFORE]
+ROUTE_PRIOR = ["pairs.route=official", "objective.tangent_norm=rms", "objective.prior_weight=true", *BEFORE]
 SUITES = {
     # issue "Faithful to the paper": today's recipe, each official change on its own, then together
     "faithful": {
         "today (tbcm_v1 route, rms, no prior)": V1,
-        "official route": ["pairs.route=official", "objective.tangent_norm=rms", "objective.prior_weight=false"],
-        "official route + prior weight": ["pairs.route=official", "objective.tangent_norm=rms",
-                                          "objective.prior_weight=true"],
-        "l2 tangent norm": ["pairs.route=tbcm_v1", "objective.tangent_norm=l2", "objective.prior_weight=false"],
+        "official route": OFFICIAL_ROUTE,
+        "official route + prior weight": ROUTE_PRIOR,
+        "l2 tangent norm": ["pairs.route=tbcm_v1", "objective.tangent_norm=l2", "objective.prior_weight=false", *BEFORE],
         "official (route + prior + l2)": ["pairs.route=official", "objective.tangent_norm=l2",
-                                          "objective.prior_weight=true"],
+                                          "objective.prior_weight=true", *BEFORE],
     },
     # issue "The student as good as its teacher": levers on top of the official route, with curves
     "recipe": {
@@ -73,7 +75,7 @@ SUITES = {
     # issue "The student as good as its teacher" section 4: the curves still fall at 1200 steps and
     # one seed's 2-step FID is 27 against 8-11 -- a longer run (--steps 2400), with a decaying lr
     "steady": {
-        "route + prior, pool of 64 prompts": [*ROUTE_PRIOR, "pairs.pool_prompts=64"],
+        "default, constant lr": [*ROUTE_PRIOR, "pairs.pool_prompts=64"],
         "default, cosine lr decay": [*ROUTE_PRIOR, "pairs.pool_prompts=64", "optim.decay=cosine"],
         "default, ema 0.995": [*ROUTE_PRIOR, "pairs.pool_prompts=64", "optim.ema_decay=0.995"],
     },
@@ -307,13 +309,16 @@ def plot_curves(rows: list[dict], path: Path, best_fid: float | None, guidances:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for r in runs:
+    # one colour per run (step counts share it, told apart by marker and line style)
+    colours = plt.get_cmap("tab20" if len(runs) > 10 else "tab10")
+    for i, r in enumerate(runs):
         label = f"{r['variant']} ({r['guidance']}, seed {r['seed']})"
         for k, style in (("1", "o-"), ("2", "s--"), ("4", "^:")):
             ys = [c["student"][k]["fid"] for c in r["curve"]]
             for ax, key in zip(axes, ("step", "seconds")):
                 xs = [c[key] for c in r["curve"]]
-                line, = ax.plot(xs, ys, style, ms=3, label=f"{label}, {k} step{'s' if k != '1' else ''}")
+                ax.plot(xs, ys, style, ms=3, color=colours(i % colours.N),
+                        label=f"{label}, {k} step{'s' if k != '1' else ''}")
     for ax, xlabel in zip(axes, ("training steps", "training seconds (one CPU thread)")):
         if best_fid:
             ax.axhline(best_fid, color="k", lw=0.8)
