@@ -78,6 +78,9 @@ SUITES = {
         "default, constant lr": [*ROUTE_PRIOR, "pairs.pool_prompts=64"],
         "default, cosine lr decay": [*ROUTE_PRIOR, "pairs.pool_prompts=64", "optim.decay=cosine"],
         "default, ema 0.995": [*ROUTE_PRIOR, "pairs.pool_prompts=64", "optim.ema_decay=0.995"],
+        # the 1-step adherence lever, on the cosine default (scored on the student route 1.0)
+        "cosine + adversarial 0.1": [*ROUTE_PRIOR, "pairs.pool_prompts=64", "optim.decay=cosine",
+                                     "sample.student_shift=1.0", "objective.adversarial.weight=0.1"],
     },
 }
 
