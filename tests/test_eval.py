@@ -132,6 +132,22 @@ def test_eval_sweeps_report_each_models_best_guidance_and_the_ratio(tmp_path, ti
     assert "--teacher-cfg" in assert_cli_error([*argv[:-3], "--teacher-cfg", "1,x"], capsys)
 
 
+def test_eval_shift_moves_only_the_multi_step_samples_and_is_recorded(tmp_path, capsys):
+    student = _student_dir(tmp_path / "student")  # saved with shift 2.5
+    argv = ["eval", str(student), "--steps", "1,2", "--n", "3", "--json"]
+
+    def run(*extra):
+        assert main([*argv, *extra]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    saved, explicit, other = run(), run("--shift", "2.5"), run("--shift", "1")
+    assert saved["student_shift"] == explicit["student_shift"] == 2.5 and other["student_shift"] == 1.0
+    assert saved["student"] == explicit["student"]
+    assert other["student"]["1"] == saved["student"]["1"]  # 1 step is [pi/2, 0] on every route
+    assert other["student"]["2"] != saved["student"]["2"]  # the middle angle moved: 1.19 -> pi/4 rad
+    assert "--shift" in assert_cli_error([*argv, "--shift", "0"], capsys)
+
+
 def test_eval_table_on_a_student_folder_with_the_builtin_teacher(tmp_path, capsys):
     student = _student_dir(tmp_path / "student")
     assert main(["eval", str(student), "--steps", "1", "--n", "1", "--teacher", "2", "--cfg", "3"]) == 0

@@ -100,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
                    "(with --reference image i uses seed + i)")
     e.add_argument("--fresh-noise", type=float, default=1.0, help="multi-step re-noising: 1 = fresh noise (sCM, "
                    "SanaSprintPipeline), 0 = the noise implied by the state, between = a mix")
+    e.add_argument("--shift", type=float, default=None, help="the student's route shift (default: the one saved "
+                   "with it); its 2-step middle angle is arctan(shift) rad")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     e.add_argument("--reference", metavar="ROOT", help="MJHQ-30k style folder (meta_data.json, <category>/<id>.jpg): "
                    "FID and CLIP score of the student on its prompts")
@@ -267,7 +269,7 @@ def cmd_eval(args) -> None:
                       _counts("--teacher", args.teacher) if args.teacher else [], args.cfg, args.seed,
                       teacher_cfgs=_scales("--teacher-cfg", args.teacher_cfg) if args.teacher_cfg else [],
                       student_cfgs=_scales("--student-cfg", args.student_cfg) if args.student_cfg else None,
-                      fresh_noise=args.fresh_noise)
+                      fresh_noise=args.fresh_noise, student_shift=args.shift)
     print(json.dumps(result) if args.json else format_table(result))
 
 
@@ -287,7 +289,7 @@ def cmd_eval_realscale(args) -> None:
 
     result = evaluate_realscale(args.dir, args.reference, args.inception, args.clip, _counts("--steps", args.steps),
                                 args.n, args.batch if args.batch is not None else 16, args.cfg, args.seed,
-                                progress=not args.no_progress)
+                                shift=args.shift, progress=not args.no_progress)
     print(json.dumps(result) if args.json else format_realscale_table(result))
 
 

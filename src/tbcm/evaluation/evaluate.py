@@ -11,6 +11,7 @@ the share the classifier assigns to the requested digit.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -120,7 +121,8 @@ def _check_counts(name: str, values: list[int]) -> None:
 def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_per_class: int | None = None,
              teacher_steps: list[int] = (), cfg_scale: float | None = None, seed: int = 0,
              classifier: DigitClassifier | None = None, teacher_cfgs: list[float] = (),  # or a SceneJudge
-             student_cfgs: list[float] | None = None, fresh_noise: float = 1.0) -> dict:
+             student_cfgs: list[float] | None = None, fresh_noise: float = 1.0,
+             student_shift: float | None = None) -> dict:
     """Scores of the student in ``path`` (a run folder or a student folder) and, for each entry
     of ``teacher_steps``, of the run's teacher (its ``config.yaml`` ``teacher``, else builtin).
 
@@ -135,7 +137,8 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
     at 16 steps, else at the largest count), and the student is swept over ``student_cfgs``
     (default: the guidance scales it was trained on) at every step count (``"student_sweep"``,
     ``"student_best"``). ``"ratio"`` is student-best FID / teacher-best FID per step count.
-    ``fresh_noise`` is the multi-step sampler's re-noising mix (:func:`tbcm.sampling.student_sample`).
+    ``fresh_noise`` is the multi-step sampler's re-noising mix (:func:`tbcm.sampling.student_sample`);
+    ``student_shift`` its route (default: the one saved with the student, ``"student_shift"``).
     """
     student_steps, teacher_steps = list(student_steps), list(teacher_steps)
     teacher_cfgs = [float(w) for w in teacher_cfgs]
@@ -148,6 +151,9 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
         raise UserError(f"--n must be at least 1 (got {n_per_class})")
     if not 0 <= fresh_noise <= 1:
         raise UserError(f"--fresh-noise must be in [0, 1] (got {fresh_noise}): 1 = fresh noise, 0 = implied noise")
+    if student_shift is not None and not (math.isfinite(student_shift) and student_shift > 0):
+        raise UserError(f"--shift must be a positive number (got {student_shift}): the student's route shift, "
+                        "e.g. 1 (2-step middle angle pi/4) or 2.5 (1.19 rad)")
     for name, values in (("--teacher-cfg", teacher_cfgs), ("--student-cfg", student_cfgs or [])):
         if any(not (w >= 0) for w in values):
             raise UserError(f"{name} must be guidance scales >= 0 (got {values}): e.g. {name} 1,1.5,2")
@@ -166,7 +172,7 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
         teacher = Teacher.from_bundle(tbundle)
     extra = bundle.meta.extra
     cfg = float(cfg_scale if cfg_scale is not None else extra.get("default_cfg_scale", 4.5))
-    shift = float(extra.get("shift", 2.5))  # the student's route
+    shift = float(student_shift if student_shift is not None else extra.get("shift", 2.5))  # the student's route
     teacher_shift = float(extra.get("teacher_shift", shift))
     honest = bool(teacher_cfgs) or student_cfgs is not None
     if student_cfgs is None:
@@ -203,7 +209,7 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
         result["teacher_best"] = {"steps": int(at), **_best(result["teacher_sweep"][at])}
         result["ratio"] = {k: b["fid"] / result["teacher_best"]["fid"] for k, b in result["student_best"].items()}
     result.update({"n_per_class": n_per_class, "cfg_scale": cfg, "seed": seed, "teacher_model": teacher_name,
-                   "fresh_noise": fresh_noise, "suite": suite.name, "reference": suite.reference_info()})
+                   "fresh_noise": fresh_noise, "student_shift": shift, "suite": suite.name, "reference": suite.reference_info()})
     if honest:
         result["student_cfgs"] = student_cfgs
     if teacher_cfgs:
