@@ -146,6 +146,13 @@ def test_eval_shift_moves_only_the_multi_step_samples_and_is_recorded(tmp_path, 
     assert other["student"]["1"] == saved["student"]["1"]  # 1 step is [pi/2, 0] on every route
     assert other["student"]["2"] != saved["student"]["2"]  # the middle angle moved: 1.19 -> pi/4 rad
     assert "--shift" in assert_cli_error([*argv, "--shift", "0"], capsys)
+    # a student saved before teacher_shift existed: --shift moves the student's route, not the teacher's
+    with_teacher = [*argv, "--teacher", "2"]
+    assert main(with_teacher) == 0
+    base = json.loads(capsys.readouterr().out)
+    assert main([*with_teacher, "--shift", "1"]) == 0
+    moved = json.loads(capsys.readouterr().out)
+    assert moved["teacher"] == base["teacher"] and moved["student"]["2"] != base["student"]["2"]
 
 
 def test_eval_table_on_a_student_folder_with_the_builtin_teacher(tmp_path, capsys):

@@ -172,8 +172,9 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
         teacher = Teacher.from_bundle(tbundle)
     extra = bundle.meta.extra
     cfg = float(cfg_scale if cfg_scale is not None else extra.get("default_cfg_scale", 4.5))
-    shift = float(student_shift if student_shift is not None else extra.get("shift", 2.5))  # the student's route
-    teacher_shift = float(extra.get("teacher_shift", shift))
+    saved_shift = float(extra.get("shift", 2.5))  # the student's saved route (older students: also the teacher's)
+    shift = float(student_shift) if student_shift is not None else saved_shift
+    teacher_shift = float(extra.get("teacher_shift", saved_shift))  # --shift moves the student only
     honest = bool(teacher_cfgs) or student_cfgs is not None
     if student_cfgs is None:
         student_cfgs = [float(w) for w in extra.get("cfg_scales", [cfg])]
@@ -209,7 +210,8 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
         result["teacher_best"] = {"steps": int(at), **_best(result["teacher_sweep"][at])}
         result["ratio"] = {k: b["fid"] / result["teacher_best"]["fid"] for k, b in result["student_best"].items()}
     result.update({"n_per_class": n_per_class, "cfg_scale": cfg, "seed": seed, "teacher_model": teacher_name,
-                   "fresh_noise": fresh_noise, "student_shift": shift, "suite": suite.name, "reference": suite.reference_info()})
+                   "fresh_noise": fresh_noise, "student_shift": shift, "suite": suite.name,
+                   "reference": suite.reference_info()})
     if honest:
         result["student_cfgs"] = student_cfgs
     if teacher_cfgs:
