@@ -27,23 +27,31 @@ from tbcm.sampling import student_angles, student_sample, to_pixels
 STEPS = (1, 2, 4)
 
 
+class DigitsProbe:
+    """One digits student on fixed noise (seeds 0..n-1 per digit), fixed re-noising seed and a
+    fixed guidance input, scored on any route: :meth:`score` ``(angles) -> (FID, adherence)``."""
+
+    def __init__(self, folder: str, n: int, cfg: float, clf, ref):
+        b = load_bundle(folder, expect_kind="student")
+        self.saved_shift = float(b.meta.extra.get("shift", 2.5))
+        self.student = Student(b.network, b.meta.sigma_d, b.meta.timestep_scale).eval()
+        self.cond = b.encoder.encode([f"a handwritten digit {d}" for d in range(10)]).repeat_interleave(n)
+        self.noise = seeded_noise(n, 10, (b.meta.channels, b.meta.image_size, b.meta.image_size))
+        self.labels = torch.arange(10).repeat_interleave(n)
+        self.w = torch.full((self.noise.shape[0],), cfg)
+        self.clf, self.ref = clf, ref
+
+    def score(self, angles: list[float]) -> tuple[float, float]:
+        x0 = student_sample(self.student, self.cond, self.w, self.noise, angles,
+                            generator=torch.Generator().manual_seed(1))
+        px = to_pixels(x0, self.student.sigma_d)
+        return self.ref(px), adherence(px, self.labels, self.clf)
+
+
 def score(folder: str, shifts: list[float], n: int, cfg: float, clf, ref) -> dict:
     """``{shift: {steps: (fid, adherence)}}`` for the student in ``folder``."""
-    b = load_bundle(folder, expect_kind="student")
-    student = Student(b.network, b.meta.sigma_d, b.meta.timestep_scale).eval()
-    cond = b.encoder.encode([f"a handwritten digit {d}" for d in range(10)]).repeat_interleave(n)
-    noise = seeded_noise(n, 10, (b.meta.channels, b.meta.image_size, b.meta.image_size))
-    labels = torch.arange(10).repeat_interleave(n)
-    w = torch.full((noise.shape[0],), cfg)
-    out = {}
-    for shift in shifts:
-        out[shift] = {}
-        for steps in STEPS:
-            x0 = student_sample(student, cond, w, noise, student_angles(steps, shift),
-                                generator=torch.Generator().manual_seed(1))
-            px = to_pixels(x0, student.sigma_d)
-            out[shift][steps] = (ref(px), adherence(px, labels, clf))
-    return out
+    probe = DigitsProbe(folder, n, cfg, clf, ref)
+    return {shift: {steps: probe.score(student_angles(steps, shift)) for steps in STEPS} for shift in shifts}
 
 
 def main() -> None:
