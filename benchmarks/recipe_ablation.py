@@ -235,6 +235,13 @@ def _mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
+def _shown(variant: str, runs: list[dict]) -> str:
+    """The variant's name, with the student route its 2- and 4-step columns were scored on when
+    that is not the teacher's (rows from before ``student_shift`` were all scored on 2.5)."""
+    shifts = sorted({float(r.get("student_shift", 2.5)) for r in runs})
+    return variant if shifts == [2.5] else f"{variant} (route {', '.join(f'{s:g}' for s in shifts)})"
+
+
 def report(rows: list[dict], suite: str, guidances: list[str]) -> str:
     """Markdown: the teacher sweep, then per guidance set a table of variants (mean ± sd over seeds)."""
     teacher = next((r for r in rows if r["variant"] == "teacher"), None)
@@ -267,7 +274,7 @@ def report(rows: list[dict], suite: str, guidances: list[str]) -> str:
             f = {k: [r["student"][k]["fid"] for r in runs] for k in ("1", "2", "4")}
             adh = [100 * r["student"]["1"]["adherence"] for r in runs]
             ratio = f"{statistics.mean(f['1']) / best_fid:.2f}x" if best_fid else "-"
-            lines.append(f"| {variant} | {len(runs)} | {_mean_sd(f['1'])} | {_mean_sd(adh)}% | {_mean_sd(f['2'])} | "
+            lines.append(f"| {_shown(variant, runs)} | {len(runs)} | {_mean_sd(f['1'])} | {_mean_sd(adh)}% | {_mean_sd(f['2'])} | "
                          f"{_mean_sd(f['4'])} | {ratio} |")
         lines.append("")
         swept = [v for v in variants if all("sweep" in r for r in group if r["variant"] == v)]
@@ -287,7 +294,7 @@ def report(rows: list[dict], suite: str, guidances: list[str]) -> str:
                 f4h, a4h = best("4", "0.5")
                 ratio = f"{statistics.mean(f1) / best_fid:.2f}x" if best_fid else "-"
                 f2, f4 = best("2")[0], best("4")[0]
-                lines.append(f"| {variant} | {_mean_sd(f1)} | {_mean_sd(a1)}% | {_mean_sd(f2)} | "
+                lines.append(f"| {_shown(variant, runs)} | {_mean_sd(f1)} | {_mean_sd(a1)}% | {_mean_sd(f2)} | "
                              f"{_mean_sd(f4)} | {_mean_sd(best('2', '0.5')[0])} | {_mean_sd(f4h)} | "
                              f"{_mean_sd(a4h)}% | {ratio} | {_targets(f1, a1, f2, f4, best_fid, best_adh)} |")
             lines.append("")
