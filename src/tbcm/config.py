@@ -55,8 +55,9 @@ class SampleConfig:
     student_steps: list[int] = field(default_factory=lambda: [1, 2, 4])
     shift: float = 2.5  # shift of the teacher's sampling route (its 16-step grids and evaluation)
     # shift of the few-step student's route, saved with the student (tbcm sample / eval / export use
-    # it); its 2-step middle angle is arctan(student_shift) rad. 1.0 (pi/4): over 9 digits students
-    # 2 steps 9.4 and 4 steps 8.7 FID against 14.5 and 10.1 at 2.5 (benchmarks/sampler_shift.py)
+    # it); its 2-step middle angle is arctan(student_shift) rad. Per teacher, measure it (tbcm eval
+    # --shift): the digits want 1.0 (pi/4: over 9 students 2 steps 9.4 and 4 steps 8.7 FID against
+    # 14.5 and 10.1 at 2.5, benchmarks/sampler_shift.py); the scenes 2.5 (configs/distill_scenes.yaml)
     student_shift: float = 1.0
 
 
