@@ -65,7 +65,7 @@ def grid(rows: list[dict], path: Path, prompts: list[str], seeds: int = 4) -> No
     from tbcm.previews import student_samples, teacher_samples
 
     named = []
-    tb = next(r for r in rows if r["kind"] == "tbcm")["eval"]["teacher_best"]
+    tb = next(r for r in rows if "teacher_best" in r["eval"])["eval"]["teacher_best"]
     teacher = Teacher.from_bundle(load_bundle("builtin:scenes", expect_kind="teacher"))
     named.append((f"teacher 16 steps w={tb['cfg']:g}", grid_image(teacher_samples(teacher, prompts, tb["cfg"], 16, seeds),
                                                                    rows=len(prompts))))
@@ -78,7 +78,7 @@ def grid(rows: list[dict], path: Path, prompts: list[str], seeds: int = 4) -> No
 
 
 def table(rows: list[dict], steps: int) -> str:
-    first = rows[0]["eval"]
+    first = next(r for r in rows if "teacher_best" in r["eval"])["eval"]  # the row that swept the teacher
     tb = first["teacher_best"]
     t16 = first["teacher_sweep"]["16"]
     lines = ["Teacher, 16 steps, guidance sweep (seen prompts / held-out prompts):", "",
@@ -117,6 +117,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16, help="images per prompt in every evaluation")
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "scenes.jsonl"))
     ap.add_argument("--runs", default=str(ROOT / "runs" / "scenes_distill"))
+    ap.add_argument("--kinds", default=",".join(KINDS),
+                    help="which students to train (comma list of tbcm, forward): one alone leaves a core free")
     ap.add_argument("--report", action="store_true", help="only print the table from the results file")
     ap.add_argument("--write-doc", action="store_true", help="write the table and grid into docs/results.md")
     args = ap.parse_args()
@@ -130,13 +132,17 @@ def main() -> None:
         rows += redone
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     if not args.report:
-        todo = [k for k in KINDS if k not in {r["kind"] for r in rows}]
+        wanted = [k.strip() for k in args.kinds.split(",") if k.strip()]
+        if unknown := [k for k in wanted if k not in KINDS]:
+            raise SystemExit(f"--kinds: unknown {unknown}; choose from {', '.join(KINDS)}")
+        todo = [k for k in wanted if k not in {r["kind"] for r in rows}]
         ctx = mp.get_context("spawn")
         with cf.ProcessPoolExecutor(max_workers=2, mp_context=ctx) as pool:
             trained = list(pool.map(train, todo, [args.steps] * len(todo), [args.seed] * len(todo),
                                     [args.runs] * len(todo)))
+            # the teacher sweep runs once per results file, with whichever student comes first
             evaluated = list(pool.map(evaluate_run, trained, [args.n] * len(trained),
-                                      [k == "tbcm" for k in todo]))
+                                      [i == 0 and not rows for i in range(len(todo))]))
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as f:
             for row in evaluated:
