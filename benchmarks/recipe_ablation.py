@@ -82,6 +82,14 @@ SUITES = {
         "cosine + adversarial 0.1": [*ROUTE_PRIOR, "pairs.pool_prompts=64", "optim.decay=cosine",
                                      "sample.student_shift=1.0", "objective.adversarial.weight=0.1"],
     },
+    # the 1-step adherence lever (issue "The student as good as its teacher"): the cosine default's
+    # 1-step FID is still falling at the top of its guidance range (1.5) and its adherence rises
+    # with the guidance input, so a range reaching higher guidance (--steps 2400; report with
+    # --baseline "benchmarks/results/steady.jsonl|default, cosine lr decay")
+    "guidance": {
+        "default, cfg [1, 2] by 0.25": ["cfg_scales=[1.0,1.25,1.5,1.75,2.0]"],
+        "default, cfg [1.25, 2] by 0.25": ["cfg_scales=[1.25,1.5,1.75,2.0]"],
+    },
 }
 
 
