@@ -271,7 +271,9 @@ def report(rows: list[dict], suite: str, guidances: list[str]) -> str:
             continue
         scales, w_eval = GUIDANCE[g]
         t_same = teacher["teacher"].get(str(w_eval)) if teacher else None
-        lines += [f"Trained on cfg_scales {scales}, evaluated at w={w_eval}"
+        own = sorted({str(r["cfg_scales"]) for r in group if r.get("cfg_scales", scales) != scales})
+        lines += [f"Trained on cfg_scales {scales}" + (f" (or a variant's own: {', '.join(own)})" if own else "")
+                  + f", evaluated at w={w_eval}"
                   + (f" (teacher 16 steps at w={w_eval}: FID {t_same['fid']:.1f}, "
                      f"adherence {t_same['adherence']:.1%})" if t_same else "") + ":", "",
                   "| variant | seeds | 1 step FID | 1 step adh. | 2 steps FID | 4 steps FID | 1-step / teacher best |",
@@ -287,7 +289,9 @@ def report(rows: list[dict], suite: str, guidances: list[str]) -> str:
         lines.append("")
         swept = [v for v in variants if all("sweep" in r for r in group if r["variant"] == v)]
         if swept:
-            lines += [f"The same students at their best guidance input in {scales} (per run, per step count; "
+            ranges = {str(r.get("cfg_scales", scales)) for r in group if r["variant"] in swept}
+            within = f"in {scales}" if ranges == {str(scales)} else "within each variant's own training range"
+            lines += [f"The same students at their best guidance input {within} (per run, per step count; "
                       "\"half fresh\": multi-step re-noising with fresh_noise=0.5):", "",
                       "| variant | 1 step FID | adh. | 2 steps | 4 steps | 2 steps, half fresh | 4 steps, half fresh "
                       "| adh. 4 steps half fresh | 1-step / teacher best | targets |", "|---|---|---|---|---|---|---|---|---|---|"]
