@@ -29,7 +29,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "distill_scenes.yaml"
 TEACHER_CFGS = [1.0, 2.0, 3.0]
-KINDS = {"tbcm": [], "forward": ["source=forward", "forward.data=scenes"]}
+# kind -> overrides of configs/distill_scenes.yaml; "tbcm_adversarial" is the data-free adversarial
+# term (issue "The student as good as its teacher", section 3) on the scenes' blocky 1-step sample
+KINDS = {"tbcm": [], "forward": ["source=forward", "forward.data=scenes"],
+         "tbcm_adversarial": ["objective.adversarial.weight=0.1"]}
 
 
 def train(kind: str, steps: int, seed: int, runs: str) -> dict:
@@ -117,8 +120,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16, help="images per prompt in every evaluation")
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "scenes.jsonl"))
     ap.add_argument("--runs", default=str(ROOT / "runs" / "scenes_distill"))
-    ap.add_argument("--kinds", default=",".join(KINDS),
-                    help="which students to train (comma list of tbcm, forward): one alone leaves a core free")
+    ap.add_argument("--kinds", default="tbcm,forward",
+                    help=f"which students to train (comma list of {', '.join(KINDS)}): one alone leaves a core free")
     ap.add_argument("--report", action="store_true", help="only print the table from the results file")
     ap.add_argument("--write-doc", action="store_true", help="write the table and grid into docs/results.md")
     args = ap.parse_args()
