@@ -358,6 +358,50 @@ def plot_curves(rows: list[dict], path: Path, best_fid: float | None, guidances:
     return True
 
 
+def plot_tradeoff(rows: list[dict], path: Path, teacher: dict | None, guidances: list[str] | None = None) -> bool:
+    """The 1-step sample's FID against its adherence, one line per variant through its guidance
+    inputs (seed means at each input; the variant's own training range), the teacher's 16-step
+    sweep beside them, and the issue's target box (FID <= 1.3x the teacher's best, adherence >=
+    the teacher's best minus 1 point)."""
+    runs = [r for r in rows if r.get("sweep") and (guidances is None or r.get("guidance") in guidances)]
+    if not runs or teacher is None:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = teacher["teacher"]
+    best_w = min(t, key=lambda w: t[w]["fid"])
+    best_fid, best_adh = t[best_w]["fid"], 100 * t[best_w]["adherence"]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    tw = [w for w in t if 0.75 <= float(w) <= 2.0]
+    ax.plot([100 * t[w]["adherence"] for w in tw], [t[w]["fid"] for w in tw], "k*-", ms=7, lw=0.8,
+            label="teacher, 16 steps")
+    for w in tw:
+        ax.annotate(f"{float(w):g}", (100 * t[w]["adherence"], t[w]["fid"]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+    for variant in dict.fromkeys(r["variant"] for r in runs):
+        group = [r for r in runs if r["variant"] == variant]
+        ws = [w for w in group[0]["sweep"] if all(w in r["sweep"] for r in group)]
+        fid = [statistics.mean(r["sweep"][w]["1.0"]["1"]["fid"] for r in group) for w in ws]
+        adh = [statistics.mean(100 * r["sweep"][w]["1.0"]["1"]["adherence"] for r in group) for w in ws]
+        line, = ax.plot(adh, fid, "o-", ms=4, label=f"{variant} ({len(group)} seeds), 1 step")
+        for w, x, y in zip(ws, adh, fid):
+            ax.annotate(f"{float(w):g}", (x, y), fontsize=6, color=line.get_color(), xytext=(3, -8),
+                        textcoords="offset points")
+    ax.fill_between([best_adh - 1, 100], 0, 1.3 * best_fid, color="g", alpha=0.12, label="the issue's target")
+    ax.set(xlabel="adherence (%)", ylabel="FID (digit features)", xlim=(93, 100.2), ylim=(0, 30),
+           title="1-step student at each guidance input (labels) against the teacher's 16-step sweep")
+    ax.title.set_fontsize(8)
+    ax.legend(fontsize=6, loc="upper left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--suite", choices=sorted(SUITES), default="faithful")
@@ -412,6 +456,9 @@ def main() -> None:
     png = ROOT / "docs" / "img" / f"recipe_{args.suite}_curves.png"
     if args.write_doc and plot_curves(rows, png, best, guidances):
         text += f"\n\n![FID against training steps and seconds](img/{png.name})"
+    trade = png.with_name(f"recipe_{args.suite}_tradeoff.png")
+    if args.write_doc and args.suite == "guidance" and plot_tradeoff(rows, trade, teacher, guidances):
+        text += f"\n\n![1-step FID against adherence, per guidance input](img/{trade.name})"
     print(text)
     if args.write_doc:
         from results_doc import write_block
