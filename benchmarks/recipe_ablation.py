@@ -93,6 +93,13 @@ SUITES = {
         # the FID the wider range costs (about twice the time; within the 30 minutes)
         "default, cfg [1, 2] by 0.25, 16 prompts per step": ["cfg_scales=[1.0,1.25,1.5,1.75,2.0]", "prompts_per_step=16"],
     },
+    # the trajectory-endpoint term (objective.endpoint_weight): f(x_t, t) -> the pair's own trajectory
+    # end, pinning F next to pi/2 where the sCM tangent and the prior weight vanish (--steps 2400;
+    # report with --baseline "benchmarks/results/steady.jsonl|default, cosine lr decay")
+    "endpoint": {
+        "default + endpoint 1": ["objective.endpoint_weight=1.0"],
+        "default + endpoint 0.1": ["objective.endpoint_weight=0.1"],
+    },
 }
 
 

@@ -130,3 +130,48 @@ def test_tangent_warmup_and_calm_down():
     assert abs(tangent_ratio(1100, cfg) - 0.875) < 1e-12
     assert tangent_ratio(1200, cfg) == 0.75 and tangent_ratio(5000, cfg) == 0.75
     assert tangent_ratio(7, SCMConfig(warmup_steps=0)) == 1.0
+
+
+def test_endpoint_term_adds_the_consistency_residual_to_the_trajectory_end_by_hand():
+    # f(x_t, t) = cos t x_t - sin t sd F with F = a x_t / sd + b t; the term is
+    # weight * mean_i mean_j (f_ij - x0_ij)^2 / sd^2 over kept pairs, and d/da of it is by hand too
+    a, b, sd, lam = 0.8, -0.3, 0.5, 0.7
+    xs = torch.tensor([[0.3, -0.5], [1.1, 0.2]], dtype=torch.float64)
+    us = torch.tensor([[0.7, 0.1], [-0.4, 0.9]], dtype=torch.float64)
+    ts = torch.tensor([0.4, 1.5], dtype=torch.float64)
+    x0 = torch.tensor([[0.2, 0.1], [-0.3, 0.4]], dtype=torch.float64)
+    mask = torch.tensor([1.0, 1.0])
+
+    def loss_of(weight):
+        student = LinearStudent(a, b, 0.0)
+        pairs = Pairs(xs, ts, us, None, torch.zeros(2), mask, x0=x0)
+        loss, stats = scm_loss(student, pairs, sd, 1.0, SCMConfig(endpoint_weight=weight))
+        loss.backward()
+        return loss.item(), float(student.a.grad), stats
+
+    base, grad_base, _ = loss_of(0.0)
+    with_end, grad_end, stats = loss_of(lam)
+    term, grad = 0.0, 0.0
+    for x_row, x0_row, t in zip(xs.tolist(), x0.tolist(), ts.tolist()):
+        co, si = math.cos(t), math.sin(t)
+        for x, y in zip(x_row, x0_row):
+            f = co * x - si * sd * (a * x / sd + b * t)
+            term += (f - y) ** 2 / sd**2 / 2 / 2  # mean over 2 elements, then over 2 pairs
+            grad += 2 * (f - y) * (-si * x) / sd**2 / 2 / 2
+    assert abs(with_end - base - lam * term) < 1e-12
+    assert abs(grad_end - grad_base - lam * grad) < 1e-12
+    assert abs(float(stats["endpoint"]) - term) < 1e-12
+
+
+def test_endpoint_term_is_zero_at_the_exact_end_and_needs_the_trajectory_ends():
+    student = LinearStudent(0.5, 0.1, 0.0)
+    x = torch.tensor([[0.3, -0.5]], dtype=torch.float64)
+    t = torch.tensor([1.2], dtype=torch.float64)
+    u = torch.tensor([[0.7, 0.1]], dtype=torch.float64)
+    with torch.no_grad():
+        f = math.cos(1.2) * x - math.sin(1.2) * 0.5 * student(x / 0.5, t, None, None)
+    _, stats = scm_loss(student, Pairs(x, t, u, None, torch.zeros(1), torch.ones(1), x0=f), 0.5, 1.0,
+                        SCMConfig(endpoint_weight=1.0))
+    assert float(stats["endpoint"]) < 1e-24
+    with pytest.raises(ValueError, match="endpoint_weight"):
+        scm_loss(student, Pairs(x, t, u, None, torch.zeros(1), torch.ones(1)), 0.5, 1.0, SCMConfig(endpoint_weight=1.0))

@@ -273,6 +273,10 @@ def validate(cfg) -> None:
                ">= objective.calm_down_start >= 0")
         _check(0 <= o.calm_down_to <= 1, "objective.calm_down_to", o.calm_down_to, "in [0, 1]")
         _check(_finite_positive(o.fd_eps), "objective.fd_eps", o.fd_eps, "a positive number")
+        _check(o.endpoint_weight >= 0 and math.isfinite(o.endpoint_weight), "objective.endpoint_weight",
+               o.endpoint_weight, ">= 0 (0 = off)")
+        _check(o.endpoint_weight == 0 or cfg.source == "trajectory", "objective.endpoint_weight", o.endpoint_weight,
+               "0 unless source=trajectory (the target is each pair's own trajectory end)")
         a = o.adversarial
         _check(a.weight >= 0 and math.isfinite(a.weight), "objective.adversarial.weight", a.weight, ">= 0 (0 = off)")
         _check(len(a.blocks) > 0, "objective.adversarial.blocks", a.blocks, "a non-empty list of teacher block indices")

@@ -187,6 +187,7 @@ class Distiller:
         # After wrapping: under FSDP2 the EMA holds the same (sharded) parameter layout.
         self.ema = EMA(self.student, cfg.optim.ema_decay)
         self.optimizer = make_optimizer(self.model.parameters(), cfg.optim)
+        self._keep_trajectory_ends()
         self.adversarial = self._make_adversarial()
         self.step = 0
         self.start_err = float("nan")  # set by check_start() when a new run starts
@@ -214,6 +215,16 @@ class Distiller:
             pool_generator = torch.Generator().manual_seed(rank_seed(cfg.seed, rank) + 7)
             return TrajectoryPool(source, cfg.pairs.pool_prompts, cfg.pairs.pool_reuse, pool_generator)
         return source
+
+    def _keep_trajectory_ends(self) -> None:
+        """The endpoint term's target: each pair's trajectory end, attached by the pair source."""
+        if self.cfg.objective.endpoint_weight <= 0:
+            return
+        inner = getattr(self.source, "inner", self.source)
+        if not hasattr(inner, "keep_final"):
+            raise UserError(f"objective.endpoint_weight needs each pair's trajectory end, source={self.cfg.source} "
+                            "has none: use source=trajectory (or set objective.endpoint_weight=0)")
+        inner.keep_final = True
 
     def _make_adversarial(self) -> dict | None:
         """The discriminator heads on the frozen teacher, their optimiser and generator (or None)."""

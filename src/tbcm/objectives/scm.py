@@ -43,6 +43,12 @@ class SCMConfig:
     prior_weight: bool = True  # hustvl/TBCM's 1 / (sigma_d tan t); measured best (docs/results.md)
     jvp: str = "autograd"  # "autograd" (torch.func.jvp) or "finite_difference"
     fd_eps: float = 1e-3  # step of the central finite difference, in units of the tangent
+    # The trajectory-endpoint term: endpoint_weight * mean over kept pairs of |f(x_t, t) - x0|^2 /
+    # sigma_d^2 (per element), x0 the pair's own trajectory end. The rollout is a teacher ODE solve,
+    # so f(x_t, t) = x0 is the consistency condition itself, with a weight (sin^2 t in F units) that
+    # is largest next to pi/2 -- where the sCM tangent (a cos t factor) and the prior weight
+    # (1 / tan t) both vanish and nothing else pins the 1-step sample's F. 0 = off.
+    endpoint_weight: float = 0.0
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)  # off unless weight > 0
 
 
@@ -166,8 +172,18 @@ def scm_loss(student, pairs: Pairs, sigma_d: float, r: float, cfg: SCMConfig, jv
     else:  # a number or a tensor (the all-reduced count under DDP): no host sync either way
         denom = torch.as_tensor(denominator, dtype=loss_i.dtype, device=loss_i.device).clamp(min=1e-12)
     loss = (loss_i * mask).sum() / denom
+    endpoint = None
+    if cfg.endpoint_weight > 0:
+        if pairs.x0 is None:
+            raise ValueError("objective.endpoint_weight needs each pair's trajectory end (pairs.x0); "
+                             "the pair source must keep it (keep_final)")
+        f = cos * x_t - sin * sigma_d * F  # the consistency function, with gradients through F
+        endpoint = (f - pairs.x0.to(f.dtype)).pow(2).flatten(1).mean(1) / sigma_d**2
+        loss = loss + cfg.endpoint_weight * (endpoint * mask).sum() / denom
     # 0-d tensors, not floats: a float() here would stall a GPU before the backward pass; the
     # trainer copies them to the host together with the gradient norm, once per step.
     stats = {"loss": loss.detach(), "mse": (per_sample.detach() * mask).sum() / mask.sum().clamp(min=1.0),
              "g_rms": g_rms.mean(), "kept": mask.mean()}
+    if endpoint is not None:
+        stats["endpoint"] = (endpoint.detach() * mask).sum() / mask.sum().clamp(min=1.0)
     return loss, stats
