@@ -98,7 +98,7 @@ SUITES = {
     # report with --baseline "benchmarks/results/steady.jsonl|default, cosine lr decay")
     "endpoint": {
         "default + endpoint 1": ["objective.endpoint_weight=1.0"],
-        "default + endpoint 0.1": ["objective.endpoint_weight=0.1"],
+        "default + endpoint 10": ["objective.endpoint_weight=10.0"],
     },
 }
 
