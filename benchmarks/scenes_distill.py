@@ -32,7 +32,10 @@ TEACHER_CFGS = [1.0, 2.0, 3.0]
 # kind -> overrides of configs/distill_scenes.yaml; "tbcm_adversarial" is the data-free adversarial
 # term (issue "The student as good as its teacher", section 3) on the scenes' blocky 1-step sample
 KINDS = {"tbcm": [], "forward": ["source=forward", "forward.data=scenes"],
-         "tbcm_adversarial": ["objective.adversarial.weight=0.1"]}
+         "tbcm_adversarial": ["objective.adversarial.weight=0.1"],
+         # the trajectory-endpoint term, which pins F next to pi/2 (the 1-step sampler's angle)
+         "tbcm_endpoint": ["objective.endpoint_weight=1.0"],
+         "tbcm_endpoint10": ["objective.endpoint_weight=10.0"]}
 
 
 def train(kind: str, steps: int, seed: int, runs: str) -> dict:
