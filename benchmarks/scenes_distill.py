@@ -83,6 +83,16 @@ def grid(rows: list[dict], path: Path, prompts: list[str], seeds: int = 4) -> No
     save_png(panels(named), path)
 
 
+def _route(row: dict) -> float:
+    """The student route shift a row's 2- and 4-step samples were scored on (older rows do not
+    record it: their run's saved config says)."""
+    if "student_shift" in row["eval"]:
+        return float(row["eval"]["student_shift"])
+    from tbcm.config import DistillConfig, load_config
+
+    return float(load_config(DistillConfig, Path(row["run"]) / "config.yaml").sample.student_shift)
+
+
 def table(rows: list[dict], steps: int) -> str:
     first = next(r for r in rows if "teacher_best" in r["eval"])["eval"]  # the row that swept the teacher
     tb = first["teacher_best"]
@@ -94,20 +104,22 @@ def table(rows: list[dict], steps: int) -> str:
              "| FID held-out | " + " | ".join(f"{t16[w]['heldout']['fid']:.1f}" for w in t16) + " |",
              "| adherence held-out | " + " | ".join(f"{t16[w]['heldout']['all']:.1%}" for w in t16) + " |", "",
              f"Teacher's best (seen FID): w={tb['cfg']:g}.", "",
-             "| model | steps | guidance | FID seen | adh. seen | position seen | FID held-out | adh. held-out "
+             "| model | steps | route | guidance | FID seen | adh. seen | position seen | FID held-out | adh. held-out "
              "| position held-out | FID seen / teacher best | train s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
-    def line(name, k, b, train_s="-"):
+    def line(name, k, b, train_s="-", route="-"):
+        # route: the multi-step student's route shift it was scored on (1 step is the same on all)
         ratio = b["seen"]["fid"] / tb["seen"]["fid"]
-        return (f"| {name} | {k} | {b['cfg']:g} | {b['seen']['fid']:.1f} | {b['seen']['all']:.1%} | "
+        return (f"| {name} | {k} | {route} | {b['cfg']:g} | {b['seen']['fid']:.1f} | {b['seen']['all']:.1%} | "
                 f"{b['seen']['position']:.1%} | {b['heldout']['fid']:.1f} | {b['heldout']['all']:.1%} | "
                 f"{b['heldout']['position']:.1%} | {ratio:.2f}x | {train_s} |")
 
     lines.append(line("teacher", 16, tb))
     for r in rows:
         for k, b in r["eval"]["student_best"].items():
-            lines.append(line(f"{r['kind']} student", k, b, f"{r['train_s']:.0f}"))
+            route = f"{_route(r):g}" if k != "1" else "-"
+            lines.append(line(f"{r['kind']} student", k, b, f"{r['train_s']:.0f}", route))
     judge = first["reference"]["judge"]
     lines += ["", f"`python benchmarks/scenes_distill.py --steps {steps}`; {platform.machine()}, one thread per "
               f"run, torch {torch.__version__}, {datetime.date.today()}; {first['n_per_class']} images per prompt, "
