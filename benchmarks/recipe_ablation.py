@@ -99,6 +99,7 @@ SUITES = {
     "endpoint": {
         "default + endpoint 1": ["objective.endpoint_weight=1.0"],
         "default + endpoint 10": ["objective.endpoint_weight=10.0"],
+        "default + endpoint 0.1": ["objective.endpoint_weight=0.1"],
     },
 }
 
