@@ -63,7 +63,7 @@ def evaluate_run(row: dict, n: int, with_teacher: bool) -> dict:
 
 
 def grid(rows: list[dict], path: Path, prompts: list[str], seeds: int = 4) -> None:
-    """Teacher (16 steps, best guidance) | TBCM 1 step | forward 1 step, a row per prompt."""
+    """Teacher (16 steps, best guidance), then each row's student at 1 step, a row per prompt."""
     from tbcm.grids import grid_image, panels, save_png
     from tbcm.models.bundle import load_bundle
     from tbcm.models.student import Student
@@ -174,7 +174,7 @@ def main() -> None:
         png = ROOT / "docs" / "img" / "scenes_grid.png"
         prompts = SEEN_PROMPTS[12::9][:4] + HELDOUT_PROMPTS[::12][:4]  # spread over the objects
         grid(rows, png, prompts)
-        text += ("\n\n![teacher | TBCM | forward baseline, a row per prompt: four seen, then four held-out]"
+        text += ("\n\n![teacher, then each student at 1 step (panel titles), a row per prompt: 4 seen, 4 held-out]"
                  f"(img/{png.name})\n\nRows: " + "; ".join(f"{i + 1}. {p}" + (" (held-out)" if i >= 4 else "")
                                                            for i, p in enumerate(prompts)))
         from results_doc import write_block
