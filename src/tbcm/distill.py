@@ -187,7 +187,8 @@ class Distiller:
         # After wrapping: under FSDP2 the EMA holds the same (sharded) parameter layout.
         self.ema = EMA(self.student, cfg.optim.ema_decay)
         self.optimizer = make_optimizer(self.model.parameters(), cfg.optim)
-        self._keep_trajectory_ends()
+        if cfg.objective.endpoint_weight > 0:
+            self._keep_trajectory_ends("objective.endpoint_weight")
         self.adversarial = self._make_adversarial()
         self.step = 0
         self.start_err = float("nan")  # set by check_start() when a new run starts
@@ -216,14 +217,13 @@ class Distiller:
             return TrajectoryPool(source, cfg.pairs.pool_prompts, cfg.pairs.pool_reuse, pool_generator)
         return source
 
-    def _keep_trajectory_ends(self) -> None:
-        """The endpoint term's target: each pair's trajectory end, attached by the pair source."""
-        if self.cfg.objective.endpoint_weight <= 0:
-            return
+    def _keep_trajectory_ends(self, setting: str) -> None:
+        """Make the pair source attach each pair's trajectory end (``Pairs.x0``): the target of the
+        endpoint term and the real side of the adversarial term, named by ``setting`` in the error."""
         inner = getattr(self.source, "inner", self.source)
         if not hasattr(inner, "keep_final"):
-            raise UserError(f"objective.endpoint_weight needs each pair's trajectory end, source={self.cfg.source} "
-                            "has none: use source=trajectory (or set objective.endpoint_weight=0)")
+            raise UserError(f"{setting} needs each pair's trajectory end (the teacher's own final sample), "
+                            f"source={self.cfg.source} has none: use source=trajectory (or set {setting}=0)")
         inner.keep_final = True
 
     def _make_adversarial(self) -> dict | None:
@@ -233,11 +233,7 @@ class Distiller:
             return None
         from .objectives.adversarial import TeacherDiscriminator
 
-        inner = getattr(self.source, "inner", self.source)
-        if not hasattr(inner, "keep_final"):
-            raise UserError(f"objective.adversarial needs the teacher's own final samples, source={self.cfg.source} "
-                            "has none: use source=trajectory (or set objective.adversarial.weight=0)")
-        inner.keep_final = True
+        self._keep_trajectory_ends("objective.adversarial.weight")
         probe = (torch.zeros(1, *self.image_shape, device=self.device), torch.ones(1, device=self.device),
                  self.conds.index(torch.zeros(1, dtype=torch.long, device=self.device)))
         try:
