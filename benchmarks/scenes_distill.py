@@ -34,8 +34,7 @@ TEACHER_CFGS = [1.0, 2.0, 3.0]
 KINDS = {"tbcm": [], "forward": ["source=forward", "forward.data=scenes"],
          "tbcm_adversarial": ["objective.adversarial.weight=0.1"],
          # the trajectory-endpoint term, which pins F next to pi/2 (the 1-step sampler's angle)
-         "tbcm_endpoint": ["objective.endpoint_weight=1.0"],
-         "tbcm_endpoint10": ["objective.endpoint_weight=10.0"]}
+         "tbcm_endpoint": ["objective.endpoint_weight=1.0"]}
 
 
 def train(kind: str, steps: int, seed: int, runs: str) -> dict:
@@ -83,16 +82,6 @@ def grid(rows: list[dict], path: Path, prompts: list[str], seeds: int = 4) -> No
     save_png(panels(named), path)
 
 
-def _route(row: dict) -> float:
-    """The student route shift a row's 2- and 4-step samples were scored on (older rows do not
-    record it: their run's saved config says)."""
-    if "student_shift" in row["eval"]:
-        return float(row["eval"]["student_shift"])
-    from tbcm.config import DistillConfig, load_config
-
-    return float(load_config(DistillConfig, Path(row["run"]) / "config.yaml").sample.student_shift)
-
-
 def table(rows: list[dict], steps: int) -> str:
     first = next(r for r in rows if "teacher_best" in r["eval"])["eval"]  # the row that swept the teacher
     tb = first["teacher_best"]
@@ -118,7 +107,7 @@ def table(rows: list[dict], steps: int) -> str:
     lines.append(line("teacher", 16, tb))
     for r in rows:
         for k, b in r["eval"]["student_best"].items():
-            route = f"{_route(r):g}" if k != "1" else "-"
+            route = f"{r['eval']['student_shift']:g}" if k != "1" and "student_shift" in r["eval"] else "-"
             lines.append(line(f"{r['kind']} student", k, b, f"{r['train_s']:.0f}", route))
     judge = first["reference"]["judge"]
     lines += ["", f"`python benchmarks/scenes_distill.py --steps {steps}`; {platform.machine()}, one thread per "
