@@ -465,7 +465,7 @@ def main() -> None:
     if args.write_doc and plot_curves(rows, png, best, guidances):
         text += f"\n\n![FID against training steps and seconds](img/{png.name})"
     trade = png.with_name(f"recipe_{args.suite}_tradeoff.png")
-    if args.write_doc and args.suite in ("guidance", "endpoint") and plot_tradeoff(rows, trade, teacher, guidances):
+    if args.write_doc and plot_tradeoff(rows, trade, teacher, guidances):  # any suite whose runs were swept
         text += f"\n\n![1-step FID against adherence, per guidance input](img/{trade.name})"
     print(text)
     if args.write_doc:
