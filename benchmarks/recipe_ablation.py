@@ -394,17 +394,20 @@ def plot_tradeoff(rows: list[dict], path: Path, teacher: dict | None, guidances:
     for w in tw:
         ax.annotate(f"{float(w):g}", (100 * t[w]["adherence"], t[w]["fid"]), fontsize=7, xytext=(3, 3),
                     textcoords="offset points")
+    xs, ys = [100 * t[w]["adherence"] for w in tw], [t[w]["fid"] for w in tw]  # the axes fit every point
     for variant in dict.fromkeys(r["variant"] for r in runs):
         group = [r for r in runs if r["variant"] == variant]
         ws = [w for w in group[0]["sweep"] if all(w in r["sweep"] for r in group)]
         fid = [statistics.mean(r["sweep"][w]["1.0"]["1"]["fid"] for r in group) for w in ws]
         adh = [statistics.mean(100 * r["sweep"][w]["1.0"]["1"]["adherence"] for r in group) for w in ws]
+        xs, ys = xs + adh, ys + fid
         line, = ax.plot(adh, fid, "o-", ms=4, label=f"{variant} ({len(group)} seeds), 1 step")
         for w, x, y in zip(ws, adh, fid):
             ax.annotate(f"{float(w):g}", (x, y), fontsize=6, color=line.get_color(), xytext=(3, -8),
                         textcoords="offset points")
     ax.fill_between([best_adh - 1, 100], 0, 1.3 * best_fid, color="g", alpha=0.12, label="the issue's target")
-    ax.set(xlabel="adherence (%)", ylabel="FID (digit features)", xlim=(93, 100.2), ylim=(0, 30),
+    ax.set(xlabel="adherence (%)", ylabel="FID (digit features)", xlim=(min(xs + [best_adh - 1]) - 0.5, 100.2),
+           ylim=(0, 1.08 * max(ys + [1.3 * best_fid])),
            title="1-step student at each guidance input (labels) against the teacher's 16-step sweep")
     ax.title.set_fontsize(8)
     ax.legend(fontsize=6, loc="upper left")
