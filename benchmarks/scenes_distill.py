@@ -38,6 +38,7 @@ KINDS = {"tbcm": [], "forward": ["source=forward", "forward.data=scenes"],
          # weight 1 halved the 1-step ratio at 800 steps (4.12x -> 2.27x): a stronger pin, and the
          # endpoint with the adversarial term (the one pins F, the other sharpens the 1-step sample)
          "tbcm_endpoint3": ["objective.endpoint_weight=3.0"],
+         "tbcm_endpoint10": ["objective.endpoint_weight=10.0"],
          "tbcm_endpoint_adversarial": ["objective.endpoint_weight=1.0", "objective.adversarial.weight=0.1"]}
 
 
