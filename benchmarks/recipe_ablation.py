@@ -181,7 +181,8 @@ def train_and_eval(variant: str, overrides: list[str], guidance: str, seed: int,
     from tbcm.previews import student_samples
 
     scales, w_eval = GUIDANCE[guidance]
-    out = Path(out_root) / f"{hashlib.sha1(variant.encode()).hexdigest()[:8]}_{guidance}_s{seed}"
+    # the step count is in the name: a longer run of the same variant and seed must not overwrite it
+    out = Path(out_root) / f"{hashlib.sha1(variant.encode()).hexdigest()[:8]}_{guidance}_s{seed}_{steps}"
     cfg = load_config(DistillConfig, None, [
         f"steps={steps}", f"seed={seed}", "threads=1", f"cfg_scales={scales}", f"sample.cfg_scale={w_eval}",
         f"checkpoint_every={curve_every or 100000}", "keep_checkpoints=1000", *overrides])

@@ -47,7 +47,7 @@ def train(kind: str, steps: int, seed: int, runs: str) -> dict:
     from tbcm.config import DistillConfig, load_config
     from tbcm.distill import Distiller
 
-    out = Path(runs) / f"{kind}_s{seed}"
+    out = Path(runs) / f"{kind}_s{seed}_{steps}"  # a longer run of the same kind must not overwrite it
     cfg = load_config(DistillConfig, CONFIG, [f"steps={steps}", f"seed={seed}", "threads=1", *KINDS[kind]])
     start = time.perf_counter()
     Distiller(cfg).run(out, overwrite=True, progress=False)
