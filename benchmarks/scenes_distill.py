@@ -39,6 +39,7 @@ KINDS = {"tbcm": [], "forward": ["source=forward", "forward.data=scenes"],
          # endpoint with the adversarial term (the one pins F, the other sharpens the 1-step sample)
          "tbcm_endpoint3": ["objective.endpoint_weight=3.0"],
          "tbcm_endpoint10": ["objective.endpoint_weight=10.0"],
+         "tbcm_endpoint30": ["objective.endpoint_weight=30.0"],
          "tbcm_endpoint_adversarial": ["objective.endpoint_weight=1.0", "objective.adversarial.weight=0.1"]}
 
 
