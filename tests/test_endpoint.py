@@ -41,3 +41,5 @@ def test_endpoint_config_errors(tiny_teacher_dir):
         _distiller(tiny_teacher_dir, "objective.endpoint_weight=-1")
     with pytest.raises(UserError, match="objective.endpoint_weight"):
         _distiller(tiny_teacher_dir, "objective.endpoint_weight=0.5", "source=forward")
+    with pytest.raises(UserError, match="objective.endpoint_min_angle"):
+        _distiller(tiny_teacher_dir, "objective.endpoint_weight=0.5", "objective.endpoint_min_angle=1.6")

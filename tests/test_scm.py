@@ -163,6 +163,30 @@ def test_endpoint_term_adds_the_consistency_residual_to_the_trajectory_end_by_ha
     assert abs(float(stats["endpoint"]) - term) < 1e-12
 
 
+def test_endpoint_min_angle_drops_the_pairs_below_it_from_the_sum_not_from_the_mean():
+    # two pairs at 0.4 and 1.5 rad: with the window at 1.0 the term is pair 2's residual over 2 pairs
+    a, b, sd = 0.8, -0.3, 0.5
+    xs = torch.tensor([[0.3, -0.5], [1.1, 0.2]], dtype=torch.float64)
+    us = torch.tensor([[0.7, 0.1], [-0.4, 0.9]], dtype=torch.float64)
+    ts = torch.tensor([0.4, 1.5], dtype=torch.float64)
+    x0 = torch.tensor([[0.2, 0.1], [-0.3, 0.4]], dtype=torch.float64)
+
+    def loss_of(weight, angle):
+        pairs = Pairs(xs, ts, us, None, torch.zeros(2), torch.ones(2), x0=x0)
+        return scm_loss(LinearStudent(a, b, 0.0), pairs, sd, 1.0,
+                        SCMConfig(endpoint_weight=weight, endpoint_min_angle=angle))
+
+    co, si = math.cos(1.5), math.sin(1.5)
+    f = [co * x - si * sd * (a * x / sd + b * 1.5) for x in xs[1].tolist()]
+    term = sum((fi - y) ** 2 for fi, y in zip(f, x0[1].tolist())) / sd**2 / 2 / 2  # mean over 2 elements; / 2 pairs
+    base, _ = loss_of(0.0, 0.0)
+    windowed, stats = loss_of(1.0, 1.0)
+    assert abs((windowed - base).item() - term) < 1e-12
+    assert abs(float(stats["endpoint"]) - 2 * term) < 1e-12  # the statistic: mean over the window's pairs
+    above_all, _ = loss_of(1.0, 1.55)
+    assert abs((above_all - base).item()) < 1e-15
+
+
 def test_endpoint_term_is_zero_at_the_exact_end_and_needs_the_trajectory_ends():
     student = LinearStudent(0.5, 0.1, 0.0)
     x = torch.tensor([[0.3, -0.5]], dtype=torch.float64)

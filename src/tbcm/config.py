@@ -277,6 +277,8 @@ def validate(cfg) -> None:
                o.endpoint_weight, ">= 0 (0 = off)")
         _check(o.endpoint_weight == 0 or cfg.source == "trajectory", "objective.endpoint_weight", o.endpoint_weight,
                "0 unless source=trajectory (the target is each pair's own trajectory end)")
+        _check(0 <= o.endpoint_min_angle < math.pi / 2, "objective.endpoint_min_angle", o.endpoint_min_angle,
+               "in [0, pi/2) radians (TrigFlow time; 0 = every pair)")
         a = o.adversarial
         _check(a.weight >= 0 and math.isfinite(a.weight), "objective.adversarial.weight", a.weight, ">= 0 (0 = off)")
         _check(len(a.blocks) > 0, "objective.adversarial.blocks", a.blocks, "a non-empty list of teacher block indices")

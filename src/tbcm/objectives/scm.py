@@ -49,6 +49,10 @@ class SCMConfig:
     # is largest next to pi/2 -- where the sCM tangent (a cos t factor) and the prior weight
     # (1 / tan t) both vanish and nothing else pins the 1-step sample's F. 0 = off.
     endpoint_weight: float = 0.0
+    # The endpoint term only on pairs at t >= this angle (radians; 0 = every pair): the 1-step
+    # sample is drawn at pi/2, where the sCM loss is weakest, while at lower angles the sCM loss
+    # already constrains F; the term's sum is still divided by all kept pairs.
+    endpoint_min_angle: float = 0.0
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)  # off unless weight > 0
 
 
@@ -179,11 +183,12 @@ def scm_loss(student, pairs: Pairs, sigma_d: float, r: float, cfg: SCMConfig, jv
                              "the pair source must keep it (keep_final)")
         f = cos * x_t - sin * sigma_d * F  # the consistency function, with gradients through F
         endpoint = (f - pairs.x0.to(f.dtype)).pow(2).flatten(1).mean(1) / sigma_d**2
-        loss = loss + cfg.endpoint_weight * (endpoint * mask).sum() / denom
+        end_mask = mask * (pairs.t >= cfg.endpoint_min_angle).to(mask.dtype)
+        loss = loss + cfg.endpoint_weight * (endpoint * end_mask).sum() / denom
     # 0-d tensors, not floats: a float() here would stall a GPU before the backward pass; the
     # trainer copies them to the host together with the gradient norm, once per step.
     stats = {"loss": loss.detach(), "mse": (per_sample.detach() * mask).sum() / mask.sum().clamp(min=1.0),
              "g_rms": g_rms.mean(), "kept": mask.mean()}
     if endpoint is not None:
-        stats["endpoint"] = (endpoint.detach() * mask).sum() / mask.sum().clamp(min=1.0)
+        stats["endpoint"] = (endpoint.detach() * end_mask).sum() / end_mask.sum().clamp(min=1.0)
     return loss, stats
