@@ -272,6 +272,20 @@ def _shown(variant: str, runs: list[dict]) -> str:
     return variant if shifts == [2.5] else f"{variant} (route {', '.join(f'{s:g}' for s in shifts)})"
 
 
+def split_by_steps(rows: list[dict]) -> list[dict]:
+    """Rows of one variant trained for different step counts are not seeds of one run: the longer
+    runs are reported as their own variant, ``"<variant>, <steps> steps"``."""
+    counts: dict[str, set] = {}
+    for r in rows:
+        counts.setdefault(r["variant"], set()).add(r.get("steps"))
+    out = []
+    for r in rows:
+        if r["variant"] != "teacher" and len(counts[r["variant"]]) > 1 and r["steps"] != min(counts[r["variant"]]):
+            r = {**r, "variant": f"{r['variant']}, {r['steps']} steps"}
+        out.append(r)
+    return out
+
+
 def report(rows: list[dict], suite: str, guidances: list[str]) -> str:
     """Markdown: the teacher sweep, then per guidance set a table of variants (mean ± sd over seeds)."""
     teacher = next((r for r in rows if r["variant"] == "teacher"), None)
@@ -472,6 +486,7 @@ def main() -> None:
         file, variant = spec.split("|", 1)
         extra = [r for r in load_results(Path(file)) if r["variant"] == variant]
         rows = [*extra, *rows]  # first: the table lists it first
+    rows = split_by_steps(rows)
     text = report(rows, args.suite, guidances)
     teacher = next((r for r in rows if r["variant"] == "teacher"), None)
     best = min(v["fid"] for v in teacher["teacher"].values()) if teacher else None
