@@ -103,10 +103,8 @@ SUITES = {
         # weight 0.1 is 0.3 points short of the adherence target at its range top (w = 1.5), where its
         # FID is still falling: one more guidance input (1.75) on top of it
         "default + endpoint 0.1, cfg [1, 1.75]": ["objective.endpoint_weight=0.1", "cfg_scales=[1.0,1.25,1.5,1.75]"],
-        # between 0.1 (10.3 at 97.3%) and 1 (15.7 at 97.6%, seed 0)
-        "default + endpoint 0.3": ["objective.endpoint_weight=0.3"],
         # weight 1's adherence (97.6-98.9%) at the FID cost of pinning every pair: the term only on
-        # the pairs next to pi/2 (about 3 of 15; the sCM loss constrains F below)
+        # the pairs next to pi/2 (3 or 4 of 15; the sCM loss constrains F below)
         "default + endpoint 1 above 1.45 rad": ["objective.endpoint_weight=1.0", "objective.endpoint_min_angle=1.45"],
         # the window took weight 1 from 15.7 to 13.4 FID at the same adherence (seed 0): a lower weight in it
         "default + endpoint 0.3 above 1.45 rad": ["objective.endpoint_weight=0.3", "objective.endpoint_min_angle=1.45"],

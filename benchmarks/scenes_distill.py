@@ -35,12 +35,10 @@ KINDS = {"tbcm": [], "forward": ["source=forward", "forward.data=scenes"],
          "tbcm_adversarial": ["objective.adversarial.weight=0.1"],
          # the trajectory-endpoint term, which pins F next to pi/2 (the 1-step sampler's angle)
          "tbcm_endpoint": ["objective.endpoint_weight=1.0"],
-         # weight 1 halved the 1-step ratio at 800 steps (4.12x -> 2.27x): a stronger pin, and the
-         # endpoint with the adversarial term (the one pins F, the other sharpens the 1-step sample)
+         # weight 1 halved the 1-step ratio at 800 steps (4.12x -> 2.27x): stronger pins
          "tbcm_endpoint3": ["objective.endpoint_weight=3.0"],
          "tbcm_endpoint10": ["objective.endpoint_weight=10.0"],
-         "tbcm_endpoint30": ["objective.endpoint_weight=30.0"],
-         "tbcm_endpoint_adversarial": ["objective.endpoint_weight=1.0", "objective.adversarial.weight=0.1"]}
+         "tbcm_endpoint30": ["objective.endpoint_weight=30.0"]}
 
 
 def train(kind: str, steps: int, seed: int, runs: str) -> dict:
