@@ -108,6 +108,13 @@ SUITES = {
         "default + endpoint 1 above 1.45 rad": ["objective.endpoint_weight=1.0", "objective.endpoint_min_angle=1.45"],
         # the window took weight 1 from 15.7 to 13.4 FID at the same adherence (seed 0): a lower weight in it
         "default + endpoint 0.3 above 1.45 rad": ["objective.endpoint_weight=0.3", "objective.endpoint_min_angle=1.45"],
+        # the pure-noise point itself as a pair (pairs.noise_point): the 1-step sampler's exact input
+        "default + endpoint 0.3 above 1.45 rad + noise point": ["objective.endpoint_weight=0.3",
+                                                                "objective.endpoint_min_angle=1.45",
+                                                                "pairs.noise_point=true"],
+        "default + endpoint 1 at pi/2 only (noise point)": ["objective.endpoint_weight=1.0",
+                                                            "objective.endpoint_min_angle=1.5707",
+                                                            "pairs.noise_point=true"],
     },
 }
 

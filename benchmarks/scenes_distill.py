@@ -38,7 +38,9 @@ KINDS = {"tbcm": [], "forward": ["source=forward", "forward.data=scenes"],
          # weight 1 halved the 1-step ratio at 800 steps (4.12x -> 2.27x): stronger pins
          "tbcm_endpoint3": ["objective.endpoint_weight=3.0"],
          "tbcm_endpoint10": ["objective.endpoint_weight=10.0"],
-         "tbcm_endpoint30": ["objective.endpoint_weight=30.0"]}
+         "tbcm_endpoint30": ["objective.endpoint_weight=30.0"],
+         # the pure-noise point as a pair too (pairs.noise_point): the 1-step input itself pinned
+         "tbcm_endpoint10_noise": ["objective.endpoint_weight=10.0", "pairs.noise_point=true"]}
 
 
 def train(kind: str, steps: int, seed: int, runs: str) -> dict:

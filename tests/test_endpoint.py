@@ -43,3 +43,15 @@ def test_endpoint_config_errors(tiny_teacher_dir):
         _distiller(tiny_teacher_dir, "objective.endpoint_weight=0.5", "source=forward")
     with pytest.raises(UserError, match="objective.endpoint_min_angle"):
         _distiller(tiny_teacher_dir, "objective.endpoint_weight=0.5", "objective.endpoint_min_angle=1.6")
+    with pytest.raises(UserError, match="pairs.noise_point"):
+        _distiller(tiny_teacher_dir, "pairs.noise_point=true")
+
+
+def test_noise_point_trains_the_1_step_map_at_pi_over_2(tiny_teacher_dir):
+    # the pool serves pure-noise pairs too (K per trajectory), and a step with them is finite
+    d = _distiller(tiny_teacher_dir, "objective.endpoint_weight=1.0", "objective.endpoint_min_angle=1.5707",
+                   "pairs.noise_point=true")
+    pairs = d.source.next_pairs(2)
+    assert len(pairs) == 2 * 4 and int((pairs.t >= math.pi / 2 - 1e-6).sum()) >= 1
+    stats = d.train_step()
+    assert math.isfinite(stats["loss"]) and stats["endpoint"] > 0

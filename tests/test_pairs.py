@@ -81,6 +81,39 @@ def test_trajectory_pairs_reuse_the_teacher_velocity_and_drop_the_noise_point(te
     assert src.teacher_calls == 3 * 6
 
 
+def test_noise_point_keeps_the_pure_noise_state_at_pi_over_2_with_the_same_trajectories(teacher):
+    # with pairs.noise_point each trajectory gives K pairs: its noise state sigma_d eps at exactly
+    # pi/2 (the 1-step sampler's input), then the same K - 1 states as without it
+    conds = teacher.encoder.encode([f"a handwritten digit {d}" for d in range(10)])
+    ids = torch.tensor([3, 7])
+
+    def pairs_of(noise_point):
+        src = TrajectoryPairSource(teacher, conds, [1.0, 1.5], (1, 8, 8),
+                                   TrajectoryConfig(route_points=6, noise_point=noise_point),
+                                   generator=torch.Generator().manual_seed(0))
+        src.keep_final = True
+        return src.sample(ids), src.teacher_calls
+
+    (without, calls_without), (with_noise, calls_with) = pairs_of(False), pairs_of(True)
+    assert len(with_noise) == 2 * 6 and calls_with == calls_without == 2 * 6  # no extra teacher call
+    t = with_noise.t.reshape(2, 6)
+    assert torch.all(t[:, 0] == torch.tensor(math.pi / 2, dtype=torch.float32))
+    # the same noise as the rollout without the point (same generator draws): x_t at pi/2 is pure noise
+    eps = with_noise.x_t.reshape(2, 6, 1, 8, 8)[:, 0] / teacher.sigma_d
+    assert abs(float(eps.std()) - 1.0) < 0.3
+    assert torch.equal(with_noise.x_t.reshape(2, 6, 1, 8, 8)[:, 1:].reshape(10, 1, 8, 8), without.x_t)
+    assert torch.equal(with_noise.x0.reshape(2, 6, 1, 8, 8)[:, 0], without.x0.reshape(2, 5, 1, 8, 8)[:, 0])
+    # the first state's tangent is the guided velocity at the noise, and one first-order step from it
+    # lands on the next state
+    again = teacher.velocity(with_noise.x_t[:1], with_noise.t[:1], with_noise.cond.index(torch.tensor([0])),
+                             with_noise.w[:1])
+    assert_close_to_scale(with_noise.u[:1], again)
+    from tbcm.trigflow import trig_step
+
+    nxt = trig_step(with_noise.x_t[0:1], with_noise.u[0:1], with_noise.t[0:1], with_noise.t[1:2])
+    assert_close_to_scale(nxt, with_noise.x_t[1:2])
+
+
 def test_fixed_route_and_blank_filter(teacher):
     conds = teacher.encoder.encode(["a handwritten digit 1"])
     ref = official_reference_route(4, 2.5).float()

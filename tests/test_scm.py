@@ -187,6 +187,31 @@ def test_endpoint_min_angle_drops_the_pairs_below_it_from_the_sum_not_from_the_m
     assert abs((above_all - base).item()) < 1e-15
 
 
+def test_a_pure_noise_pair_carries_only_the_endpoint_term():
+    # pair 2 at t = pi/2 (float32, as the route stores it): no sCM term (its weight is zero there),
+    # no logvar term; only weight * mean (f - x0)^2 / sd^2 with f = -sd F, over both kept pairs
+    a, b, lv, sd, lam = 0.8, -0.3, 0.25, 0.5, 0.7
+    half_pi = float(torch.tensor(math.pi / 2, dtype=torch.float32))
+    xs = torch.tensor([[0.3, -0.5], [1.1, 0.2]], dtype=torch.float64)
+    us = torch.tensor([[0.7, 0.1], [-0.4, 0.9]], dtype=torch.float64)
+    x0 = torch.tensor([[0.2, 0.1], [-0.3, 0.4]], dtype=torch.float64)
+
+    def loss_of(ts, weight, n):
+        pairs = Pairs(xs[:n], torch.tensor(ts, dtype=torch.float64), us[:n], None, torch.zeros(n), torch.ones(n),
+                      x0=x0[:n])
+        return scm_loss(LinearStudent(a, b, lv), pairs, sd, 1.0, SCMConfig(endpoint_weight=weight))
+
+    first_only, _ = loss_of([0.4], 0.0, 1)
+    both, stats = loss_of([0.4, half_pi], lam, 2)
+    co, si = math.cos(0.4), math.sin(0.4)
+    end_1 = sum((co * x - si * sd * (a * x / sd + b * 0.4) - y) ** 2 for x, y in zip(xs[0].tolist(), x0[0].tolist()))
+    end_2 = sum((math.cos(half_pi) * x - math.sin(half_pi) * sd * (a * x / sd + b * half_pi) - y) ** 2
+                for x, y in zip(xs[1].tolist(), x0[1].tolist()))
+    expected = first_only.item() / 2 + lam * (end_1 + end_2) / sd**2 / 2 / 2  # / 2 elements, / 2 pairs
+    assert abs(both.item() - expected) < 1e-12
+    assert math.isfinite(float(stats["mse"])) and abs(float(stats["endpoint"]) - (end_1 + end_2) / sd**2 / 4) < 1e-12
+
+
 def test_endpoint_term_is_zero_at_the_exact_end_and_needs_the_trajectory_ends():
     student = LinearStudent(0.5, 0.1, 0.0)
     x = torch.tensor([[0.3, -0.5]], dtype=torch.float64)

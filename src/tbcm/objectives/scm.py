@@ -18,6 +18,7 @@ constant target.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -29,6 +30,9 @@ from ..pairs.base import Pairs
 from .adversarial import AdversarialConfig
 
 JVP_BACKENDS = ("autograd", "finite_difference")
+# Pairs at or above this angle are pure-noise points (t = pi/2 in float32 is 1.5707964; the
+# route's jittered interior points are below it by far more than 1e-6 but for a chance of ~1e-5)
+NOISE_POINT_ANGLE = math.pi / 2 - 1e-6
 TANGENT_NORMS = ("l2", "rms")
 
 
@@ -171,11 +175,14 @@ def scm_loss(student, pairs: Pairs, sigma_d: float, r: float, cfg: SCMConfig, jv
     weight = 1.0 / (sigma_d * torch.tan(t)) if cfg.prior_weight else torch.ones_like(t)
     loss_i = torch.exp(-logvar) * weight * per_sample + logvar
     mask = pairs.mask.to(loss_i.dtype)
+    # Pure-noise points (t = pi/2, pairs.noise_point) carry no sCM term: its weight is exactly zero
+    # there, and the logvar alone would be driven to -inf. They are still counted in the denominator.
+    scm_mask = mask * (pairs.t < NOISE_POINT_ANGLE).to(mask.dtype)
     if denominator is None:
         denom = mask.sum().clamp(min=1.0)
     else:  # a number or a tensor (the all-reduced count under DDP): no host sync either way
         denom = torch.as_tensor(denominator, dtype=loss_i.dtype, device=loss_i.device).clamp(min=1e-12)
-    loss = (loss_i * mask).sum() / denom
+    loss = (loss_i * scm_mask).sum() / denom
     endpoint = None
     if cfg.endpoint_weight > 0:
         if pairs.x0 is None:
@@ -187,7 +194,7 @@ def scm_loss(student, pairs: Pairs, sigma_d: float, r: float, cfg: SCMConfig, jv
         loss = loss + cfg.endpoint_weight * (endpoint * end_mask).sum() / denom
     # 0-d tensors, not floats: a float() here would stall a GPU before the backward pass; the
     # trainer copies them to the host together with the gradient norm, once per step.
-    stats = {"loss": loss.detach(), "mse": (per_sample.detach() * mask).sum() / mask.sum().clamp(min=1.0),
+    stats = {"loss": loss.detach(), "mse": (per_sample.detach() * scm_mask).sum() / scm_mask.sum().clamp(min=1.0),
              "g_rms": g_rms.mean(), "kept": mask.mean()}
     if endpoint is not None:
         stats["endpoint"] = (endpoint.detach() * end_mask).sum() / end_mask.sum().clamp(min=1.0)

@@ -15,7 +15,8 @@ class Pairs:
     """``N`` training pairs in TrigFlow units.
 
     * ``x_t``  ``[N, C, H, W]`` unnormalised TrigFlow states;
-    * ``t``    ``[N]`` TrigFlow angles (radians, in ``(0, pi/2)``);
+    * ``t``    ``[N]`` TrigFlow angles (radians, in ``(0, pi/2)``; exactly pi/2 for a trajectory's
+      pure-noise point, kept only with ``pairs.noise_point``);
     * ``u``    ``[N, C, H, W]`` guided teacher velocity ``dx_t/dt`` at ``(x_t, t)`` (the tangent);
     * ``cond`` the prompt condition of each pair (batch ``N``);
     * ``w``    ``[N]`` CFG scale the tangent was computed with (the student's guidance input);

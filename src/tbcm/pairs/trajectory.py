@@ -2,8 +2,9 @@
 
 Per prompt: draw a CFG scale, draw a jittered route of K angles (the first is pi/2), roll the
 teacher out without gradients from pure noise, keep the K - 1 intermediate states after the
-pure-noise point with their angles, and reuse the teacher velocity at each state as the tangent
-``dx/dt`` -- the rollout already computed it, so the pairs cost no extra teacher call.
+pure-noise point with their angles (all K with ``noise_point``), and reuse the teacher velocity
+at each state as the tangent ``dx/dt`` -- the rollout already computed it, so the pairs cost no
+extra teacher call.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ class TrajectoryConfig:
     # Extra pairs per trajectory from its own final sample, forward-noised to a route angle (the
     # states a multi-step sampler feeds the student), each with one more guided teacher call; 0 = off.
     renoised_points: int = 0
+    # Also keep each trajectory's pure-noise point (t = pi/2, the 1-step sampler's own input) as a
+    # pair. The sCM loss's weight is exactly zero there (the cos t of its tangent, the 1 / tan t of
+    # the prior weight), so the pair carries only the endpoint term (objective.endpoint_weight):
+    # f(sigma_d eps, pi/2) = x0, the 1-step map pinned to the teacher's own ODE map. No teacher call.
+    noise_point: bool = False
     # A trajectory pool (tbcm.pairs.pool): roll out this many prompts at once and serve each step's
     # pairs drawn from all of them; 0 = off (each step rolls out its own prompts_per_step prompts).
     # 64 measured best on the embedded default, mostly at 2 and 4 steps (docs/results.md, recipe)
@@ -46,7 +52,7 @@ class TrajectoryConfig:
 
 
 class TrajectoryPairSource:
-    """``sample(prompt_ids) -> Pairs`` with ``len(prompt_ids) * (K - 1)`` pairs.
+    """``sample(prompt_ids) -> Pairs`` with ``len(prompt_ids) * (K - 1)`` pairs (``* K`` with ``noise_point``).
 
     ``teacher`` has ``velocity(x_t, t, cond, w)`` and ``sigma_d``; ``conds`` are the encoded
     prompts (batch = number of prompts); ``cfg_scales`` the set each prompt's ``w`` is drawn from;
@@ -109,23 +115,25 @@ class TrajectoryPairSource:
         traj = rollout(lambda x, t: self.teacher.velocity(x, t, cond, w), self.teacher.sigma_d * noise, route)
         self.teacher_calls += k * p
         keep = self.keep_mask(traj.final)
-        # Drop the pure-noise point; order pairs prompt-major: [P, K-1] -> [P * (K-1)].
-        x_t = traj.states[1:].transpose(0, 1).reshape(p * (k - 1), *self.image_shape)
-        u = traj.velocities[1:].transpose(0, 1).reshape(p * (k - 1), *self.image_shape)
+        # Drop the pure-noise point unless asked for; order pairs prompt-major: [P, n] -> [P * n].
+        first = 0 if self.config.noise_point else 1
+        n = k - first
+        x_t = traj.states[first:].transpose(0, 1).reshape(p * n, *self.image_shape)
+        u = traj.velocities[first:].transpose(0, 1).reshape(p * n, *self.image_shape)
         pairs = Pairs(
             x_t=x_t,
-            t=route[:, 1:].reshape(-1),
+            t=route[:, first:].reshape(-1),
             u=u,
-            cond=cond.repeat_interleave(k - 1),
-            w=w.repeat_interleave(k - 1),
-            mask=keep.to(device).repeat_interleave(k - 1),
-            prompt_ids=prompt_ids.repeat_interleave(k - 1),
-            x0=traj.final.repeat_interleave(k - 1, 0) if self.keep_final else None,
+            cond=cond.repeat_interleave(n),
+            w=w.repeat_interleave(n),
+            mask=keep.to(device).repeat_interleave(n),
+            prompt_ids=prompt_ids.repeat_interleave(n),
+            x0=traj.final.repeat_interleave(n, 0) if self.keep_final else None,
         )
         m = self.config.points_per_trajectory
-        if 0 < m < k - 1:  # ablation: a random subset of each trajectory's points
-            pick = torch.rand(p, k - 1, generator=self.generator).argsort(dim=1)[:, :m].sort(dim=1).values
-            idx = (pick + torch.arange(p)[:, None] * (k - 1)).reshape(-1).to(x_t.device)
+        if 0 < m < n:  # ablation: a random subset of each trajectory's points
+            pick = torch.rand(p, n, generator=self.generator).argsort(dim=1)[:, :m].sort(dim=1).values
+            idx = (pick + torch.arange(p)[:, None] * n).reshape(-1).to(x_t.device)
             pairs = Pairs(pairs.x_t[idx], pairs.t[idx], pairs.u[idx], pairs.cond.index(idx), pairs.w[idx],
                           pairs.mask[idx], pairs.prompt_ids[idx.cpu()], None if pairs.x0 is None else pairs.x0[idx])
         if self.config.renoised_points > 0:
