@@ -119,6 +119,12 @@ SUITES = {
 }
 
 
+# How evaluation noise is drawn: every image its own seed (initial noise and re-noising). Rows
+# without this key drew one seed per column, shared by the ten digits (inflates FID; see
+# docs/results.md, "The evaluation's noise"); --rescore-into scores them again.
+NOISE = "per-image seeds"
+
+
 def run_key(variant: str, guidance: str, seed: int, steps: int) -> str:
     return f"{variant}|{guidance}|seed={seed}|steps={steps}"
 
@@ -147,9 +153,10 @@ def score_student(student, encoder, scales: list[float], w_eval: float, n: int, 
 
     def scores_of(w: float, fresh: float = 1.0, steps=(1, 2, 4)) -> dict:
         out = {}
-        for k in steps:
-            images = torch.cat([student_samples(student, encoder, [p], w, k, n, shift, first_seed=0, fresh_noise=fresh)
-                                for p in PROMPTS])
+        for k in steps:  # every image its own seed (image j of digit i: i n + j), as `tbcm eval` draws them
+            images = torch.cat([student_samples(student, encoder, [p], w, k, n, shift, first_seed=i * n,
+                                                fresh_noise=fresh, independent=True)
+                                for i, p in enumerate(PROMPTS)])
             out[str(k)] = _score(images, n, ref, clf)
         return out
 
@@ -157,6 +164,40 @@ def score_student(student, encoder, scales: list[float], w_eval: float, n: int, 
     sweep = {str(w): {"1.0": scores if w == w_eval else scores_of(w), "0.5": scores_of(w, 0.5, steps=(2, 4))}
              for w in scales}
     return scores, sweep
+
+
+def _rescored(row: dict) -> dict:
+    """``row`` with its student and sweep scored again from its saved student folder, on
+    per-image seeds (its curve, scored the old way, is dropped)."""
+    from tbcm.models.bundle import load_bundle
+    from tbcm.models.student import Student
+
+    torch.set_num_threads(1)
+    ref, clf = _fid_reference()
+    bundle = load_bundle(Path(row["run"]) / "student", expect_kind="student")
+    # rows from before the student route existed were scored on the teacher's; score them on today's default
+    shift = float(row.get("student_shift") or 1.0)
+    scores, sweep = score_student(Student.from_bundle(bundle).eval(), bundle.encoder, row["cfg_scales"],
+                                  row["eval_cfg"], row["n"], ref, clf, shift)
+    return {**row, "student": scores, "sweep": sweep, "curve": [], "noise": NOISE, "student_shift": shift}
+
+
+def rescore_into(sources: list[Path], dst: Path, n: int, only: set | None, workers: int) -> None:
+    """Score every finished run of ``sources`` (its variants in ``only``, if given) again on
+    per-image seeds into ``dst``, with a fresh teacher sweep; rows already in ``dst`` are kept."""
+    have = {r.get("run") for r in load_results(dst)}
+    have_teacher = any(r["variant"] == "teacher" and r["n"] == n for r in load_results(dst))
+    todo = [r for src in sources for r in load_results(src) if r["variant"] != "teacher" and r["run"] not in have
+            and (only is None or r["variant"] in only)]
+    ctx = mp.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = {pool.submit(teacher_sweep, n): "teacher sweep"} if not have_teacher else {}
+        futures.update({pool.submit(_rescored, r): f"{r['variant']} seed {r['seed']} ({r['steps']} steps)" for r in todo})
+        for fut in cf.as_completed(futures):
+            row = fut.result()
+            append_result(dst, row)
+            summary = {k: round(x["fid"], 2) for k, x in row.get("student", row.get("teacher", {})).items()}
+            print(f"rescored: {futures[fut]}: FID {summary}", flush=True)
 
 
 def rescore(path: Path, n: int) -> None:
@@ -223,7 +264,7 @@ def train_and_eval(variant: str, overrides: list[str], guidance: str, seed: int,
                           "student": score_student(d.student_for_sampling(), d.encoder, [], w_eval, n, ref, clf, shift)[0]})
     return {"variant": variant, "overrides": overrides, "guidance": guidance, "cfg_scales": scales,
             "eval_cfg": w_eval, "student_shift": shift, "seed": seed, "steps": steps, "trained_steps": d.step, "n": n, "train_s": train_s,
-            "student": scores, "sweep": sweep, "curve": curve, "run": str(out)}
+            "student": scores, "sweep": sweep, "curve": curve, "run": str(out), "noise": NOISE}
 
 
 def teacher_sweep(n: int, steps: int = 16) -> dict:
@@ -236,9 +277,10 @@ def teacher_sweep(n: int, steps: int = 16) -> dict:
     ref, clf = _fid_reference()
     rows = {}
     for w in TEACHER_CFGS:
-        images = torch.cat([teacher_samples(teacher, [p], w, steps, n, first_seed=0) for p in PROMPTS])
+        images = torch.cat([teacher_samples(teacher, [p], w, steps, n, first_seed=i * n, independent=True)
+                            for i, p in enumerate(PROMPTS)])
         rows[str(w)] = _score(images, n, ref, clf)
-    return {"variant": "teacher", "steps": steps, "n": n, "teacher": rows}
+    return {"variant": "teacher", "steps": steps, "n": n, "teacher": rows, "noise": NOISE}
 
 
 def load_results(path: Path) -> list[dict]:
@@ -469,6 +511,11 @@ def main() -> None:
     ap.add_argument("--runs", default=str(ROOT / "runs" / "recipe_ablation"))
     ap.add_argument("--report", action="store_true", help="only print the tables from the results file")
     ap.add_argument("--rescore", action="store_true", help="add the guidance sweep to rows without it, then report")
+    ap.add_argument("--rescore-into", default=None, metavar="FILE",
+                    help="score the finished runs of --results (and of --rescore-from files) again on per-image "
+                         "seeds, with a fresh teacher sweep, into FILE; then report FILE")
+    ap.add_argument("--rescore-from", action="append", default=[], metavar="FILE",
+                    help="more results files whose runs --rescore-into scores (with --only: those variants)")
     ap.add_argument("--write-doc", action="store_true", help="write the tables into docs/results.md")
     ap.add_argument("--baseline", action="append", default=[], metavar="FILE|VARIANT",
                     help="also report VARIANT's rows from another results file (e.g. the faithful suite's)")
@@ -476,7 +523,11 @@ def main() -> None:
     path = Path(args.results or ROOT / "benchmarks" / "results" / f"{args.suite}.jsonl")
     guidances = [g for g in args.guidance.split(",") if g]
     seeds = [int(s) for s in args.seeds.split(",")]
-    if args.rescore:
+    if args.rescore_into:
+        only = set(args.only.split("|")) if args.only else None
+        rescore_into([path, *map(Path, args.rescore_from)], Path(args.rescore_into), args.n, only, args.workers)
+        path = Path(args.rescore_into)
+    elif args.rescore:
         rescore(path, args.n)
     elif not args.report:
         done = {run_key(r["variant"], r["guidance"], r["seed"], r["steps"]) for r in load_results(path)

@@ -1,7 +1,7 @@
 """The few-step sampler's route shift, measured over many trained digits students (no training).
 
-For each student and each shift, FID and adherence at 1, 2 and 4 steps on the same initial noise
-(seeds 0..n-1 per digit) and the same re-noising seed; then, per shift, the mean and spread over
+For each student and each shift, FID and adherence at 1, 2 and 4 steps on the same per-image seeds
+(the initial noise and the re-noising of image j of digit i from seed i n + j, as `tbcm eval`); then, per shift, the mean and spread over
 the students and how many keep "more steps are better" (FID at 2 <= 1 and at 4 <= 2).  The
 2-step route of shift ``s`` has its middle angle at ``arctan(s)`` (2.5 -> 1.19 rad, 1 -> pi/4).
 
@@ -21,29 +21,30 @@ from tbcm.evaluation.classifier import digits_split, load_classifier
 from tbcm.evaluation.metrics import FIDReference, adherence
 from tbcm.models.bundle import load_bundle
 from tbcm.models.student import Student
-from tbcm.previews import seeded_noise
+from tbcm.previews import image_generators, independent_noise
 from tbcm.sampling import student_angles, student_sample, to_pixels
 
 STEPS = (1, 2, 4)
 
 
 class DigitsProbe:
-    """One digits student on fixed noise (seeds 0..n-1 per digit), fixed re-noising seed and a
-    fixed guidance input, scored on any route: :meth:`score` ``(angles) -> (FID, adherence)``."""
+    """One digits student on fixed per-image seeds (image j of digit i: i n + j, its initial noise
+    and its re-noising) and a fixed guidance input, scored on any route: :meth:`score`
+    ``(angles) -> (FID, adherence)``."""
 
     def __init__(self, folder: str, n: int, cfg: float, clf, ref):
         b = load_bundle(folder, expect_kind="student")
         self.saved_shift = float(b.meta.extra.get("shift", 2.5))
         self.student = Student(b.network, b.meta.sigma_d, b.meta.timestep_scale).eval()
         self.cond = b.encoder.encode([f"a handwritten digit {d}" for d in range(10)]).repeat_interleave(n)
-        self.noise = seeded_noise(n, 10, (b.meta.channels, b.meta.image_size, b.meta.image_size))
+        self.shape, self.n = (b.meta.channels, b.meta.image_size, b.meta.image_size), n
         self.labels = torch.arange(10).repeat_interleave(n)
-        self.w = torch.full((self.noise.shape[0],), cfg)
+        self.w = torch.full((10 * n,), cfg)
         self.clf, self.ref = clf, ref
 
     def score(self, angles: list[float]) -> tuple[float, float]:
-        x0 = student_sample(self.student, self.cond, self.w, self.noise, angles,
-                            generator=torch.Generator().manual_seed(1))
+        gens = image_generators(10, self.n)  # every image its own seed, as `tbcm eval` draws them
+        x0 = student_sample(self.student, self.cond, self.w, independent_noise(gens, self.shape), angles, generator=gens)
         px = to_pixels(x0, self.student.sigma_d)
         return self.ref(px), adherence(px, self.labels, self.clf)
 

@@ -185,3 +185,28 @@ def test_classifier_train_writes_a_loadable_folder(tmp_path, capsys):
     assert "--overwrite" in assert_cli_error(["classifier", "train", "--out", str(out), "--steps", "3"], capsys)
     with pytest.raises(UserError, match="not a tbcm classifier"):
         load_classifier(tmp_path)
+
+
+def test_eval_draws_every_image_from_its_own_seed_as_tbcm_sample_does(tmp_path):
+    # image j of prompt i is seed i n + j (its initial noise and its re-noising), whatever the
+    # batch split: the same images `tbcm sample --seed` gives, and no seed shared across prompts
+    # (a shared column correlates the set and inflates FID)
+    from tbcm.generate import load_image_generator, to_uint8_rgb
+    from tbcm.previews import student_samples
+    from tbcm.models.student import Student
+    from tbcm.models.bundle import load_bundle
+
+    folder = _student_dir(tmp_path / "student")
+    bundle = load_bundle(folder, expect_kind="student")
+    student = Student.from_bundle(bundle).eval()
+    prompts, n = ["a handwritten digit 3", "a handwritten digit 7"], 3
+    with torch.no_grad():
+        together = student_samples(student, bundle.encoder, prompts, 2.0, 2, n, 2.5, 10, independent=True)
+        apart = torch.cat([student_samples(student, bundle.encoder, [p], 2.0, 2, n, 2.5, 10 + i * n, independent=True)
+                           for i, p in enumerate(prompts)])
+        gen = load_image_generator(folder, steps=2, cfg_scale=2.0, shift=2.5)
+        sampled = gen.generate([p for p in prompts for _ in range(n)], list(range(10, 10 + 2 * n)))
+    # equal up to the float rounding of another batch size (a different seed would differ by ~1)
+    assert (together - apart).abs().max() < 1e-4
+    assert (sampled.int() - to_uint8_rgb(together).int()).abs().max() <= 1
+    assert not torch.equal(together[0], together[n])  # image 0 of each prompt: different noise

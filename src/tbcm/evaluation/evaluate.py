@@ -3,8 +3,12 @@ teacher).  The kind of model picks the suite: 1x8x8 images are digits (below), 3
 scenes (:mod:`tbcm.scenes.evaluate`: seen and held-out prompts, the scenes judge).
 
 For each sampler, ``n`` images per digit are generated from the prompts ``"a handwritten digit
-D"`` (D = 0..9) with fixed seeds (image ``j`` of every digit starts from the noise of seed
-``seed + j``), so a rerun gives the same numbers. FID compares the classifier features of those
+D"`` (D = 0..9) with fixed seeds, so a rerun gives the same numbers: image ``j`` of prompt ``i``
+has its own seed ``seed + i n + j``, which draws its initial noise and a few-step student's
+re-noising (as ``tbcm sample --seed`` does); teacher and student start from the same noise. Every
+image is independent: a seed shared by the prompts' ``j``-th images (the layout before
+2026-12-02) correlates the set and inflates FID -- the teacher's by about 1 point at 1000 images,
+a 4-step student's by up to 2 (docs/results.md). FID compares the classifier features of those
 ``10 n`` images with the 600 held-out real digits the classifier never trained on; adherence is
 the share the classifier assigns to the requested digit.
 """
@@ -87,7 +91,8 @@ class DigitsSuite:
     @staticmethod
     def footer(result: dict) -> str:
         ref = result["reference"]
-        return (f"{result['n_per_class']} images per digit, cfg {result['cfg_scale']}, seed {result['seed']}; "
+        return (f"{result['n_per_class']} images per digit, cfg {result['cfg_scale']}, image seeds from "
+                f"{result['seed']}, one per image; "
                 f"FID against {ref['heldout_images']} held-out real digits on the digit classifier's features")
 
     @staticmethod
@@ -185,13 +190,18 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
               for i in range(0, len(suite.prompts), max(1, 128 // n_per_class))]
     student = Student.from_bundle(bundle).eval()
 
+    # the first image seed of each chunk: image j of prompt i is seed + i n + j, whatever the chunking
+    firsts = [seed + sum(map(len, chunks[:k])) * n_per_class for k in range(len(chunks))]
+
     def student_scores(steps: int, w: float) -> dict:
-        images = torch.cat([student_samples(student, bundle.encoder, c, w, steps, n_per_class, shift, seed,
-                                            fresh_noise=fresh_noise) for c in chunks])
+        images = torch.cat([student_samples(student, bundle.encoder, c, w, steps, n_per_class, shift, s0,
+                                            fresh_noise=fresh_noise, independent=True)
+                            for c, s0 in zip(chunks, firsts)])
         return suite.score(images, n_per_class)
 
     def teacher_scores(steps: int, w: float) -> dict:
-        images = torch.cat([teacher_samples(teacher, c, w, steps, n_per_class, teacher_shift, seed) for c in chunks])
+        images = torch.cat([teacher_samples(teacher, c, w, steps, n_per_class, teacher_shift, s0, independent=True)
+                            for c, s0 in zip(chunks, firsts)])
         return suite.score(images, n_per_class)
 
     result: dict = {"student": {}, "teacher": {}}
@@ -211,6 +221,7 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
         result["ratio"] = {k: b["fid"] / result["teacher_best"]["fid"] for k, b in result["student_best"].items()}
     result.update({"n_per_class": n_per_class, "cfg_scale": cfg, "seed": seed, "teacher_model": teacher_name,
                    "fresh_noise": fresh_noise, "student_shift": shift, "suite": suite.name,
+                   "noise": "per-image seeds",  # each image its own seed (before 2026-12-02: one per column)
                    "reference": suite.reference_info()})
     if honest:
         result["student_cfgs"] = student_cfgs

@@ -87,7 +87,8 @@ class ScenesSuite:
     @staticmethod
     def footer(result: dict) -> str:
         return (f"{result['n_per_class']} images per prompt ({len(SEEN_PROMPTS)} seen, {len(HELDOUT_PROMPTS)} "
-                f"held-out), cfg {result['cfg_scale']}, seed {result['seed']}; FID on the scenes judge's features "
+                f"held-out), cfg {result['cfg_scale']}, image seeds from {result['seed']}, one per image; "
+                f"FID on the scenes judge's features "
                 f"against {REF_PER_PROMPT} fresh real scenes per prompt; adherence = everything the prompt asks right")
 
     @staticmethod
