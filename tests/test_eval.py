@@ -190,7 +190,7 @@ def test_classifier_train_writes_a_loadable_folder(tmp_path, capsys):
 def test_eval_draws_every_image_from_its_own_seed_as_tbcm_sample_does(tmp_path):
     # image j of prompt i is seed i n + j (its initial noise and its re-noising), whatever the
     # batch split: the same images `tbcm sample --seed` gives, and no seed shared across prompts
-    # (a shared column correlates the set and inflates FID)
+    # (independent samples, as FID assumes)
     from tbcm.generate import load_image_generator, to_uint8_rgb
     from tbcm.previews import student_samples
     from tbcm.models.student import Student

@@ -51,8 +51,8 @@ def teacher_samples(teacher, prompts: list[str], cfg_scale: float, steps: int, s
 
     ``decode`` maps TrigFlow-space latents to pixels (a latent teacher's VAE); ``None``: pixel space.
     Noise: column ``j`` shares seed ``first_seed + j`` across prompts (grids: rows compare on the
-    same noise), or with ``independent`` each image its own (:func:`image_generators`: what a
-    distribution metric needs; a shared column correlates the prompts' samples and inflates FID)."""
+    same noise), or with ``independent`` each image its own (:func:`image_generators`: independent
+    samples, as a distribution metric assumes)."""
     device = _device(teacher.F)  # the noise is drawn on the CPU (the same on any device)
     cond = teacher.encoder.encode(prompts).to(device).repeat_interleave(seeds)
     if independent:

@@ -6,9 +6,10 @@ For each sampler, ``n`` images per digit are generated from the prompts ``"a han
 D"`` (D = 0..9) with fixed seeds, so a rerun gives the same numbers: image ``j`` of prompt ``i``
 has its own seed ``seed + i n + j``, which draws its initial noise and a few-step student's
 re-noising (as ``tbcm sample --seed`` does); teacher and student start from the same noise. Every
-image is independent: a seed shared by the prompts' ``j``-th images (the layout before
-2026-12-02) correlates the set and inflates FID -- the teacher's by about 1 point at 1000 images,
-a 4-step student's by up to 2 (docs/results.md). FID compares the classifier features of those
+image is independent, as FID assumes, and the numbers do not depend on how the set is batched
+(before 2026-12-02 the prompts' ``j``-th images shared seed ``seed + j``, and a few-step student's
+re-noising was shared by every batch). FID on 100 images per digit moves by about 1.5 points
+from one set of seeds to another (``benchmarks/eval_noise.py``): compare on many draws. FID compares the classifier features of those
 ``10 n`` images with the 600 held-out real digits the classifier never trained on; adherence is
 the share the classifier assigns to the requested digit.
 """

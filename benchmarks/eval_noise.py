@@ -1,0 +1,128 @@
+"""How much of a digits FID is the evaluation's own noise: the same models scored on many draws.
+
+Each draw is a fresh set of 100 images per digit (image j of digit i from seed ``base + i n + j``,
+``base = draw * 10 n``: disjoint seeds, each image independent, as `tbcm eval` draws them). The
+teacher (16 steps) and each student (1, 2 and 4 steps on its saved route) are scored on the same
+draws, so a draw's teacher/student ratio is paired. Prints per model the mean and spread of FID and
+adherence over the draws, and per group of students (a recipe's training seeds) the ratio of the
+mean 1-step FID to the teacher's mean best FID -- the quality figure with the evaluation noise
+averaged out.
+
+    python benchmarks/eval_noise.py --draws 10 --cfg 1.5 \\
+        --group "default=/work/runs/steady/e78f8667_low_s0,/work/runs/steady/e78f8667_low_s1,..."
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+from pathlib import Path
+
+import torch
+
+from tbcm.evaluation.classifier import digits_split, load_classifier
+from tbcm.evaluation.metrics import FIDReference, adherence
+from tbcm.models.bundle import load_bundle
+from tbcm.models.student import Student
+from tbcm.models.teacher import Teacher
+from tbcm.previews import student_samples, teacher_samples
+
+PROMPTS = [f"a handwritten digit {d}" for d in range(10)]
+STEPS = (1, 2, 4)
+
+
+def _score(images: torch.Tensor, n: int, ref, clf) -> tuple[float, float]:
+    labels = torch.arange(10).repeat_interleave(n)
+    return float(ref(images)), float(adherence(images, labels, clf))
+
+
+def teacher_draws(teacher, cfgs: list[float], draws: int, n: int, ref, clf) -> dict:
+    """``{w: [(fid, adherence) per draw]}`` for the 16-step teacher."""
+    out = {}
+    for w in cfgs:
+        out[w] = [_score(torch.cat([teacher_samples(teacher, [p], w, 16, n, first_seed=d * 10 * n + i * n,
+                                                    independent=True) for i, p in enumerate(PROMPTS)]), n, ref, clf)
+                  for d in range(draws)]
+    return out
+
+
+def student_draws(folder: str, w: float, draws: int, n: int, ref, clf, shift: float | None) -> dict:
+    """``{steps: [(fid, adherence) per draw]}`` for the student in ``folder`` at guidance input ``w``."""
+    b = load_bundle(Path(folder) / "student" if not folder.rstrip("/").endswith("student") else folder,
+                    expect_kind="student")
+    student = Student.from_bundle(b).eval()
+    route = float(shift if shift is not None else b.meta.extra.get("shift", 2.5))
+    return {k: [_score(torch.cat([student_samples(student, b.encoder, [p], w, k, n, route,
+                                                  first_seed=d * 10 * n + i * n, independent=True)
+                                  for i, p in enumerate(PROMPTS)]), n, ref, clf) for d in range(draws)]
+            for k in STEPS}
+
+
+def _ms(values: list[float], fmt: str = "{:.2f}") -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{fmt.format(statistics.mean(values))} ± {fmt.format(sd)}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--group", action="append", default=[], metavar="NAME=RUN,RUN,...",
+                    help="a recipe's students (its training seeds), scored together")
+    ap.add_argument("--draws", type=int, default=10, help="evaluation draws of 100 images per digit each")
+    ap.add_argument("--n", type=int, default=100, help="images per digit in each draw")
+    ap.add_argument("--cfg", type=float, default=1.5, help="the students' guidance input")
+    ap.add_argument("--teacher-cfg", default="0.75,1,1.25", help="the teacher's guidance scales (16 steps)")
+    ap.add_argument("--shift", type=float, default=None, help="the students' route (default: each one's saved)")
+    ap.add_argument("--json", default=None, help="also write every draw's scores here")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    clf = load_classifier()
+    ref = FIDReference(digits_split().heldout_images, clf)
+    with torch.no_grad():
+        teacher = Teacher.from_bundle(load_bundle("builtin", expect_kind="teacher"))
+        t = teacher_draws(teacher, [float(w) for w in args.teacher_cfg.split(",")], args.draws, args.n, ref, clf)
+        groups = {}
+        for spec in args.group:
+            name, runs = spec.split("=", 1)
+            groups[name] = {r: student_draws(r, args.cfg, args.draws, args.n, ref, clf, args.shift)
+                            for r in runs.split(",") if r}
+    # the teacher's best guidance on the mean over draws; per draw, its FID there
+    best_w = min(t, key=lambda w: statistics.mean(f for f, _ in t[w]))
+    best = [f for f, _ in t[best_w]]
+    print(f"{args.draws} draws of {args.n} images per digit (per-image seeds); {platform.machine()}, "
+          f"torch {torch.__version__}, {datetime.date.today()}\n")
+    print("| model | steps | guidance | FID over draws | adherence over draws | FID range |")
+    print("|---|---|---|---|---|---|")
+    for w, rows in t.items():
+        f = [x for x, _ in rows]
+        print(f"| teacher | 16 | {w:g} | {_ms(f)} | {_ms([a * 100 for _, a in rows], '{:.1f}')}% | "
+              f"{min(f):.2f} - {max(f):.2f} |")
+    for name, runs in groups.items():
+        for run, per in runs.items():
+            for k, rows in per.items():
+                f = [x for x, _ in rows]
+                print(f"| {name}: {Path(run).name} | {k} | {args.cfg:g} | {_ms(f)} | "
+                      f"{_ms([a * 100 for _, a in rows], '{:.1f}')}% | {min(f):.2f} - {max(f):.2f} |")
+    print(f"\nTeacher's best on the mean over draws: w={best_w:g}, FID {_ms(best)}.\n")
+    print("| recipe | seeds | 1 step FID (mean over draws, then over seeds) | adherence | 2 steps | 4 steps | "
+          "1-step / teacher best | 2 <= 1 | 4 <= 2 | paired ratio per draw (1 step) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    tb = statistics.mean(best)
+    for name, runs in groups.items():
+        per_seed = {k: [statistics.mean(f for f, _ in per[k]) for per in runs.values()] for k in STEPS}
+        adh = [statistics.mean(a for _, a in per[1]) * 100 for per in runs.values()]
+        paired = [statistics.mean(per[1][d][0] for per in runs.values()) / best[d] for d in range(args.draws)]
+        m = {k: statistics.mean(v) for k, v in per_seed.items()}
+        print(f"| {name} | {len(runs)} | {_ms(per_seed[1])} | {_ms(adh, '{:.1f}')}% | {_ms(per_seed[2])} | "
+              f"{_ms(per_seed[4])} | {m[1] / tb:.2f}x | {'met' if m[2] <= m[1] else 'missed'} | "
+              f"{'met' if m[4] <= m[2] else 'missed'} | {_ms(paired)}x |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"teacher": {str(w): v for w, v in t.items()},
+                                               "groups": groups, "draws": args.draws, "n": args.n,
+                                               "cfg": args.cfg}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
