@@ -115,7 +115,7 @@ SUITES = {
         # a longer EMA (0.999: about the last 1000 of 2400 steps, against 0.99's 100) on the window:
         # it sits at 1.32x and 97.6% on 10 evaluation draws, the FID line 0.14 away
         "default + endpoint 0.3 above 1.45 rad, EMA 0.999": ["objective.endpoint_weight=0.3",
-                                                             "objective.endpoint_min_angle=1.45", "ema_decay=0.999"],
+                                                             "objective.endpoint_min_angle=1.45", "optim.ema_decay=0.999"],
         "default + endpoint 1 at pi/2 only (noise point)": ["objective.endpoint_weight=1.0",
                                                             "objective.endpoint_min_angle=1.5707",
                                                             "pairs.noise_point=true"],
