@@ -96,8 +96,8 @@ def _parser() -> argparse.ArgumentParser:
                    "(default 16), e.g. 0.5,1,1.25,1.5,2,3,4.5; reports its best and the student-best / teacher-best ratio")
     e.add_argument("--student-cfg", default=None, help="sweep the student's guidance input (default with "
                    "--teacher-cfg: the scales it was trained on)")
-    e.add_argument("--seed", type=int, default=0, help="image j of every digit starts from seed + j "
-                   "(with --reference image i uses seed + i)")
+    e.add_argument("--seed", type=int, default=0, help="image j of prompt i uses seed + i n + j, for its noise "
+                   "and its re-noising (with --reference image i uses seed + i)")
     e.add_argument("--fresh-noise", type=float, default=1.0, help="multi-step re-noising: 1 = fresh noise (sCM, "
                    "SanaSprintPipeline), 0 = the noise implied by the state, between = a mix")
     e.add_argument("--shift", type=float, default=None, help="the student's route shift (default: the one saved "
