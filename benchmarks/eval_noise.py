@@ -67,6 +67,32 @@ def _ms(values: list[float], fmt: str = "{:.2f}") -> str:
     return f"{fmt.format(statistics.mean(values))} ± {fmt.format(sd)}"
 
 
+def plot(data: dict, path: Path) -> None:
+    """Every draw's FID per model (teacher at each guidance, each student at 1 / 2 / 4 steps)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = [(f"teacher w={float(w):g}", [f for f, _ in rows]) for w, rows in data["teacher"].items()]
+    for name, runs in data["groups"].items():
+        for run, per in runs.items():
+            seed = Path(run).name.split("_s")[-1].split("_")[0]
+            cols += [(f"{name} s{seed} {k} st", [f for f, _ in per[str(k)]]) for k in STEPS]
+    fig, ax = plt.subplots(figsize=(max(6, 0.42 * len(cols)), 4))
+    for i, (_, vals) in enumerate(cols):
+        ax.plot([i] * len(vals), vals, "o", ms=3, alpha=0.6, color="C0" if i < len(data["teacher"]) else "C1")
+        ax.plot([i - 0.3, i + 0.3], [statistics.mean(vals)] * 2, "k-", lw=1)
+    ax.set_xticks(range(len(cols)), [c for c, _ in cols], rotation=75, ha="right", fontsize=6)
+    ax.set(ylabel="FID (digit features)",
+           title=f"one dot per evaluation draw ({data['draws']} draws of {data['n']} images per digit); bar: mean")
+    ax.title.set_fontsize(8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--group", action="append", default=[], metavar="NAME=RUN,RUN,...",
@@ -77,7 +103,12 @@ def main() -> None:
     ap.add_argument("--teacher-cfg", default="0.75,1,1.25", help="the teacher's guidance scales (16 steps)")
     ap.add_argument("--shift", type=float, default=None, help="the students' route (default: each one's saved)")
     ap.add_argument("--json", default=None, help="also write every draw's scores here")
+    ap.add_argument("--plot", nargs=2, metavar=("JSON", "PNG"), default=None,
+                    help="only draw the per-draw FIDs of a --json file into PNG")
     args = ap.parse_args()
+    if args.plot:
+        plot(json.loads(Path(args.plot[0]).read_text()), Path(args.plot[1]))
+        return
     torch.set_num_threads(1)
     clf = load_classifier()
     ref = FIDReference(digits_split().heldout_images, clf)
