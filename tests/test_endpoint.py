@@ -43,6 +43,8 @@ def test_endpoint_config_errors(tiny_teacher_dir):
         _distiller(tiny_teacher_dir, "objective.endpoint_weight=0.5", "source=forward")
     with pytest.raises(UserError, match="objective.endpoint_min_angle"):
         _distiller(tiny_teacher_dir, "objective.endpoint_weight=0.5", "objective.endpoint_min_angle=1.6")
+    with pytest.raises(UserError, match="objective.endpoint_min_angle"):  # a window on a term that is off
+        _distiller(tiny_teacher_dir, "objective.endpoint_min_angle=1.45")
     with pytest.raises(UserError, match="pairs.noise_point"):
         _distiller(tiny_teacher_dir, "pairs.noise_point=true")
 

@@ -279,6 +279,8 @@ def validate(cfg) -> None:
                "0 unless source=trajectory (the target is each pair's own trajectory end)")
         _check(0 <= o.endpoint_min_angle < math.pi / 2, "objective.endpoint_min_angle", o.endpoint_min_angle,
                "in [0, pi/2) radians (TrigFlow time; 0 = every pair)")
+        _check(o.endpoint_min_angle == 0 or o.endpoint_weight > 0, "objective.endpoint_min_angle",
+               o.endpoint_min_angle, "0 unless objective.endpoint_weight > 0 (it windows that term)")
         _check(not cfg.pairs.noise_point or o.endpoint_weight > 0, "pairs.noise_point", cfg.pairs.noise_point,
                "false unless objective.endpoint_weight > 0 (only the endpoint term acts at pi/2)")
         a = o.adversarial
