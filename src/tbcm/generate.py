@@ -57,12 +57,13 @@ class ImageGenerator:
     def generate(self, prompts: list[str], seeds: list[int], steps: int | None = None) -> Tensor:
         """uint8 RGB ``[len(prompts), 3, resolution, resolution]`` on the CPU; image ``i`` from
         ``prompts[i]`` and ``seeds[i]``, with ``steps`` sampling steps (default: the generator's)."""
+        from .previews import independent_noise
         from .sampling import student_angles, student_sample, to_pixels
 
         if len(prompts) != len(seeds):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        noise = torch.stack([torch.randn(self.shape, generator=g) for g in gens]).to(self.device)
+        noise = independent_noise(gens, self.shape).to(self.device)
         cond = self.encoder.encode(prompts).to(self.device)  # cached encodings come back on the CPU
         w = torch.full((len(prompts),), self.cfg_scale, device=self.device)
         angles = student_angles(steps or self.steps, self.shift)
