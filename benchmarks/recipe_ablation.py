@@ -134,7 +134,8 @@ SUITES = {
 
 # How evaluation noise is drawn: every image its own seed (initial noise and re-noising). Rows
 # without this key drew one seed per column, shared by the ten digits, and one re-noising stream
-# per digit (docs/results.md, "The evaluation's own noise"); --rescore-into scores them again.
+# per digit (docs/results.md, "The evaluation's own noise"); benchmarks/eval_noise.py scores any run
+# folders again, on many draws.
 NOISE = "per-image seeds"
 
 
@@ -177,40 +178,6 @@ def score_student(student, encoder, scales: list[float], w_eval: float, n: int, 
     sweep = {str(w): {"1.0": scores if w == w_eval else scores_of(w), "0.5": scores_of(w, 0.5, steps=(2, 4))}
              for w in scales}
     return scores, sweep
-
-
-def _rescored(row: dict) -> dict:
-    """``row`` with its student and sweep scored again from its saved student folder, on
-    per-image seeds (its curve, scored the old way, is dropped)."""
-    from tbcm.models.bundle import load_bundle
-    from tbcm.models.student import Student
-
-    torch.set_num_threads(1)
-    ref, clf = _fid_reference()
-    bundle = load_bundle(Path(row["run"]) / "student", expect_kind="student")
-    # rows from before the student route existed were scored on the teacher's; score them on today's default
-    shift = float(row.get("student_shift") or 1.0)
-    scores, sweep = score_student(Student.from_bundle(bundle).eval(), bundle.encoder, row["cfg_scales"],
-                                  row["eval_cfg"], row["n"], ref, clf, shift)
-    return {**row, "student": scores, "sweep": sweep, "curve": [], "noise": NOISE, "student_shift": shift}
-
-
-def rescore_into(sources: list[Path], dst: Path, n: int, only: set | None, workers: int) -> None:
-    """Score every finished run of ``sources`` (its variants in ``only``, if given) again on
-    per-image seeds into ``dst``, with a fresh teacher sweep; rows already in ``dst`` are kept."""
-    have = {r.get("run") for r in load_results(dst)}
-    have_teacher = any(r["variant"] == "teacher" and r["n"] == n for r in load_results(dst))
-    todo = [r for src in sources for r in load_results(src) if r["variant"] != "teacher" and r["run"] not in have
-            and (only is None or r["variant"] in only)]
-    ctx = mp.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = {pool.submit(teacher_sweep, n): "teacher sweep"} if not have_teacher else {}
-        futures.update({pool.submit(_rescored, r): f"{r['variant']} seed {r['seed']} ({r['steps']} steps)" for r in todo})
-        for fut in cf.as_completed(futures):
-            row = fut.result()
-            append_result(dst, row)
-            summary = {k: round(x["fid"], 2) for k, x in row.get("student", row.get("teacher", {})).items()}
-            print(f"rescored: {futures[fut]}: FID {summary}", flush=True)
 
 
 def rescore(path: Path, n: int) -> None:
@@ -342,9 +309,10 @@ def _shown(variant: str, runs: list[dict]) -> str:
     return variant if shifts == [2.5] else f"{variant} (route {', '.join(f'{s:g}' for s in shifts)})"
 
 
-def split_by_steps(rows: list[dict]) -> list[dict]:
-    """Rows of one variant trained for different step counts are not seeds of one run: the longer
-    runs are reported as their own variant, ``"<variant>, <steps> steps"``."""
+def distinct_variants(rows: list[dict]) -> list[dict]:
+    """Rows of one variant that are not seeds of one experiment get their own variant name: the
+    longer runs of a variant trained for several step counts (``"<variant>, <steps> steps"``), and
+    rows scored on per-image seeds beside rows of the old layout (``"... [per-image seeds]"``)."""
     counts: dict[str, set] = {}
     for r in rows:
         counts.setdefault(r["variant"], set()).add(r.get("steps"))
@@ -526,11 +494,6 @@ def main() -> None:
     ap.add_argument("--runs", default=str(ROOT / "runs" / "recipe_ablation"))
     ap.add_argument("--report", action="store_true", help="only print the tables from the results file")
     ap.add_argument("--rescore", action="store_true", help="add the guidance sweep to rows without it, then report")
-    ap.add_argument("--rescore-into", default=None, metavar="FILE",
-                    help="score the finished runs of --results (and of --rescore-from files) again on per-image "
-                         "seeds, with a fresh teacher sweep, into FILE; then report FILE")
-    ap.add_argument("--rescore-from", action="append", default=[], metavar="FILE",
-                    help="more results files whose runs --rescore-into scores (with --only: those variants)")
     ap.add_argument("--write-doc", action="store_true", help="write the tables into docs/results.md")
     ap.add_argument("--baseline", action="append", default=[], metavar="FILE|VARIANT",
                     help="also report VARIANT's rows from another results file (e.g. the faithful suite's)")
@@ -538,11 +501,7 @@ def main() -> None:
     path = Path(args.results or ROOT / "benchmarks" / "results" / f"{args.suite}.jsonl")
     guidances = [g for g in args.guidance.split(",") if g]
     seeds = [int(s) for s in args.seeds.split(",")]
-    if args.rescore_into:
-        only = set(args.only.split("|")) if args.only else None
-        rescore_into([path, *map(Path, args.rescore_from)], Path(args.rescore_into), args.n, only, args.workers)
-        path = Path(args.rescore_into)
-    elif args.rescore:
+    if args.rescore:
         rescore(path, args.n)
     elif not args.report:
         done = {run_key(r["variant"], r["guidance"], r["seed"], r["steps"]) for r in load_results(path)
@@ -569,7 +528,7 @@ def main() -> None:
         file, variant = spec.split("|", 1)
         extra = [r for r in load_results(Path(file)) if r["variant"] == variant]
         rows = [*extra, *rows]  # first: the table lists it first
-    rows = split_by_steps(rows)
+    rows = distinct_variants(rows)
     text = report(rows, args.suite, guidances)
     teacher = next((r for r in rows if r["variant"] == "teacher"), None)
     best = min(v["fid"] for v in teacher["teacher"].values()) if teacher else None

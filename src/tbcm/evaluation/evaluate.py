@@ -8,10 +8,10 @@ has its own seed ``seed + i n + j``, which draws its initial noise and a few-ste
 re-noising (as ``tbcm sample --seed`` does); teacher and student start from the same noise. Every
 image is independent, as FID assumes, and the numbers do not depend on how the set is batched
 (before 2026-12-02 the prompts' ``j``-th images shared seed ``seed + j``, and a few-step student's
-re-noising was shared by every batch). FID on 100 images per digit moves by about 1.5 points
-from one set of seeds to another (``benchmarks/eval_noise.py``): compare on many draws. FID compares the classifier features of those
-``10 n`` images with the 600 held-out real digits the classifier never trained on; adherence is
-the share the classifier assigns to the requested digit.
+re-noising was shared by every batch). FID on 100 images per digit moves by 1 to 1.3 points (sd)
+from one set of seeds to another (``benchmarks/eval_noise.py``): compare on many draws. FID
+compares the classifier features of those ``10 n`` images with the 600 held-out real digits the
+classifier never trained on; adherence is the share the classifier assigns to the requested digit.
 """
 
 from __future__ import annotations
