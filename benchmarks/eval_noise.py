@@ -25,13 +25,13 @@ from pathlib import Path
 import torch
 
 from tbcm.evaluation.classifier import digits_split, load_classifier
+from tbcm.evaluation.evaluate import PROMPTS
 from tbcm.evaluation.metrics import FIDReference, adherence
 from tbcm.models.bundle import load_bundle
 from tbcm.models.student import Student
 from tbcm.models.teacher import Teacher
 from tbcm.previews import student_samples, teacher_samples
 
-PROMPTS = [f"a handwritten digit {d}" for d in range(10)]
 STEPS = (1, 2, 4)
 
 

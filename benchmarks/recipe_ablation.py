@@ -125,9 +125,6 @@ SUITES = {
         # (2e-4 measured far worse: 20.5 at 1 step on seed 0.) Half the learning rate instead
         "default + endpoint 0.3 above 1.45 rad, lr 5e-5": ["objective.endpoint_weight=0.3",
                                                            "objective.endpoint_min_angle=1.45", "optim.lr=5e-5"],
-        "default + endpoint 1 at pi/2 only (noise point)": ["objective.endpoint_weight=1.0",
-                                                            "objective.endpoint_min_angle=1.5707",
-                                                            "pairs.noise_point=true"],
     },
 }
 

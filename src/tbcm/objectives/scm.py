@@ -30,10 +30,10 @@ from ..pairs.base import Pairs
 from .adversarial import AdversarialConfig
 
 JVP_BACKENDS = ("autograd", "finite_difference")
+TANGENT_NORMS = ("l2", "rms")
 # Pairs at or above this angle are pure-noise points (t = pi/2 in float32 is 1.5707964; the
 # route's jittered interior points are below it by far more than 1e-6 but for a chance of ~1e-5)
 NOISE_POINT_ANGLE = math.pi / 2 - 1e-6
-TANGENT_NORMS = ("l2", "rms")
 
 
 @dataclass
