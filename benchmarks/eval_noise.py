@@ -109,6 +109,20 @@ def main() -> None:
     if args.plot:
         plot(json.loads(Path(args.plot[0]).read_text()), Path(args.plot[1]))
         return
+    # parse and check the groups before minutes of teacher sampling; a name may hold "=" (the
+    # overrides it was trained with), a run folder rarely does: split at the last one
+    if args.draws < 1 or args.n < 2:
+        ap.error(f"--draws {args.draws} --n {args.n}: need at least 1 draw of at least 2 images per digit")
+    specs = []
+    for spec in args.group:
+        name, sep, runs = spec.rpartition("=")
+        folders = [r for r in runs.split(",") if r]
+        if not sep or not name or not folders:
+            ap.error(f"--group {spec!r}: expected NAME=RUN,RUN,... (run folders of tbcm distill)")
+        missing = [r for r in folders if not Path(r).is_dir()]
+        if missing:
+            ap.error(f"--group {name!r}: no run folder {missing[0]!r}; pass the --out folders of tbcm distill")
+        specs.append((name, folders))
     torch.set_num_threads(1)
     clf = load_classifier()
     ref = FIDReference(digits_split().heldout_images, clf)
@@ -116,10 +130,9 @@ def main() -> None:
         teacher = Teacher.from_bundle(load_bundle("builtin", expect_kind="teacher"))
         t = teacher_draws(teacher, [float(w) for w in args.teacher_cfg.split(",")], args.draws, args.n, ref, clf)
         groups = {}
-        for spec in args.group:
-            name, runs = spec.split("=", 1)
+        for name, folders in specs:
             groups[name] = {r: student_draws(r, args.cfg, args.draws, args.n, ref, clf, args.shift)
-                            for r in runs.split(",") if r}
+                            for r in folders}
     # the teacher's best guidance on the mean over draws; per draw, its FID there
     best_w = min(t, key=lambda w: statistics.mean(f for f, _ in t[w]))
     best = [f for f, _ in t[best_w]]
