@@ -93,6 +93,58 @@ def plot(data: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _scored_sets(data, where: str = ""):
+    """Every ``{"teacher", "groups", ...}`` object in a --json file, or in a file that nests several
+    (``{"label": {...}, ...}``), with where it sat."""
+    if isinstance(data, dict) and "groups" in data and "teacher" in data:
+        yield where, data
+    elif isinstance(data, dict):
+        for k, v in data.items():
+            yield from _scored_sets(v, f"{where} {k}".strip())
+
+
+def tradeoff(files: list[Path], path: Path) -> None:
+    """1-step FID against adherence, one small dot per student (its mean over the draws), one large
+    marker per recipe (the mean over its seeds), the teacher at each guidance scale, and the
+    issue's target box (FID <= 1.3x the teacher's best, adherence >= its best minus 1 point)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    teacher_best, k = None, 0
+    for where, data in (wd for f in files for wd in _scored_sets(json.loads(f.read_text()))):
+        if teacher_best is None:
+            means = {w: (statistics.mean(f for f, _ in r), 100 * statistics.mean(a for _, a in r))
+                     for w, r in data["teacher"].items()}
+            teacher_best = min(means.values())
+            for w, (fid, adh) in means.items():
+                ax.plot(adh, fid, "k*", ms=11)
+                ax.annotate(f"teacher w={float(w):g}", (adh, fid), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        for name, runs in data["groups"].items():
+            pts = [(100 * statistics.mean(a for _, a in per["1"]), statistics.mean(f for f, _ in per["1"]))
+                   for per in runs.values()]
+            color, k = plt.cm.tab20(k % 20), k + 1
+            ax.plot([a for a, _ in pts], [f for _, f in pts], "o", ms=3.5, alpha=0.5, color=color)
+            label = f"{name} (w={data.get('cfg', '?')}, {len(pts)} seed{'s' if len(pts) > 1 else ''})"
+            ax.plot(statistics.mean(a for a, _ in pts), statistics.mean(f for _, f in pts), "D", ms=7,
+                    color=color, label=label)
+    fid_line, adh_line = 1.3 * teacher_best[0], teacher_best[1] - 1
+    ax.axhline(fid_line, color="g", lw=0.8, ls="--")
+    ax.axvline(adh_line, color="g", lw=0.8, ls="--")
+    ax.fill_between([adh_line, 100], 0, fid_line, color="g", alpha=0.08, label="target box (1 step)")
+    ax.set(xlabel="adherence, % (mean over draws)", ylabel="1-step FID (mean over draws)",
+           title="1-step students on ten draws: small dots seeds, diamonds recipe means")
+    ax.set_xlim(93, 100)
+    ax.set_ylim(6, 18)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--group", action="append", default=[], metavar="NAME=RUN,RUN,...",
@@ -105,7 +157,14 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="also write every draw's scores here")
     ap.add_argument("--plot", nargs=2, metavar=("JSON", "PNG"), default=None,
                     help="only draw the per-draw FIDs of a --json file into PNG")
+    ap.add_argument("--tradeoff", nargs="+", metavar="PNG JSON", default=None,
+                    help="only draw the 1-step FID against adherence of --json files into PNG")
     args = ap.parse_args()
+    if args.tradeoff:
+        if len(args.tradeoff) < 2:
+            ap.error("--tradeoff PNG JSON [JSON ...]: name the picture, then at least one --json file")
+        tradeoff([Path(f) for f in args.tradeoff[1:]], Path(args.tradeoff[0]))
+        return
     if args.plot:
         plot(json.loads(Path(args.plot[0]).read_text()), Path(args.plot[1]))
         return
