@@ -113,12 +113,12 @@ def tradeoff(files: list[Path], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(11, 5.5))
-    teacher_best, k = None, 0
-    for where, data in (wd for f in files for wd in _scored_sets(json.loads(f.read_text()))):
+    teacher_best, k, xs, ys = None, 0, [], []
+    for _, data in (wd for f in files for wd in _scored_sets(json.loads(f.read_text()))):
         if teacher_best is None:
             means = {w: (statistics.mean(f for f, _ in r), 100 * statistics.mean(a for _, a in r))
                      for w, r in data["teacher"].items()}
-            teacher_best = min(means.values())
+            teacher_best = min(means.values())  # (FID, adherence) at the lowest mean FID
             for w, (fid, adh) in means.items():
                 ax.plot(adh, fid, "k*", ms=11)
                 ax.annotate(f"teacher w={float(w):g}", (adh, fid), fontsize=7, xytext=(4, 3), textcoords="offset points")
@@ -127,6 +127,8 @@ def tradeoff(files: list[Path], path: Path) -> None:
                    for per in runs.values()]
             color, k = plt.cm.tab20(k % 20), k + 1
             ax.plot([a for a, _ in pts], [f for _, f in pts], "o", ms=3.5, alpha=0.5, color=color)
+            xs += [a for a, _ in pts]
+            ys += [f for _, f in pts]
             label = f"{name} (w={data.get('cfg', '?')}, {len(pts)} seed{'s' if len(pts) > 1 else ''})"
             ax.plot(statistics.mean(a for a, _ in pts), statistics.mean(f for _, f in pts), "D", ms=7,
                     color=color, label=label)
@@ -136,8 +138,8 @@ def tradeoff(files: list[Path], path: Path) -> None:
     ax.fill_between([adh_line, 100], 0, fid_line, color="g", alpha=0.08, label="target box (1 step)")
     ax.set(xlabel="adherence, % (mean over draws)", ylabel="1-step FID (mean over draws)",
            title="1-step students on ten draws: small dots seeds, diamonds recipe means")
-    ax.set_xlim(93, 100)
-    ax.set_ylim(6, 18)
+    ax.set_xlim(min(xs + [adh_line]) - 0.5, 100)
+    ax.set_ylim(min(ys + [teacher_best[0]]) - 1, max(ys + [fid_line]) + 1)
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
