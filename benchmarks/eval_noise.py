@@ -103,6 +103,65 @@ def _scored_sets(data, where: str = ""):
             yield from _scored_sets(v, f"{where} {k}".strip())
 
 
+def merged(sets: list[dict]) -> tuple[dict, dict, int, int]:
+    """One report's inputs from scored sets (in-memory or read back from --json files):
+    ``(teacher {w: [(fid, adh)]}, groups {(name, cfg): {run: {"1": [...], "2": ..., "4": ...}}},
+    draws, n)``. A recipe scored in several sets (its seeds scored by separate processes) is one
+    group; the sets must be on the same draws (the teacher scored in two is the same there)."""
+    sets = [json.loads(json.dumps(d)) for d in sets]  # one key type: JSON's strings
+    draws, n = sets[0]["draws"], sets[0]["n"]
+    teacher, groups = {}, {}
+    for d in sets:
+        if (d["draws"], d["n"]) != (draws, n):
+            raise ValueError(f"scored sets on different draws: {d['draws']} x {d['n']} against {draws} x {n}")
+        for w, rows in d["teacher"].items():
+            w = f"{float(w):g}"
+            if w in teacher and any(abs(a[0] - b[0]) > 1e-6 for a, b in zip(teacher[w], rows)):
+                raise ValueError(f"the teacher at w={w} differs between the sets: not the same draws")
+            teacher[w] = rows
+        for name, runs in d["groups"].items():
+            groups.setdefault((name, float(d.get("cfg", "nan"))), {}).update(runs)
+    return teacher, groups, draws, n
+
+
+def print_report(teacher: dict, groups: dict, draws: int, n: int) -> None:
+    """The per-model table and the per-recipe table with the issue's targets (the inputs of
+    :func:`merged`)."""
+    # the teacher's best guidance on the mean over draws; per draw, its FID there
+    best_w = min(teacher, key=lambda w: statistics.mean(f for f, _ in teacher[w]))
+    best = [f for f, _ in teacher[best_w]]
+    print(f"{draws} draws of {n} images per digit (per-image seeds); {platform.machine()}, "
+          f"torch {torch.__version__}, {datetime.date.today()}\n")
+    print("| model | steps | guidance | FID over draws | adherence over draws | FID range |")
+    print("|---|---|---|---|---|---|")
+    for w, rows in teacher.items():
+        f = [x for x, _ in rows]
+        print(f"| teacher | 16 | {w} | {_ms(f)} | {_ms([a * 100 for _, a in rows], '{:.1f}')}% | "
+              f"{min(f):.2f} - {max(f):.2f} |")
+    for (name, cfg), runs in groups.items():
+        for run, per in runs.items():
+            for k, rows in per.items():
+                f = [x for x, _ in rows]
+                print(f"| {name}: {Path(run).name} | {k} | {cfg:g} | {_ms(f)} | "
+                      f"{_ms([a * 100 for _, a in rows], '{:.1f}')}% | {min(f):.2f} - {max(f):.2f} |")
+    print(f"\nTeacher's best on the mean over draws: w={best_w}, FID {_ms(best)}.\n")
+    print("| recipe | guidance | seeds | 1 step FID (mean over draws, then over seeds) | adherence | 2 steps | "
+          "4 steps | 1-step / teacher best | 2 <= 1 | 4 <= 2 | paired ratio per draw (1 step) | targets |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    tb = statistics.mean(best)
+    tb_adh = statistics.mean(a for _, a in teacher[best_w]) * 100  # the adherence target: this minus 1 point
+    for (name, cfg), runs in groups.items():
+        per_seed = {k: [statistics.mean(f for f, _ in per[str(k)]) for per in runs.values()] for k in STEPS}
+        adh = [statistics.mean(a for _, a in per["1"]) * 100 for per in runs.values()]
+        paired = [statistics.mean(per["1"][d][0] for per in runs.values()) / best[d] for d in range(draws)]
+        m = {k: statistics.mean(v) for k, v in per_seed.items()}
+        print(f"| {name} | {cfg:g} | {len(runs)} | {_ms(per_seed[1])} | {_ms(adh, '{:.1f}')}% | {_ms(per_seed[2])} | "
+              f"{_ms(per_seed[4])} | {m[1] / tb:.2f}x | {'met' if m[2] <= m[1] else 'missed'} | "
+              f"{'met' if m[4] <= m[2] else 'missed'} | {_ms(paired)}x | "
+              f"FID {'met' if m[1] <= 1.3 * tb else 'missed'}, adherence "
+              f"{'met' if statistics.mean(adh) >= tb_adh - 1 else 'missed'} (>= {tb_adh - 1:.1f}%) |")
+
+
 def tradeoff(files: list[Path], path: Path) -> None:
     """1-step FID against adherence, one small dot per student (its mean over the draws), one large
     marker per recipe (the mean over its seeds), the teacher at each guidance scale, and the
@@ -113,25 +172,23 @@ def tradeoff(files: list[Path], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(11, 5.5))
-    teacher_best, k, xs, ys = None, 0, [], []
-    for _, data in (wd for f in files for wd in _scored_sets(json.loads(f.read_text()))):
-        if teacher_best is None:
-            means = {w: (statistics.mean(f for f, _ in r), 100 * statistics.mean(a for _, a in r))
-                     for w, r in data["teacher"].items()}
-            teacher_best = min(means.values())  # (FID, adherence) at the lowest mean FID
-            for w, (fid, adh) in means.items():
-                ax.plot(adh, fid, "k*", ms=11)
-                ax.annotate(f"teacher w={float(w):g}", (adh, fid), fontsize=7, xytext=(4, 3), textcoords="offset points")
-        for name, runs in data["groups"].items():
-            pts = [(100 * statistics.mean(a for _, a in per["1"]), statistics.mean(f for f, _ in per["1"]))
-                   for per in runs.values()]
-            color, k = plt.cm.tab20(k % 20), k + 1
-            ax.plot([a for a, _ in pts], [f for _, f in pts], "o", ms=3.5, alpha=0.5, color=color)
-            xs += [a for a, _ in pts]
-            ys += [f for _, f in pts]
-            label = f"{name} (w={data.get('cfg', '?')}, {len(pts)} seed{'s' if len(pts) > 1 else ''})"
-            ax.plot(statistics.mean(a for a, _ in pts), statistics.mean(f for _, f in pts), "D", ms=7,
-                    color=color, label=label)
+    teacher, groups, _, _ = merged([d for f in files for _, d in _scored_sets(json.loads(f.read_text()))])
+    means = {w: (statistics.mean(f for f, _ in r), 100 * statistics.mean(a for _, a in r)) for w, r in teacher.items()}
+    teacher_best = min(means.values())  # (FID, adherence) at the lowest mean FID
+    for w, (fid, adh) in means.items():
+        ax.plot(adh, fid, "k*", ms=11)
+        ax.annotate(f"teacher w={w}", (adh, fid), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    xs, ys = [], []
+    for k, ((name, cfg), runs) in enumerate(groups.items()):
+        pts = [(100 * statistics.mean(a for _, a in per["1"]), statistics.mean(f for f, _ in per["1"]))
+               for per in runs.values()]
+        color = plt.cm.tab20(k % 20)
+        ax.plot([a for a, _ in pts], [f for _, f in pts], "o", ms=3.5, alpha=0.5, color=color)
+        xs += [a for a, _ in pts]
+        ys += [f for _, f in pts]
+        label = f"{name} (w={cfg:g}, {len(pts)} seed{'s' if len(pts) > 1 else ''})"
+        ax.plot(statistics.mean(a for a, _ in pts), statistics.mean(f for _, f in pts), "D", ms=7,
+                color=color, label=label)
     fid_line, adh_line = 1.3 * teacher_best[0], teacher_best[1] - 1
     ax.axhline(fid_line, color="g", lw=0.8, ls="--")
     ax.axvline(adh_line, color="g", lw=0.8, ls="--")
@@ -161,7 +218,12 @@ def main() -> None:
                     help="only draw the per-draw FIDs of a --json file into PNG")
     ap.add_argument("--tradeoff", nargs="+", metavar="PNG JSON", default=None,
                     help="only draw the 1-step FID against adherence of --json files into PNG")
+    ap.add_argument("--report", nargs="+", metavar="JSON", default=None,
+                    help="only print the tables of --json files (a recipe's seeds scored in several files: one group)")
     args = ap.parse_args()
+    if args.report:
+        print_report(*merged([d for f in args.report for _, d in _scored_sets(json.loads(Path(f).read_text()))]))
+        return
     if args.tradeoff:
         if len(args.tradeoff) < 2:
             ap.error("--tradeoff PNG JSON [JSON ...]: name the picture, then at least one --json file")
@@ -194,43 +256,11 @@ def main() -> None:
         for name, folders in specs:
             groups[name] = {r: student_draws(r, args.cfg, args.draws, args.n, ref, clf, args.shift)
                             for r in folders}
-    # the teacher's best guidance on the mean over draws; per draw, its FID there
-    best_w = min(t, key=lambda w: statistics.mean(f for f, _ in t[w]))
-    best = [f for f, _ in t[best_w]]
-    print(f"{args.draws} draws of {args.n} images per digit (per-image seeds); {platform.machine()}, "
-          f"torch {torch.__version__}, {datetime.date.today()}\n")
-    print("| model | steps | guidance | FID over draws | adherence over draws | FID range |")
-    print("|---|---|---|---|---|---|")
-    for w, rows in t.items():
-        f = [x for x, _ in rows]
-        print(f"| teacher | 16 | {w:g} | {_ms(f)} | {_ms([a * 100 for _, a in rows], '{:.1f}')}% | "
-              f"{min(f):.2f} - {max(f):.2f} |")
-    for name, runs in groups.items():
-        for run, per in runs.items():
-            for k, rows in per.items():
-                f = [x for x, _ in rows]
-                print(f"| {name}: {Path(run).name} | {k} | {args.cfg:g} | {_ms(f)} | "
-                      f"{_ms([a * 100 for _, a in rows], '{:.1f}')}% | {min(f):.2f} - {max(f):.2f} |")
-    print(f"\nTeacher's best on the mean over draws: w={best_w:g}, FID {_ms(best)}.\n")
-    print("| recipe | seeds | 1 step FID (mean over draws, then over seeds) | adherence | 2 steps | 4 steps | "
-          "1-step / teacher best | 2 <= 1 | 4 <= 2 | paired ratio per draw (1 step) | targets |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    tb = statistics.mean(best)
-    tb_adh = statistics.mean(a for _, a in t[best_w]) * 100  # the adherence target: this minus 1 point
-    for name, runs in groups.items():
-        per_seed = {k: [statistics.mean(f for f, _ in per[k]) for per in runs.values()] for k in STEPS}
-        adh = [statistics.mean(a for _, a in per[1]) * 100 for per in runs.values()]
-        paired = [statistics.mean(per[1][d][0] for per in runs.values()) / best[d] for d in range(args.draws)]
-        m = {k: statistics.mean(v) for k, v in per_seed.items()}
-        print(f"| {name} | {len(runs)} | {_ms(per_seed[1])} | {_ms(adh, '{:.1f}')}% | {_ms(per_seed[2])} | "
-              f"{_ms(per_seed[4])} | {m[1] / tb:.2f}x | {'met' if m[2] <= m[1] else 'missed'} | "
-              f"{'met' if m[4] <= m[2] else 'missed'} | {_ms(paired)}x | "
-              f"FID {'met' if m[1] <= 1.3 * tb else 'missed'}, adherence "
-              f"{'met' if statistics.mean(adh) >= tb_adh - 1 else 'missed'} (>= {tb_adh - 1:.1f}%) |")
+    scored = {"teacher": {str(w): v for w, v in t.items()}, "groups": groups, "draws": args.draws,
+              "n": args.n, "cfg": args.cfg}
+    print_report(*merged([scored]))
     if args.json:
-        Path(args.json).write_text(json.dumps({"teacher": {str(w): v for w, v in t.items()},
-                                               "groups": groups, "draws": args.draws, "n": args.n,
-                                               "cfg": args.cfg}, indent=1))
+        Path(args.json).write_text(json.dumps(scored, indent=1))
 
 
 if __name__ == "__main__":
