@@ -221,14 +221,17 @@ def main() -> None:
     ap.add_argument("--report", nargs="+", metavar="JSON", default=None,
                     help="only print the tables of --json files (a recipe's seeds scored in several files: one group)")
     args = ap.parse_args()
-    if args.report:
-        print_report(*merged([d for f in args.report for _, d in _scored_sets(json.loads(Path(f).read_text()))]))
-        return
-    if args.tradeoff:
-        if len(args.tradeoff) < 2:
-            ap.error("--tradeoff PNG JSON [JSON ...]: name the picture, then at least one --json file")
-        tradeoff([Path(f) for f in args.tradeoff[1:]], Path(args.tradeoff[0]))
-        return
+    try:
+        if args.report:
+            print_report(*merged([d for f in args.report for _, d in _scored_sets(json.loads(Path(f).read_text()))]))
+            return
+        if args.tradeoff:
+            if len(args.tradeoff) < 2:
+                ap.error("--tradeoff PNG JSON [JSON ...]: name the picture, then at least one --json file")
+            tradeoff([Path(f) for f in args.tradeoff[1:]], Path(args.tradeoff[0]))
+            return
+    except (OSError, ValueError, KeyError, IndexError) as e:  # a missing, foreign or mismatched --json file
+        ap.error(f"cannot read the scores: {type(e).__name__}: {e}; pass --json files of this benchmark, on the same draws")
     if args.plot:
         plot(json.loads(Path(args.plot[0]).read_text()), Path(args.plot[1]))
         return
