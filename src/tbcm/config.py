@@ -294,6 +294,19 @@ def validate(cfg) -> None:
         _check(a.start_step >= 0, "objective.adversarial.start_step", a.start_step, ">= 0")
         _check(a.weight == 0 or cfg.source == "trajectory", "objective.adversarial.weight", a.weight,
                "0 unless source=trajectory (the real side is the teacher's own final samples)")
+        m = o.distribution_matching
+        _check(m.weight >= 0 and math.isfinite(m.weight), "objective.distribution_matching.weight", m.weight,
+               ">= 0 (0 = off)")
+        _check(m.samples >= 1, "objective.distribution_matching.samples", m.samples, "a positive integer")
+        _check(_finite_positive(m.lr), "objective.distribution_matching.lr", m.lr, "a positive number")
+        _check(len(m.betas) == 2 and all(0 <= b < 1 for b in m.betas), "objective.distribution_matching.betas",
+               m.betas, "two numbers in [0, 1)")
+        _check(m.critic_steps >= 1, "objective.distribution_matching.critic_steps", m.critic_steps,
+               "a positive integer")
+        _check(_finite_positive(m.t_std), "objective.distribution_matching.t_std", m.t_std, "a positive number")
+        _check(m.start_step >= 0, "objective.distribution_matching.start_step", m.start_step, ">= 0")
+        _check(m.weight == 0 or a.weight == 0, "objective.distribution_matching.weight", m.weight,
+               "0 while objective.adversarial.weight > 0 (one extra sample term at a time)")
         p = cfg.optim
         _check(_finite_positive(p.lr), "optim.lr", p.lr, "a positive number")
         _check(p.name in OPTIMIZERS, "optim.name", p.name, f"one of {', '.join(OPTIMIZERS)}")

@@ -190,6 +190,7 @@ class Distiller:
         if cfg.objective.endpoint_weight > 0:
             self._keep_trajectory_ends("objective.endpoint_weight")
         self.adversarial = self._make_adversarial()
+        self.dmd = self._make_distribution_matching()
         self.step = 0
         self.start_err = float("nan")  # set by check_start() when a new run starts
         self.skipped = 0
@@ -244,16 +245,84 @@ class Distiller:
         gen = torch.Generator().manual_seed(rank_seed(self.cfg.seed, self.dist.rank) + 11)
         return {"disc": disc, "optimizer": opt, "generator": gen}
 
+    def _make_distribution_matching(self) -> dict | None:
+        """The fake-score network (the student's architecture, starting as the teacher), its
+        optimiser and generator (or None)."""
+        m = self.cfg.objective.distribution_matching
+        if m.weight <= 0:
+            return None
+        meta = self.teacher_bundle.meta
+        # A Student module for its (x_norm, t, cond, w) call; only its F network trains.
+        fake = Student(copy.deepcopy(self._student_template), meta.sigma_d, meta.timestep_scale).to(self.device)
+        opt = torch.optim.AdamW(fake.F.parameters(), lr=m.lr, betas=tuple(m.betas), weight_decay=0.0)
+        gen = torch.Generator().manual_seed(rank_seed(self.cfg.seed, self.dist.rank) + 13)
+        return {"fake": fake.train(), "optimizer": opt, "generator": gen}
+
+    def _fake_sample_inputs(self, pairs: Pairs, samples: int, gen: torch.Generator) -> tuple:
+        """``(noise [K,C,H,W], t = pi/2 [K], cond, w [K])`` for the student's 1-step samples with the
+        prompt and guidance of ``samples`` spread pairs (ridden along the sCM gradient forward)."""
+        from .objectives.adversarial import pick
+
+        idx = pick(len(pairs), samples).to(self.device)
+        noise = torch.randn((idx.numel(), *self.image_shape), generator=gen).to(self.device)
+        t = torch.full((idx.numel(),), math.pi / 2, device=self.device)
+        return noise, t, pairs.cond.index(idx), pairs.w[idx]
+
+    def _average_over_ranks(self, params) -> None:
+        """Average the gradients of replicated (not DDP-wrapped) parameters over ranks, in one call."""
+        if not self.dist.enabled:
+            return
+        grads = [p.grad for p in params if p.grad is not None]
+        flat = dist_utils.all_reduce_sum(torch.cat([g.flatten() for g in grads]), self.dist)
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g) / self.dist.world_size)
+            offset += g.numel()
+
+    def _distribution_matching_step(self, fake: torch.Tensor, cond, w: torch.Tensor) -> tuple[torch.Tensor, callable]:
+        """``(generator loss, critic_step)`` for the student's 1-step samples ``fake`` ``[K,C,H,W]``
+        (with gradients): the DMD direction from the guided teacher and the fake score at a
+        re-noised angle; ``critic_step()`` then trains the fake score on the detached samples."""
+        from .objectives.adversarial import renoise, renoise_angles
+        from .objectives.distribution_matching import (dmd_direction, dmd_generator_loss, fake_score_target,
+                                                       x0_prediction)
+
+        m, sd, dm = self.cfg.objective.distribution_matching, self.sigma_d, self.dmd
+        net, gen, x0 = dm["fake"], dm["generator"], fake.detach()
+
+        def noised():
+            s = renoise_angles(x0.shape[0], m, gen).to(self.device)
+            eps = torch.randn(x0.shape, generator=gen).to(self.device)
+            return s, eps, renoise(x0, s, eps, sd)
+
+        s, eps, x_s = noised()
+        with torch.no_grad():
+            x0_real = x0_prediction(x_s, s, self.teacher.velocity(x_s, s, cond, w) / sd, sd)
+            x0_fake = x0_prediction(x_s, s, net(x_s / sd, s, cond, w), sd)
+        g_loss = dmd_generator_loss(fake, dmd_direction(x0, x0_real, x0_fake))
+
+        def critic_step() -> torch.Tensor:
+            total = torch.zeros((), device=self.device)
+            for i in range(m.critic_steps):
+                s_i, eps_i, x_i = (s, eps, x_s) if i == 0 else noised()
+                dm["optimizer"].zero_grad(set_to_none=True)
+                loss = ((net(x_i / sd, s_i, cond, w) - fake_score_target(x0, eps_i, s_i, sd)) ** 2).mean()
+                loss.backward()
+                self._average_over_ranks(net.F.parameters())
+                dm["optimizer"].step()
+                total = total + loss.detach()
+            return total / m.critic_steps
+
+        return g_loss, critic_step
+
     def _adversarial_inputs(self, pairs: Pairs):
         """``(fake-sample inputs, real x0)``: pure noise at pi/2 with the prompt and guidance of
         spread pairs (ridden along the sCM gradient forward), and those pairs' trajectory ends."""
         from .objectives.adversarial import pick
 
         a, gen = self.cfg.objective.adversarial, self.adversarial["generator"]
-        idx = pick(len(pairs), a.samples).to(self.device)
-        noise = torch.randn((idx.numel(), *self.image_shape), generator=gen).to(self.device)
-        t = torch.full((idx.numel(),), math.pi / 2, device=self.device)
-        return (noise, t, pairs.cond.index(idx), pairs.w[idx]), pairs.x0[idx]
+        idx = pick(len(pairs), a.samples).to(self.device)  # the same pairs _fake_sample_inputs picks
+        return self._fake_sample_inputs(pairs, a.samples, gen), pairs.x0[idx]
 
     def _adversarial_step(self, fake: torch.Tensor, real: torch.Tensor, cond) -> tuple[torch.Tensor, callable]:
         """``(generator loss, d_step)``: ``d_step()`` updates the heads on the fake's features,
@@ -273,13 +342,7 @@ class Distiller:
                 real_feats = disc.features(renoise(real, s, eps, sd) / sd, s, cond)
             d_loss = hinge_d_loss(disc.logits(real_feats), disc.logits([f.detach() for f in fake_feats]))
             d_loss.backward()
-            if self.dist.enabled:  # replicated heads: average their gradients over ranks, in one call
-                grads = [p.grad for p in disc.parameters() if p.grad is not None]
-                flat = dist_utils.all_reduce_sum(torch.cat([g.flatten() for g in grads]), self.dist)
-                offset = 0
-                for g in grads:
-                    g.copy_(flat[offset:offset + g.numel()].view_as(g) / self.dist.world_size)
-                    offset += g.numel()
+            self._average_over_ranks(disc.parameters())  # replicated heads
             adv["optimizer"].step()
             return d_loss.detach()
 
@@ -367,6 +430,9 @@ class Distiller:
         extra, extra_out, d_step = None, [], None
         if adversarial:
             extra, real = self._adversarial_inputs(pairs)
+        m = self.cfg.objective.distribution_matching
+        if self.dmd is not None:  # the fake score follows the student from step 0; the term joins at start_step
+            extra = self._fake_sample_inputs(pairs, m.samples, self.dmd["generator"])
         loss, stats = scm_loss(self.model, pairs, self.sigma_d, r, self.cfg.objective, jvp_student=self.student,
                                denominator=denominator, bf16=self.cfg.precision == "bf16", extra=extra,
                                extra_out=extra_out)
@@ -380,9 +446,19 @@ class Distiller:
             g_loss, d_step = self._adversarial_step(fake, real, extra[2])
             loss = loss + a.weight * g_loss
             stats["adv_g"] = g_loss.detach()
+        if self.dmd is not None:
+            from .objectives.adversarial import one_step_sample
+
+            fake = one_step_sample(extra_out[0], extra[0], self.sigma_d)
+            g_loss, d_step = self._distribution_matching_step(fake, extra[2], extra[3])
+            stats["dmd_g"] = g_loss.detach()
+            if self.step >= m.start_step:
+                loss = loss + m.weight * g_loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if d_step is not None:  # the heads' step (on the detached fake: the student's gradients stay as they are)
+        if d_step is not None and self.dmd is not None:  # the fake score's step, on the detached samples
+            stats["dmd_fake"] = d_step()
+        elif d_step is not None:  # the heads' step (on the detached fake: the student's gradients stay as they are)
             stats["adv_d"] = d_step()
         clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
@@ -465,7 +541,13 @@ class Distiller:
             "optimizer": optim_state, "sources": sources,
             "torch_rng": torch.get_rng_state(),
             **({"adversarial": self._adversarial_state()} if self.adversarial is not None else {}),
+            **({"distribution_matching": self._distribution_matching_state()} if self.dmd is not None else {}),
         }
+
+    def _distribution_matching_state(self) -> dict:
+        dm = self.dmd  # the fake score is replicated (rank 0's copy stands for all); every rank's generator
+        return {"fake": dm["fake"].state_dict(), "optimizer": dm["optimizer"].state_dict(),
+                "generators": dist_utils.gather_objects(dm["generator"].get_state(), self.dist)}
 
     def _adversarial_state(self) -> dict:
         adv = self.adversarial
@@ -492,6 +574,14 @@ class Distiller:
             adv["disc"].load_state_dict(saved["heads"])
             adv["optimizer"].load_state_dict(saved["optimizer"])
             adv["generator"].set_state(saved["generators"][self.dist.rank])
+        if self.dmd is not None:
+            if "distribution_matching" not in state:
+                raise UserError("the checkpoint was written without objective.distribution_matching: resume with "
+                                "objective.distribution_matching.weight=0, or start a new run")
+            dm, saved = self.dmd, state["distribution_matching"]
+            dm["fake"].load_state_dict(saved["fake"])
+            dm["optimizer"].load_state_dict(saved["optimizer"])
+            dm["generator"].set_state(saved["generators"][self.dist.rank])
 
     def save_checkpoint(self, folder: Path) -> Path | None:
         state = self.state_dict()  # collective: every rank takes part

@@ -28,6 +28,7 @@ from torch import Tensor
 from ..models.condition import TextCondition
 from ..pairs.base import Pairs
 from .adversarial import AdversarialConfig
+from .distribution_matching import DistributionMatchingConfig
 
 JVP_BACKENDS = ("autograd", "finite_difference")
 TANGENT_NORMS = ("l2", "rms")
@@ -58,6 +59,8 @@ class SCMConfig:
     # already constrains F; the term's sum is still divided by all kept pairs.
     endpoint_min_angle: float = 0.0
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)  # off unless weight > 0
+    # rCM's score regulariser: a DMD term with a fake score trained on the student's samples
+    distribution_matching: DistributionMatchingConfig = field(default_factory=DistributionMatchingConfig)
 
 
 def tangent_ratio(step: int, cfg: SCMConfig) -> float:
