@@ -6,7 +6,8 @@ steps in turn (so machine load falls on both alike); prints ms per step of each,
 process's peak RSS, which cannot isolate the term's own memory on a CPU).
 
     python benchmarks/adversarial_cost.py --steps 20
-    python benchmarks/adversarial_cost.py --steps 20 --term distribution_matching --weight 1
+    python benchmarks/adversarial_cost.py --steps 20 --term distribution_matching --weight 0.25 \
+        --set objective.distribution_matching.critic_steps=4
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="timed steps of each (after 2 warm-up steps)")
     ap.add_argument("--weight", type=float, default=0.1)
     ap.add_argument("--term", choices=("adversarial", "distribution_matching"), default="adversarial")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="more overrides of the term's distiller, e.g. objective.distribution_matching.critic_steps=4")
     args = ap.parse_args()
     torch.set_num_threads(1)
     from tbcm.config import DistillConfig, load_config
@@ -31,7 +34,7 @@ def main() -> None:
     plain = Distiller(load_config(DistillConfig, None, common))
     mem_plain = peak_memory_mb(plain.device)
     term = args.term
-    adv = Distiller(load_config(DistillConfig, None, [*common, f"objective.{term}.weight={args.weight}"]))
+    adv = Distiller(load_config(DistillConfig, None, [*common, f"objective.{term}.weight={args.weight}", *args.set]))
     times = {"plain": [], term: []}
     for i in range(args.steps + 2):
         for name, d in (("plain", plain), (term, adv)):
