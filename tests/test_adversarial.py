@@ -3,19 +3,14 @@ differences), the fake side equal to the real 1-step sampler, exact resume, DDP.
 
 import copy
 import math
-import tempfile
-import time
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
-from tbcm.config import DistillConfig, load_config
-from tbcm.distill import Distiller
 from tbcm.errors import UserError
 from tbcm.objectives.adversarial import hinge_d_loss, one_step_sample, renoise
 from tbcm.sampling import student_sample
+from tests.extra_terms import assert_resume_bit_identical, distiller, flat, two_rank_states
 
 ADV = ["objective.adversarial.weight=0.5", "objective.adversarial.samples=3", "objective.adversarial.lr=1e-2",
        "prompts_per_step=2", "pairs.route_points=4", "pairs.pool_prompts=4", "threads=1", "text_cache=none",
@@ -25,8 +20,8 @@ ADV = ["objective.adversarial.weight=0.5", "objective.adversarial.samples=3", "o
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _distiller(teacher_dir, *extra) -> Distiller:
-    return Distiller(load_config(DistillConfig, None, [f"teacher={teacher_dir}", *ADV, *extra]))
+def _distiller(teacher_dir, *extra):
+    return distiller(teacher_dir, [*ADV, *extra])
 
 
 def _tensors(module) -> dict:
@@ -87,22 +82,7 @@ def test_hinge_loss_and_renoising_closed_forms():
 
 
 def test_resume_with_the_adversarial_term_is_bit_identical(tiny_teacher_dir, tmp_path):
-    straight = _distiller(tiny_teacher_dir)
-    for _ in range(4):
-        straight.train_step()
-    first = _distiller(tiny_teacher_dir)
-    for _ in range(2):
-        first.train_step()
-    torch.save(first.state_dict(), tmp_path / "ckpt.pt")
-    resumed = _distiller(tiny_teacher_dir)
-    resumed.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=False))
-    for _ in range(2):
-        resumed.train_step()
-    for module in ("student", "adversarial"):
-        a = straight.student if module == "student" else straight.adversarial["disc"]
-        b = resumed.student if module == "student" else resumed.adversarial["disc"]
-        for k, v in a.state_dict().items():
-            assert torch.equal(v, b.state_dict()[k]), (module, k)
+    assert_resume_bit_identical(tiny_teacher_dir, ADV, tmp_path, "adversarial", "disc")
 
 
 def test_adversarial_config_errors(tiny_teacher_dir):
@@ -116,39 +96,8 @@ def test_adversarial_config_errors(tiny_teacher_dir):
         _distiller(tiny_teacher_dir).load_state_dict(copy.deepcopy(d.state_dict()))
 
 
-def _ddp_worker(rank, world, init_file, teacher_dir, out_file):
-    import faulthandler
-    import sys
-
-    faulthandler.dump_traceback_later(90, exit=True, file=sys.stderr)
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        d = _distiller(teacher_dir)
-        for _ in range(2):
-            stats = d.train_step()
-        heads = torch.cat([p.detach().flatten() for p in d.adversarial["disc"].parameters()])
-        student = torch.cat([p.detach().flatten() for p in d.student.parameters()])
-        torch.save({"heads": heads, "student": student, "adv_d": stats["adv_d"]}, f"{out_file}.{rank}")
-        del d
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-
-
 def test_two_ddp_ranks_keep_identical_heads_and_students(tmp_path, tiny_teacher_dir):
-    init_file, out = tempfile.mktemp(dir=tmp_path), tmp_path / "rank"
-    ctx = mp.start_processes(_ddp_worker, args=(2, init_file, str(tiny_teacher_dir), str(out)), nprocs=2,
-                             start_method="spawn", join=False)
-    deadline = time.time() + 150
-    while not ctx.join(timeout=1):
-        if time.time() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail("the 2-process adversarial run did not finish in 150 s")
-    a, b = (torch.load(f"{out}.{r}", weights_only=True) for r in range(2))
-    assert torch.equal(a["heads"], b["heads"]) and torch.equal(a["student"], b["student"])
-    assert math.isfinite(a["adv_d"])
-    single = _distiller(tiny_teacher_dir)
-    start = torch.cat([p.detach().flatten() for p in single.adversarial["disc"].parameters()])
-    assert not torch.equal(start, a["heads"])  # the heads did train
+    a, b = two_rank_states(tmp_path, tiny_teacher_dir, ADV, "adversarial", "disc", "adv_d")
+    assert torch.equal(a["term"], b["term"]) and torch.equal(a["student"], b["student"])
+    assert math.isfinite(a["stat"])
+    assert not torch.equal(flat(_distiller(tiny_teacher_dir).adversarial["disc"]), a["term"])  # the heads did train

@@ -16,6 +16,7 @@ from tbcm.config import DistillConfig, load_config
 from tbcm.distill import Distiller
 from tbcm.pairs.base import Pairs
 from tbcm.pairs.trajectory import TrajectoryConfig, TrajectoryPairSource
+from tests.extra_terms import spawn_two
 
 K, PROMPTS = 4, 4
 # Words both the tiny digits encoder (tests/conftest.py VOCAB) and the tiny Gemma tokenizer know.
@@ -89,15 +90,7 @@ def _worker(rank, world, init_file, teacher_dir, out_file, parallel, real_source
 def _two_process_weights(tmp_path, teacher_dir, parallel, real_source=False, extra=()):
     init_file = tempfile.mktemp(dir=tmp_path)
     out_file = tmp_path / "rank0.pt"
-    ctx = mp.start_processes(_worker, args=(2, init_file, str(teacher_dir), str(out_file), parallel, real_source,
-                                            tuple(extra)),
-                             nprocs=2, start_method="spawn", join=False)
-    deadline = time.time() + 120
-    while not ctx.join(timeout=1):
-        if time.time() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail("the 2-process run did not finish in 120 s")
+    spawn_two(_worker, (2, init_file, str(teacher_dir), str(out_file), parallel, real_source, tuple(extra)), 120, "run")
     return torch.load(out_file, weights_only=True)
 
 

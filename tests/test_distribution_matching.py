@@ -4,20 +4,15 @@ resume, DDP."""
 
 import copy
 import math
-import tempfile
-import time
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
-from tbcm.config import DistillConfig, load_config
-from tbcm.distill import Distiller
 from tbcm.errors import UserError
-from tbcm.objectives.adversarial import one_step_sample, renoise
-from tbcm.objectives.distribution_matching import (dmd_direction, dmd_generator_loss, fake_score_target,
-                                                   x0_prediction)
+from tbcm.objectives.adversarial import one_step_sample
+from tbcm.objectives.distribution_matching import dmd_direction, dmd_generator_loss, fake_score_target
+from tbcm.trigflow import consistency_fn, forward_noise
+from tests.extra_terms import assert_resume_bit_identical, distiller, flat, two_rank_states
 
 DMD = ["objective.distribution_matching.weight=1.0", "objective.distribution_matching.samples=3",
        "objective.distribution_matching.lr=1e-2", "objective.distribution_matching.critic_steps=2",
@@ -27,8 +22,8 @@ DMD = ["objective.distribution_matching.weight=1.0", "objective.distribution_mat
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _distiller(teacher_dir, *extra) -> Distiller:
-    return Distiller(load_config(DistillConfig, None, [f"teacher={teacher_dir}", *DMD, *extra]))
+def _distiller(teacher_dir, *extra):
+    return distiller(teacher_dir, [*DMD, *extra])
 
 
 def _tensors(module) -> dict:
@@ -39,12 +34,12 @@ def test_the_exact_F_of_a_renoised_sample_predicts_the_sample_back():
     gen = torch.Generator().manual_seed(0)
     x0, eps = torch.randn(3, 2, 4, 4, generator=gen), torch.randn(3, 2, 4, 4, generator=gen)
     s, sd = torch.tensor([0.2, 0.9, 1.5]), 0.5
-    x_s = renoise(x0, s, eps, sd)
+    x_s = forward_noise(x0, s, sd * eps)
     F = fake_score_target(x0, eps, s, sd)
-    assert torch.allclose(x0_prediction(x_s, s, F, sd), x0, atol=1e-5)
+    assert torch.allclose(consistency_fn(x_s, s, F, sd), x0, atol=1e-5)
     # F is dx_s/ds / sigma_d: a central difference in s of the same (x0, eps)
     h = 1e-3
-    fd = (renoise(x0, s + h, eps, sd) - renoise(x0, s - h, eps, sd)) / (2 * h * sd)
+    fd = (forward_noise(x0, s + h, sd * eps) - forward_noise(x0, s - h, sd * eps)) / (2 * h * sd)
     assert torch.allclose(F, fd, atol=1e-3)
 
 
@@ -57,13 +52,13 @@ def test_the_direction_follows_the_kl_gradient_between_two_gaussians():
     mu_r, mu_f = torch.randn(shape[1:], generator=gen), torch.randn(shape[1:], generator=gen)
     x0 = mu_f + sd * torch.randn(shape, generator=gen)
     s = torch.tensor([0.3, 0.8, 1.2, 1.5])
-    x_s = renoise(x0, s, torch.randn(shape, generator=gen), sd)
+    x_s = forward_noise(x0, s, sd * torch.randn(shape, generator=gen))
 
     def exact_F(mu):  # the F whose x0 prediction is the Gaussian posterior mean
         c, sn = torch.cos(s).view(-1, 1, 1, 1), torch.sin(s).view(-1, 1, 1, 1)
         return (c * x_s - (sn ** 2 * mu + c * x_s)) / (sn * sd)
 
-    direction = dmd_direction(x0, x0_prediction(x_s, s, exact_F(mu_r), sd), x0_prediction(x_s, s, exact_F(mu_f), sd))
+    direction = dmd_direction(x0, consistency_fn(x_s, s, exact_F(mu_r), sd), consistency_fn(x_s, s, exact_F(mu_f), sd))
     kl_grad = (mu_f - mu_r).flatten()
     for k in range(shape[0]):
         cosine = torch.nn.functional.cosine_similarity(direction[k].flatten(), kl_grad, dim=0)
@@ -84,7 +79,7 @@ def test_the_fake_score_starts_as_the_teachers_conditional_F_and_the_term_as_zer
         for w in (1.0, 1.5):  # its guidance input starts at zero, as the student's does
             assert torch.allclose(d.dmd["fake"](x, t, cond, torch.full((3,), w)), d.teacher.F(x, t, cond), atol=1e-6)
     # at w = 1 the guided teacher is the conditional one: the real and fake scores agree, no push
-    noise, t, cond, w = d._fake_sample_inputs(d._to_device(d.source.next_pairs(2)), 3, gen)
+    (noise, t, cond, w), _ = d._fake_sample_inputs(d._to_device(d.source.next_pairs(2)), 3, gen)
     w = torch.ones_like(w)
     fake = one_step_sample(d.student(noise, t, cond, w), noise, d.sigma_d)
     g_loss, _ = d._distribution_matching_step(fake, cond, w)
@@ -108,27 +103,12 @@ def test_the_student_and_fake_score_train_and_the_teacher_stays_frozen(tiny_teac
     # the term moves the student: the same step without it (same pairs, same seeds) lands elsewhere
     with_term, without = _distiller(tiny_teacher_dir), _distiller(tiny_teacher_dir, "objective.distribution_matching.start_step=5")
     with_term.train_step(), without.train_step()
-    assert not torch.equal(torch.cat([p.flatten() for p in with_term.student.parameters()]),
-                           torch.cat([p.flatten() for p in without.student.parameters()]))
-    assert torch.equal(torch.cat([p.flatten() for p in with_term.dmd["fake"].parameters()]),
-                       torch.cat([p.flatten() for p in without.dmd["fake"].parameters()]))  # trains from step 0 in both
+    assert not torch.equal(flat(with_term.student), flat(without.student))
+    assert torch.equal(flat(with_term.dmd["fake"]), flat(without.dmd["fake"]))  # trains from step 0 in both
 
 
 def test_resume_with_the_distribution_matching_term_is_bit_identical(tiny_teacher_dir, tmp_path):
-    straight = _distiller(tiny_teacher_dir)
-    for _ in range(4):
-        straight.train_step()
-    first = _distiller(tiny_teacher_dir)
-    for _ in range(2):
-        first.train_step()
-    torch.save(first.state_dict(), tmp_path / "ckpt.pt")
-    resumed = _distiller(tiny_teacher_dir)
-    resumed.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=False))
-    for _ in range(2):
-        resumed.train_step()
-    for a, b in ((straight.student, resumed.student), (straight.dmd["fake"], resumed.dmd["fake"])):
-        for k, v in a.state_dict().items():
-            assert torch.equal(v, b.state_dict()[k]), k
+    assert_resume_bit_identical(tiny_teacher_dir, DMD, tmp_path, "dmd", "fake")
 
 
 def test_distribution_matching_config_errors(tiny_teacher_dir):
@@ -142,39 +122,8 @@ def test_distribution_matching_config_errors(tiny_teacher_dir):
         _distiller(tiny_teacher_dir).load_state_dict(copy.deepcopy(d.state_dict()))
 
 
-def _ddp_worker(rank, world, init_file, teacher_dir, out_file):
-    import faulthandler
-    import sys
-
-    faulthandler.dump_traceback_later(90, exit=True, file=sys.stderr)
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        d = _distiller(teacher_dir)
-        for _ in range(2):
-            stats = d.train_step()
-        fake = torch.cat([p.detach().flatten() for p in d.dmd["fake"].parameters()])
-        student = torch.cat([p.detach().flatten() for p in d.student.parameters()])
-        torch.save({"fake": fake, "student": student, "dmd_fake": stats["dmd_fake"]}, f"{out_file}.{rank}")
-        del d
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-
-
 def test_two_ddp_ranks_keep_identical_fake_scores_and_students(tmp_path, tiny_teacher_dir):
-    init_file, out = tempfile.mktemp(dir=tmp_path), tmp_path / "rank"
-    ctx = mp.start_processes(_ddp_worker, args=(2, init_file, str(tiny_teacher_dir), str(out)), nprocs=2,
-                             start_method="spawn", join=False)
-    deadline = time.time() + 150
-    while not ctx.join(timeout=1):
-        if time.time() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail("the 2-process distribution-matching run did not finish in 150 s")
-    a, b = (torch.load(f"{out}.{r}", weights_only=True) for r in range(2))
-    assert torch.equal(a["fake"], b["fake"]) and torch.equal(a["student"], b["student"])
-    assert math.isfinite(a["dmd_fake"])
-    single = _distiller(tiny_teacher_dir)
-    start = torch.cat([p.detach().flatten() for p in single.dmd["fake"].parameters()])
-    assert not torch.equal(start, a["fake"])  # the fake score did train
+    a, b = two_rank_states(tmp_path, tiny_teacher_dir, DMD, "dmd", "fake", "dmd_fake")
+    assert torch.equal(a["term"], b["term"]) and torch.equal(a["student"], b["student"])
+    assert math.isfinite(a["stat"])
+    assert not torch.equal(flat(_distiller(tiny_teacher_dir).dmd["fake"]), a["term"])  # the fake score did train

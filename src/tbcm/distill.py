@@ -39,6 +39,7 @@ from .models.student import Student
 from .models.teacher import Teacher
 from .models.text_cache import DiskCachedEncoder
 from .objectives.scm import scm_loss, tangent_ratio
+from .trigflow import consistency_fn, forward_noise
 from .outputs import check_output_dir
 from .pairs.base import Pairs
 from .pairs.prompts import PromptSampler
@@ -258,15 +259,16 @@ class Distiller:
         gen = torch.Generator().manual_seed(rank_seed(self.cfg.seed, self.dist.rank) + 13)
         return {"fake": fake.train(), "optimizer": opt, "generator": gen}
 
-    def _fake_sample_inputs(self, pairs: Pairs, samples: int, gen: torch.Generator) -> tuple:
-        """``(noise [K,C,H,W], t = pi/2 [K], cond, w [K])`` for the student's 1-step samples with the
-        prompt and guidance of ``samples`` spread pairs (ridden along the sCM gradient forward)."""
+    def _fake_sample_inputs(self, pairs: Pairs, samples: int, gen: torch.Generator) -> tuple[tuple, torch.Tensor]:
+        """``((noise [K,C,H,W], t = pi/2 [K], cond, w [K]), idx [K])``: inputs of the student's 1-step
+        samples with the prompt and guidance of ``samples`` spread pairs (ridden along the sCM
+        gradient forward), and which pairs they are."""
         from .objectives.adversarial import pick
 
         idx = pick(len(pairs), samples).to(self.device)
         noise = torch.randn((idx.numel(), *self.image_shape), generator=gen).to(self.device)
         t = torch.full((idx.numel(),), math.pi / 2, device=self.device)
-        return noise, t, pairs.cond.index(idx), pairs.w[idx]
+        return (noise, t, pairs.cond.index(idx), pairs.w[idx]), idx
 
     def _average_over_ranks(self, params) -> None:
         """Average the gradients of replicated (not DDP-wrapped) parameters over ranks, in one call."""
@@ -283,9 +285,8 @@ class Distiller:
         """``(generator loss, critic_step)`` for the student's 1-step samples ``fake`` ``[K,C,H,W]``
         (with gradients): the DMD direction from the guided teacher and the fake score at a
         re-noised angle; ``critic_step()`` then trains the fake score on the detached samples."""
-        from .objectives.adversarial import renoise, renoise_angles
-        from .objectives.distribution_matching import (dmd_direction, dmd_generator_loss, fake_score_target,
-                                                       x0_prediction)
+        from .objectives.adversarial import renoise_angles
+        from .objectives.distribution_matching import dmd_direction, dmd_generator_loss, fake_score_target
 
         m, sd, dm = self.cfg.objective.distribution_matching, self.sigma_d, self.dmd
         net, gen, x0 = dm["fake"], dm["generator"], fake.detach()
@@ -293,20 +294,25 @@ class Distiller:
         def noised():
             s = renoise_angles(x0.shape[0], m, gen).to(self.device)
             eps = torch.randn(x0.shape, generator=gen).to(self.device)
-            return s, eps, renoise(x0, s, eps, sd)
+            return s, eps, forward_noise(x0, s, sd * eps)
 
         s, eps, x_s = noised()
-        with torch.no_grad():
-            x0_real = x0_prediction(x_s, s, self.teacher.velocity(x_s, s, cond, w) / sd, sd)
-            x0_fake = x0_prediction(x_s, s, net(x_s / sd, s, cond, w), sd)
+        # one fake-score forward (with grad) serves the direction (detached) and the first critic update
+        F_fake = net(x_s / sd, s, cond, w)
+        x0_real = consistency_fn(x_s, s, self.teacher.velocity(x_s, s, cond, w) / sd, sd)
+        x0_fake = consistency_fn(x_s, s, F_fake.detach(), sd)
         g_loss = dmd_generator_loss(fake, dmd_direction(x0, x0_real, x0_fake))
 
         def critic_step() -> torch.Tensor:
             total = torch.zeros((), device=self.device)
             for i in range(m.critic_steps):
-                s_i, eps_i, x_i = (s, eps, x_s) if i == 0 else noised()
+                if i == 0:
+                    F_i, s_i, eps_i = F_fake, s, eps
+                else:
+                    s_i, eps_i, x_i = noised()
+                    F_i = net(x_i / sd, s_i, cond, w)
                 dm["optimizer"].zero_grad(set_to_none=True)
-                loss = ((net(x_i / sd, s_i, cond, w) - fake_score_target(x0, eps_i, s_i, sd)) ** 2).mean()
+                loss = ((F_i - fake_score_target(x0, eps_i, s_i, sd)) ** 2).mean()
                 loss.backward()
                 self._average_over_ranks(net.F.parameters())
                 dm["optimizer"].step()
@@ -318,11 +324,9 @@ class Distiller:
     def _adversarial_inputs(self, pairs: Pairs):
         """``(fake-sample inputs, real x0)``: pure noise at pi/2 with the prompt and guidance of
         spread pairs (ridden along the sCM gradient forward), and those pairs' trajectory ends."""
-        from .objectives.adversarial import pick
-
-        a, gen = self.cfg.objective.adversarial, self.adversarial["generator"]
-        idx = pick(len(pairs), a.samples).to(self.device)  # the same pairs _fake_sample_inputs picks
-        return self._fake_sample_inputs(pairs, a.samples, gen), pairs.x0[idx]
+        inputs, idx = self._fake_sample_inputs(pairs, self.cfg.objective.adversarial.samples,
+                                               self.adversarial["generator"])
+        return inputs, pairs.x0[idx]
 
     def _adversarial_step(self, fake: torch.Tensor, real: torch.Tensor, cond) -> tuple[torch.Tensor, callable]:
         """``(generator loss, d_step)``: ``d_step()`` updates the heads on the fake's features,
@@ -427,12 +431,12 @@ class Distiller:
             denominator = kept / self.dist.world_size
         a = self.cfg.objective.adversarial
         adversarial = self.adversarial is not None and self.step >= a.start_step
-        extra, extra_out, d_step = None, [], None
+        extra, extra_out, after_backward = None, [], None  # after_backward: (stat name, the term's own update)
         if adversarial:
             extra, real = self._adversarial_inputs(pairs)
         m = self.cfg.objective.distribution_matching
         if self.dmd is not None:  # the fake score follows the student from step 0; the term joins at start_step
-            extra = self._fake_sample_inputs(pairs, m.samples, self.dmd["generator"])
+            extra, _ = self._fake_sample_inputs(pairs, m.samples, self.dmd["generator"])
         loss, stats = scm_loss(self.model, pairs, self.sigma_d, r, self.cfg.objective, jvp_student=self.student,
                                denominator=denominator, bf16=self.cfg.precision == "bf16", extra=extra,
                                extra_out=extra_out)
@@ -446,20 +450,20 @@ class Distiller:
             g_loss, d_step = self._adversarial_step(fake, real, extra[2])
             loss = loss + a.weight * g_loss
             stats["adv_g"] = g_loss.detach()
+            after_backward = ("adv_d", d_step)  # the heads, on the detached fake's features
         if self.dmd is not None:
             from .objectives.adversarial import one_step_sample
 
             fake = one_step_sample(extra_out[0], extra[0], self.sigma_d)
-            g_loss, d_step = self._distribution_matching_step(fake, extra[2], extra[3])
+            g_loss, critic_step = self._distribution_matching_step(fake, extra[2], extra[3])
             stats["dmd_g"] = g_loss.detach()
             if self.step >= m.start_step:
                 loss = loss + m.weight * g_loss
+            after_backward = ("dmd_fake", critic_step)  # the fake score, on the detached samples
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if d_step is not None and self.dmd is not None:  # the fake score's step, on the detached samples
-            stats["dmd_fake"] = d_step()
-        elif d_step is not None:  # the heads' step (on the detached fake: the student's gradients stay as they are)
-            stats["adv_d"] = d_step()
+        if after_backward is not None:  # the term's own parameters step; the student's gradients stay as they are
+            stats[after_backward[0]] = after_backward[1]()
         clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         if hasattr(norm, "full_tensor"):  # FSDP2: a replicated DTensor
@@ -540,20 +544,19 @@ class Distiller:
             "student": model_state, "ema": self.ema.full_state_dict(),
             "optimizer": optim_state, "sources": sources,
             "torch_rng": torch.get_rng_state(),
-            **({"adversarial": self._adversarial_state()} if self.adversarial is not None else {}),
-            **({"distribution_matching": self._distribution_matching_state()} if self.dmd is not None else {}),
+            **{key: self._term_state(*term) for key, term in self._extra_terms().items()},
         }
 
-    def _distribution_matching_state(self) -> dict:
-        dm = self.dmd  # the fake score is replicated (rank 0's copy stands for all); every rank's generator
-        return {"fake": dm["fake"].state_dict(), "optimizer": dm["optimizer"].state_dict(),
-                "generators": dist_utils.gather_objects(dm["generator"].get_state(), self.dist)}
+    def _extra_terms(self) -> dict:
+        """``{checkpoint key: (term dict, its module's key in the dict, the module's key in the
+        checkpoint)}`` of the extra sample terms that are on."""
+        terms = {"adversarial": (self.adversarial, "disc", "heads"), "distribution_matching": (self.dmd, "fake", "fake")}
+        return {key: term for key, term in terms.items() if term[0] is not None}
 
-    def _adversarial_state(self) -> dict:
-        adv = self.adversarial
-        # the heads are replicated (rank 0's copy stands for all); every rank's own generator
-        return {"heads": adv["disc"].state_dict(), "optimizer": adv["optimizer"].state_dict(),
-                "generators": dist_utils.gather_objects(adv["generator"].get_state(), self.dist)}
+    def _term_state(self, term: dict, module: str, saved_as: str) -> dict:
+        # the module is replicated (rank 0's copy stands for all); every rank's own generator
+        return {saved_as: term[module].state_dict(), "optimizer": term["optimizer"].state_dict(),
+                "generators": dist_utils.gather_objects(term["generator"].get_state(), self.dist)}
 
     def load_state_dict(self, state: dict) -> None:
         if int(state["world_size"]) != self.dist.world_size:
@@ -566,22 +569,14 @@ class Distiller:
         torch.set_rng_state(state["torch_rng"])
         self.step, self.skipped = int(state["step"]), int(state["skipped"])
         self.consecutive_skips = int(state["consecutive_skips"])
-        if self.adversarial is not None:
-            if "adversarial" not in state:
-                raise UserError("the checkpoint was written without objective.adversarial: resume with "
-                                "objective.adversarial.weight=0, or start a new run")
-            adv, saved = self.adversarial, state["adversarial"]
-            adv["disc"].load_state_dict(saved["heads"])
-            adv["optimizer"].load_state_dict(saved["optimizer"])
-            adv["generator"].set_state(saved["generators"][self.dist.rank])
-        if self.dmd is not None:
-            if "distribution_matching" not in state:
-                raise UserError("the checkpoint was written without objective.distribution_matching: resume with "
-                                "objective.distribution_matching.weight=0, or start a new run")
-            dm, saved = self.dmd, state["distribution_matching"]
-            dm["fake"].load_state_dict(saved["fake"])
-            dm["optimizer"].load_state_dict(saved["optimizer"])
-            dm["generator"].set_state(saved["generators"][self.dist.rank])
+        for key, (term, module, saved_as) in self._extra_terms().items():
+            if key not in state:
+                raise UserError(f"the checkpoint was written without objective.{key}: resume with "
+                                f"objective.{key}.weight=0, or start a new run")
+            saved = state[key]
+            term[module].load_state_dict(saved[saved_as])
+            term["optimizer"].load_state_dict(saved["optimizer"])
+            term["generator"].set_state(saved["generators"][self.dist.rank])
 
     def save_checkpoint(self, folder: Path) -> Path | None:
         state = self.state_dict()  # collective: every rank takes part

@@ -9,7 +9,8 @@ the real score.  Nothing in it needs data.  Per step, for ``samples`` pairs of t
   pi/2`` from fresh noise, with the pair's prompt and guidance ``w`` (TrigFlow units, ``[K, C, H, W]``);
 * re-noised to ``s`` (radians) with fresh noise: ``x_s = cos s x0 + sin s sigma_d eps``,
   ``tau = sigmoid(N(t_mean, t_std))`` in flow time, ``s = atan(tau / (1 - tau))``;
-* both scores as clean-sample predictions ``x0_hat = cos s x_s - sin s sigma_d F(x_s / sigma_d, s)``:
+* both scores as clean-sample predictions ``x0_hat = cos s x_s - sin s sigma_d F(x_s / sigma_d, s)``
+  (:func:`tbcm.trigflow.consistency_fn`):
   the real one from the frozen teacher guided at ``w``, the fake one from the fake-score network
   (the student's architecture, starting as the teacher: its guidance input starts at zero);
 * the generator loss ``mean((x0 - sg(x0 - grad))^2) / 2`` with ``grad = (x0_fake - x0_real) /
@@ -19,8 +20,8 @@ the real score.  Nothing in it needs data.  Per step, for ``samples`` pairs of t
   weighted clean-sample loss of rCM's critic.
 
 The student's forward on the noise rides along the sCM gradient forward (one call, as the
-adversarial term does); the teacher runs twice per sample (guided), the fake score once without
-and ``critic_steps`` times with gradients.
+adversarial term does); the teacher runs twice per sample (guided), the fake score
+``critic_steps`` times with gradients (its first forward also gives the direction).
 """
 
 from __future__ import annotations
@@ -41,12 +42,6 @@ class DistributionMatchingConfig:
     t_mean: float = 0.0  # re-noising: flow time tau = sigmoid(N(t_mean, t_std))
     t_std: float = 1.0
     start_step: int = 0  # the generator term joins after this many steps (the fake score trains from step 0)
-
-
-def x0_prediction(x_s: Tensor, s: Tensor, F: Tensor, sigma_d: float) -> Tensor:
-    """``cos s x_s - sin s sigma_d F``: the clean sample a TrigFlow ``F`` implies at ``x_s`` ``[K, ...]``, ``s`` ``[K]``."""
-    shape = (-1,) + (1,) * (x_s.dim() - 1)
-    return torch.cos(s).view(shape) * x_s - torch.sin(s).view(shape) * sigma_d * F
 
 
 def dmd_direction(x0: Tensor, x0_real: Tensor, x0_fake: Tensor) -> Tensor:
