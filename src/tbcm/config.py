@@ -86,6 +86,10 @@ class DistillConfig:
     # the guidance range the student is distilled on (it takes w as an input). The digits teacher is
     # at its best near w = 1 (FID 8.5 at 16 steps, 55 at 4.5): distil it there (docs/results.md)
     cfg_scales: list[float] = field(default_factory=lambda: [1.0, 1.25, 1.5])
+    # guide the teacher only at angles in (lo, hi] (TrigFlow radians; pi/2 = pure noise) and run it
+    # unguided elsewhere, in the rollout and wherever the teacher is guided (Kynkaanniemi et al.
+    # 2024); [] = guided at every angle. The student's w input then means "w inside the interval".
+    guidance_interval: list[float] = field(default_factory=list)
     # "trajectory" (TBCM: online teacher rollout), "cache" (trajectory shards on disk),
     # "forward" (sCM baseline: real images forward-noised), "teacher_x0" (teacher samples forward-noised)
     source: str = "trajectory"
@@ -236,6 +240,9 @@ def validate(cfg) -> None:
         _check(cfg.prompts_per_step >= 1, "prompts_per_step", cfg.prompts_per_step, "a positive integer")
         _check(len(cfg.cfg_scales) > 0 and all(math.isfinite(w) and w >= 0 for w in cfg.cfg_scales),
                "cfg_scales", cfg.cfg_scales, "a non-empty list of scales >= 0")
+        gi = list(cfg.guidance_interval)
+        _check(not gi or (len(gi) == 2 and all(math.isfinite(a) for a in gi) and 0 <= gi[0] < gi[1] <= math.pi / 2 + 1e-6),
+               "guidance_interval", gi, "[] (guided everywhere) or [lo, hi] angles with 0 <= lo < hi <= pi/2, e.g. [0.0, 0.5]")
         _check(cfg.source in SOURCES, "source", cfg.source, f"one of {', '.join(SOURCES)}")
         _check(cfg.forward.p_std > 0, "forward.p_std", cfg.forward.p_std, "a positive number")
         _check(cfg.forward.pool_size >= 1, "forward.pool_size", cfg.forward.pool_size, "a positive integer")

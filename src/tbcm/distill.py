@@ -65,6 +65,7 @@ def load_teacher_and_prompts(cfg: DistillConfig, dist: dist_utils.DistInfo | Non
     check_family_supports(cfg, bundle.meta.family)
     prompts = load_prompts(cfg.prompts)
     teacher = Teacher.from_bundle(bundle)
+    teacher.guidance_interval = tuple(float(a) for a in cfg.guidance_interval) or None
     encoder = teacher.encoder
     if not isinstance(encoder, DiskCachedEncoder) or encoder.cache_dir is None:  # all encodings in memory
         return bundle, teacher, prompts, encoder.encode(prompts, progress=True)
@@ -687,7 +688,8 @@ class Distiller:
             extra={"teacher": str(self.cfg.teacher), "steps": self.step, "skipped_steps": self.skipped,
                    "default_cfg_scale": self.cfg.sample.cfg_scale,
                    "shift": self.cfg.sample.student_shift, "teacher_shift": self.cfg.sample.shift,
-                   "cfg_scales": [float(w) for w in self.cfg.cfg_scales]},
+                   "cfg_scales": [float(w) for w in self.cfg.cfg_scales],
+                   "guidance_interval": [float(a) for a in self.cfg.guidance_interval]},
         )
         return save_bundle(Bundle(meta, student.network, self.encoder, student.logvar_head), path)
 

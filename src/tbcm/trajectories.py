@@ -34,6 +34,7 @@ def write_cache_from_config(cfg: DistillConfig, out: str | Path, progress: bool 
     path = write_trajectory_cache(source, prompts, out, cfg.cache.shards, cfg.cache.prompts_per_shard, cfg.seed,
                                   rank=info.rank, world_size=info.world_size, progress=progress and info.is_main,
                                   extra_meta={"teacher": str(cfg.teacher), "shift": cfg.pairs.shift,
-                                              "jitter": cfg.pairs.jitter, "blank_threshold": cfg.pairs.blank_threshold})
+                                              "jitter": cfg.pairs.jitter, "blank_threshold": cfg.pairs.blank_threshold,
+                                              "guidance_interval": [float(a) for a in cfg.guidance_interval]})
     dist_utils.barrier(info)
     return Path(path)

@@ -35,6 +35,21 @@ class TrigFlowAdapter(nn.Module):
         return trig_F_from_flow_velocity(x_flow, v, t)
 
 
+def interval_scales(w: Tensor, t: Tensor, interval: tuple[float, float] | None) -> Tensor:
+    """The CFG scale ``[B]`` each sample is guided with at angle ``t`` ``[B]`` (TrigFlow, radians).
+
+    Guidance in a limited interval (Kynkaanniemi et al., 2024): ``w`` where ``lo < t <= hi``, and
+    ``1`` -- the conditional teacher, no guidance -- elsewhere; ``interval=None`` guides at every
+    angle.  ``t = pi/2`` is pure noise, ``t -> 0`` the image: ``(0, 0.5]`` guides only the last,
+    detail-forming part of a trajectory, where guidance adds adherence at little cost to diversity.
+    """
+    if interval is None:
+        return w
+    lo, hi = interval
+    t = t.to(w.device)
+    return torch.where((t > lo) & (t <= hi), w, torch.ones_like(w))
+
+
 def guided_F(
     F_fn: TrigFlowFn, x_norm: Tensor, t: Tensor, cond: TextCondition, null_cond: TextCondition, w: Tensor
 ) -> Tensor:

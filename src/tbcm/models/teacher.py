@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .adapter import TrigFlowAdapter, guided_F
+from .adapter import TrigFlowAdapter, guided_F, interval_scales
 from .bundle import Bundle
 from .condition import TextCondition
 
@@ -15,6 +15,9 @@ class Teacher(nn.Module):
 
     ``x_t`` ``[B, C, H, W]`` is the unnormalised TrigFlow state, ``t`` ``[B]`` angles in radians,
     ``w`` ``[B]`` CFG scales.  Parameters are frozen; every call runs without gradients.
+
+    ``guidance_interval`` ``(lo, hi]`` (angles, radians) guides only there and runs the conditional
+    teacher elsewhere (:func:`~tbcm.models.adapter.interval_scales`); ``None``: guided everywhere.
     """
 
     def __init__(self, network: nn.Module, encoder: nn.Module, sigma_d: float, timestep_scale: float = 1000.0):
@@ -25,6 +28,7 @@ class Teacher(nn.Module):
         self.requires_grad_(False)
         self.eval()
         self.null_cond = encoder.encode([""])
+        self.guidance_interval: tuple[float, float] | None = None
 
     @classmethod
     def from_bundle(cls, bundle: Bundle) -> "Teacher":
@@ -35,4 +39,5 @@ class Teacher(nn.Module):
         sd = self.sigma_d
         if self.null_cond.embeds.device != x_t.device:  # moved once, not copied on every call
             self.null_cond = self.null_cond.to(x_t.device)
+        w = interval_scales(w, t, self.guidance_interval)
         return sd * guided_F(self.F, x_t / sd, t, cond, self.null_cond, w)
