@@ -212,6 +212,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100, help="images per digit in each draw")
     ap.add_argument("--cfg", type=float, default=1.5, help="the students' guidance input")
     ap.add_argument("--teacher-cfg", default="0.75,1,1.25", help="the teacher's guidance scales (16 steps)")
+    ap.add_argument("--teacher-interval", default=None, metavar="LO,HI",
+                    help="guide the teacher only at angles in (LO, HI] rad (default: at every angle)")
     ap.add_argument("--shift", type=float, default=None, help="the students' route (default: each one's saved)")
     ap.add_argument("--json", default=None, help="also write every draw's scores here")
     ap.add_argument("--plot", nargs=2, metavar=("JSON", "PNG"), default=None,
@@ -249,18 +251,26 @@ def main() -> None:
         if missing:
             ap.error(f"--group {name!r}: no run folder {missing[0]!r}; pass the --out folders of tbcm distill")
         specs.append((name, folders))
+    interval = None
+    if args.teacher_interval:
+        try:
+            lo, hi = (float(v) for v in args.teacher_interval.split(","))
+        except ValueError:
+            ap.error(f"--teacher-interval {args.teacher_interval!r}: expected LO,HI angles in radians, e.g. 0,0.5")
+        interval = (lo, hi)
     torch.set_num_threads(1)
     clf = load_classifier()
     ref = FIDReference(digits_split().heldout_images, clf)
     with torch.no_grad():
         teacher = Teacher.from_bundle(load_bundle("builtin", expect_kind="teacher"))
+        teacher.guidance_interval = interval
         t = teacher_draws(teacher, [float(w) for w in args.teacher_cfg.split(",")], args.draws, args.n, ref, clf)
         groups = {}
         for name, folders in specs:
             groups[name] = {r: student_draws(r, args.cfg, args.draws, args.n, ref, clf, args.shift)
                             for r in folders}
     scored = {"teacher": {str(w): v for w, v in t.items()}, "groups": groups, "draws": args.draws,
-              "n": args.n, "cfg": args.cfg}
+              "n": args.n, "cfg": args.cfg, "teacher_interval": list(interval or [])}
     print_report(*merged([scored]))
     if args.json:
         Path(args.json).write_text(json.dumps(scored, indent=1))

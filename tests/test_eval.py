@@ -132,6 +132,30 @@ def test_eval_sweeps_report_each_models_best_guidance_and_the_ratio(tmp_path, ti
     assert "--teacher-cfg" in assert_cli_error([*argv[:-3], "--teacher-cfg", "1,x"], capsys)
 
 
+def test_eval_teacher_follows_the_students_guidance_interval_unless_told(tmp_path, tiny_teacher_dir, capsys):
+    run = tmp_path / "run"
+    student = _student_dir(run / "student")
+    (run / "config.yaml").write_text(yaml.safe_dump({"teacher": str(tiny_teacher_dir)}))
+    argv = ["eval", str(run), "--steps", "1", "--n", "2", "--teacher", "2", "--cfg", "4", "--json"]
+
+    def scores(*extra):
+        assert main([*argv, *extra]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    plain = scores()
+    assert plain["teacher_interval"] == []
+    meta = yaml.safe_load((student / "model.yaml").read_text())
+    meta["extra"]["guidance_interval"] = [0.0, 0.5]  # what save_student records
+    (student / "model.yaml").write_text(yaml.safe_dump(meta))
+    saved, explicit, none = scores(), scores("--teacher-interval", "0,0.5"), scores("--teacher-interval", "none")
+    assert saved["teacher_interval"] == explicit["teacher_interval"] == [0.0, 0.5] and none["teacher_interval"] == []
+    assert saved["teacher"] == explicit["teacher"] and none["teacher"] == plain["teacher"]
+    assert saved["teacher"] != plain["teacher"]  # guided only below 0.5 rad: other teacher samples
+    assert saved["student"] == plain["student"]  # the student is not touched
+    assert "--teacher-interval" in assert_cli_error([*argv, "--teacher-interval", "0.5"], capsys)
+    assert "--teacher-interval" in assert_cli_error([*argv, "--teacher-interval", "0.5,0.2"], capsys)
+
+
 def test_eval_shift_moves_only_the_multi_step_samples_and_is_recorded(tmp_path, capsys):
     student = _student_dir(tmp_path / "student")  # saved with shift 2.5
     argv = ["eval", str(student), "--steps", "1,2", "--n", "3", "--json"]

@@ -94,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the student's)")
     e.add_argument("--teacher-cfg", default=None, help="sweep the teacher's guidance at the --teacher step counts "
                    "(default 16), e.g. 0.5,1,1.25,1.5,2,3,4.5; reports its best and the student-best / teacher-best ratio")
+    e.add_argument("--teacher-interval", default=None, metavar="LO,HI|none", help="guide the teacher only at "
+                   "angles in (LO, HI] rad, 'none' at every angle (default: the interval the student was distilled with)")
     e.add_argument("--student-cfg", default=None, help="sweep the student's guidance input (default with "
                    "--teacher-cfg: the scales it was trained on)")
     e.add_argument("--seed", type=int, default=0, help="image j of prompt i uses seed + i n + j, for its noise "
@@ -269,8 +271,24 @@ def cmd_eval(args) -> None:
                       _counts("--teacher", args.teacher) if args.teacher else [], args.cfg, args.seed,
                       teacher_cfgs=_scales("--teacher-cfg", args.teacher_cfg) if args.teacher_cfg else [],
                       student_cfgs=_scales("--student-cfg", args.student_cfg) if args.student_cfg else None,
-                      fresh_noise=args.fresh_noise, student_shift=args.shift)
+                      fresh_noise=args.fresh_noise, student_shift=args.shift,
+                      teacher_interval=_interval(args.teacher_interval))
     print(json.dumps(result) if args.json else format_table(result))
+
+
+def _interval(text: str | None) -> list[float] | None:
+    """``--teacher-interval``: None (the run's), [] for 'none', else [lo, hi]."""
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return []
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 2:
+        raise UserError(f"--teacher-interval {text!r}: expected LO,HI angles in radians (e.g. 0,0.5) or none")
+    return values
 
 
 def cmd_eval_realscale(args) -> None:
@@ -282,7 +300,8 @@ def cmd_eval_realscale(args) -> None:
                             "(local files, nothing is downloaded)")
     if args.teacher:
         raise UserError("--teacher is not measured with --reference: drop --teacher")
-    for flag, value in (("--teacher-cfg", args.teacher_cfg), ("--student-cfg", args.student_cfg)):
+    for flag, value in (("--teacher-cfg", args.teacher_cfg), ("--student-cfg", args.student_cfg),
+                        ("--teacher-interval", args.teacher_interval)):
         if value:
             raise UserError(f"{flag} sweeps belong to the digits evaluation, not --reference: drop {flag}")
     from .evaluation.realscale import evaluate_realscale, format_realscale_table

@@ -128,7 +128,7 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
              teacher_steps: list[int] = (), cfg_scale: float | None = None, seed: int = 0,
              classifier: DigitClassifier | None = None, teacher_cfgs: list[float] = (),  # or a SceneJudge
              student_cfgs: list[float] | None = None, fresh_noise: float = 1.0,
-             student_shift: float | None = None) -> dict:
+             student_shift: float | None = None, teacher_interval: list[float] | None = None) -> dict:
     """Scores of the student in ``path`` (a run folder or a student folder) and, for each entry
     of ``teacher_steps``, of the run's teacher (its ``config.yaml`` ``teacher``, else builtin).
 
@@ -145,6 +145,9 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
     ``"student_best"``). ``"ratio"`` is student-best FID / teacher-best FID per step count.
     ``fresh_noise`` is the multi-step sampler's re-noising mix (:func:`tbcm.sampling.student_sample`);
     ``student_shift`` its route (default: the one saved with the student, ``"student_shift"``).
+    ``teacher_interval`` ``[lo, hi]`` guides the teacher only at those angles (``[]``: at every
+    angle; default ``None``: the interval the student was distilled with, ``"guidance_interval"``),
+    so the same-guidance comparison is with the teacher the student learnt from.
     """
     student_steps, teacher_steps = list(student_steps), list(teacher_steps)
     teacher_cfgs = [float(w) for w in teacher_cfgs]
@@ -177,6 +180,11 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
         suite_class.check(tbundle, f"teacher {teacher_name}")
         teacher = Teacher.from_bundle(tbundle)
     extra = bundle.meta.extra
+    interval = [float(a) for a in (extra.get("guidance_interval", []) if teacher_interval is None else teacher_interval)]
+    if interval and not (len(interval) == 2 and 0 <= interval[0] < interval[1] <= math.pi / 2 + 1e-6):
+        raise UserError(f"--teacher-interval {interval}: need LO,HI angles with 0 <= LO < HI <= pi/2 (e.g. 0,0.5), or none")
+    if teacher is not None:
+        teacher.guidance_interval = tuple(interval) or None
     cfg = float(cfg_scale if cfg_scale is not None else extra.get("default_cfg_scale", 4.5))
     saved_shift = float(extra.get("shift", 2.5))  # the student's saved route (older students: also the teacher's)
     shift = float(student_shift) if student_shift is not None else saved_shift
@@ -222,6 +230,7 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
         result["ratio"] = {k: b["fid"] / result["teacher_best"]["fid"] for k, b in result["student_best"].items()}
     result.update({"n_per_class": n_per_class, "cfg_scale": cfg, "seed": seed, "teacher_model": teacher_name,
                    "fresh_noise": fresh_noise, "student_shift": shift, "suite": suite.name,
+                   "teacher_interval": interval,
                    "noise": "per-image seeds",  # each image its own seed (before 2026-12-02: one per column)
                    "reference": suite.reference_info()})
     if honest:
@@ -255,6 +264,9 @@ def format_table(result: dict) -> str:
             ratio = f"  {result['ratio'][steps]:.2f}x the teacher's best FID" if "ratio" in result else ""
             lines.append(f"{'student':<8} {steps:>5} {b['cfg']:>5g} {b['fid']:>9.4f} {b['adherence']:>10.1%}{ratio}")
             lines += suite.extra_lines("student", steps, b["cfg"], b)
+    if result.get("teacher_interval"):
+        lo, hi = result["teacher_interval"]
+        lines.append(f"teacher guided only at angles in ({lo:g}, {hi:g}] rad (the conditional teacher elsewhere)")
     lines.append(suite.footer(result))
     return "\n".join(lines)
 
