@@ -23,15 +23,19 @@ def flat(module) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in module.parameters()])
 
 
-def spawn_two(worker, args: tuple, timeout: float, what: str) -> None:
-    """Run ``worker(rank, *args)`` in 2 spawned processes; fail the test (killing them) after ``timeout`` s."""
-    ctx = mp.start_processes(worker, args=args, nprocs=2, start_method="spawn", join=False)
+def join_or_kill(ctx, timeout: float, what: str) -> None:
+    """Wait for the spawned processes of ``ctx``; fail the test (killing them) after ``timeout`` s."""
     deadline = time.time() + timeout
     while not ctx.join(timeout=1):
         if time.time() > deadline:
             for p in ctx.processes:
                 p.kill()
             pytest.fail(f"the 2-process {what} did not finish in {timeout:g} s")
+
+
+def spawn_two(worker, args: tuple, timeout: float, what: str) -> None:
+    """Run ``worker(rank, *args)`` in 2 spawned processes; fail the test (killing them) after ``timeout`` s."""
+    join_or_kill(mp.start_processes(worker, args=args, nprocs=2, start_method="spawn", join=False), timeout, what)
 
 
 def assert_resume_bit_identical(teacher_dir, overrides, tmp_path, term: str, module: str) -> None:

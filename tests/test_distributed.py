@@ -16,7 +16,7 @@ from tbcm.config import DistillConfig, load_config
 from tbcm.distill import Distiller
 from tbcm.pairs.base import Pairs
 from tbcm.pairs.trajectory import TrajectoryConfig, TrajectoryPairSource
-from tests.extra_terms import spawn_two
+from tests.extra_terms import join_or_kill, spawn_two
 
 K, PROMPTS = 4, 4
 # Words both the tiny digits encoder (tests/conftest.py VOCAB) and the tiny Gemma tokenizer know.
@@ -204,12 +204,7 @@ def _launch(tmp_path, teacher_dir, out, resume=False):
 
 
 def _join(ctx, seconds=180):
-    deadline = time.time() + seconds
-    while not ctx.join(timeout=1):
-        if time.time() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail(f"the 2-process run did not finish in {seconds} s")
+    join_or_kill(ctx, seconds, "run")
 
 
 def test_a_killed_fsdp2_run_resumes_to_the_uninterrupted_weights(tmp_path, tiny_teacher_dir):
