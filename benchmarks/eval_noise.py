@@ -27,6 +27,7 @@ import torch
 from tbcm.evaluation.classifier import digits_split, load_classifier
 from tbcm.evaluation.evaluate import PROMPTS
 from tbcm.evaluation.metrics import FIDReference, adherence
+from tbcm.models.adapter import valid_interval
 from tbcm.models.bundle import load_bundle
 from tbcm.models.student import Student
 from tbcm.models.teacher import Teacher
@@ -254,10 +255,11 @@ def main() -> None:
     interval = None
     if args.teacher_interval:
         try:
-            lo, hi = (float(v) for v in args.teacher_interval.split(","))
+            interval = tuple(float(v) for v in args.teacher_interval.split(","))
         except ValueError:
-            ap.error(f"--teacher-interval {args.teacher_interval!r}: expected LO,HI angles in radians, e.g. 0,0.5")
-        interval = (lo, hi)
+            interval = ()
+        if not valid_interval(interval):
+            ap.error(f"--teacher-interval {args.teacher_interval!r}: expected LO,HI angles with 0 <= LO < HI <= pi/2, e.g. 0,0.5")
     torch.set_num_threads(1)
     clf = load_classifier()
     ref = FIDReference(digits_split().heldout_images, clf)

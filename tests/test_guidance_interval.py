@@ -68,6 +68,23 @@ def test_rollout_tangents_follow_the_interval(tiny_teacher_dir):
     assert_close_to_scale(pairs.u[~inside], v_cond[~inside])
 
 
+@pytest.mark.parametrize("wrap", [False, True])
+def test_outside_the_interval_only_the_conditional_pass_runs(tiny_teacher_dir, wrap):
+    teacher = _teacher(tiny_teacher_dir)
+    teacher.guidance_interval = (0.0, 0.5)
+    caller = RolloutTeacher(teacher, "fp32") if wrap else teacher
+    calls = []
+    hook = teacher.F.net.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    x, cond = torch.randn(3, 1, 8, 8), teacher.encoder.encode(["a handwritten digit 1"] * 3)
+    w = torch.full((3,), 4.0)
+    caller.velocity(x, torch.tensor([1.0, 1.2, 1.5]), cond, w)  # nobody guided: [B]
+    caller.velocity(x, torch.tensor([0.3, 1.2, 1.5]), cond, w)  # one guided: cond + null, [2B]
+    teacher.guidance_interval = None
+    caller.velocity(x, torch.tensor([1.0, 1.2, 1.5]), cond, w)  # no interval: guided everywhere
+    hook.remove()
+    assert calls == [3, 6, 6]
+
+
 @pytest.mark.parametrize("bad", [[0.5, 0.2], [0.0, 3.0], [-0.1, 0.5], [0.5], [0.0, float("nan")]])
 def test_a_bad_interval_is_a_one_line_error_naming_the_key(bad):
     cfg = DistillConfig()

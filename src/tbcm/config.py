@@ -21,6 +21,7 @@ from .errors import UserError, brief
 from .models.builtin.dit import DiTConfig
 from .objectives.scm import JVP_BACKENDS, TANGENT_NORMS, SCMConfig
 from .pairs.forward import ForwardConfig
+from .models.adapter import valid_interval
 from .pairs.rollout_teacher import ROLLOUT_DTYPES
 from .pairs.trajectory import TrajectoryConfig
 from .trigflow import ROUTES
@@ -241,7 +242,7 @@ def validate(cfg) -> None:
         _check(len(cfg.cfg_scales) > 0 and all(math.isfinite(w) and w >= 0 for w in cfg.cfg_scales),
                "cfg_scales", cfg.cfg_scales, "a non-empty list of scales >= 0")
         gi = list(cfg.guidance_interval)
-        _check(not gi or (len(gi) == 2 and all(math.isfinite(a) for a in gi) and 0 <= gi[0] < gi[1] <= math.pi / 2 + 1e-6),
+        _check(not gi or valid_interval(gi),
                "guidance_interval", gi, "[] (guided everywhere) or [lo, hi] angles with 0 <= lo < hi <= pi/2, e.g. [0.0, 0.5]")
         _check(cfg.source in SOURCES, "source", cfg.source, f"one of {', '.join(SOURCES)}")
         _check(cfg.forward.p_std > 0, "forward.p_std", cfg.forward.p_std, "a positive number")

@@ -24,6 +24,7 @@ import torch
 import yaml
 
 from ..errors import UserError, brief
+from ..models.adapter import valid_interval
 from ..models.bundle import BUILTIN, Bundle, load_bundle
 from ..models.student import Student
 from ..models.teacher import Teacher
@@ -181,7 +182,7 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
         teacher = Teacher.from_bundle(tbundle)
     extra = bundle.meta.extra
     interval = [float(a) for a in (extra.get("guidance_interval", []) if teacher_interval is None else teacher_interval)]
-    if interval and not (len(interval) == 2 and 0 <= interval[0] < interval[1] <= math.pi / 2 + 1e-6):
+    if interval and not valid_interval(interval):
         raise UserError(f"--teacher-interval {interval}: need LO,HI angles with 0 <= LO < HI <= pi/2 (e.g. 0,0.5), or none")
     if teacher is not None:
         teacher.guidance_interval = tuple(interval) or None

@@ -8,6 +8,7 @@ flow-to-TrigFlow conversion of :mod:`tbcm.trigflow`.  Nothing downstream knows w
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -35,6 +36,13 @@ class TrigFlowAdapter(nn.Module):
         return trig_F_from_flow_velocity(x_flow, v, t)
 
 
+def valid_interval(values) -> bool:
+    """Whether ``values`` is a guidance interval ``[lo, hi]``: angles with ``0 <= lo < hi <= pi/2``."""
+    values = list(values)
+    return (len(values) == 2 and all(math.isfinite(a) for a in values)
+            and 0 <= values[0] < values[1] <= math.pi / 2 + 1e-6)
+
+
 def interval_scales(w: Tensor, t: Tensor, interval: tuple[float, float] | None) -> Tensor:
     """The CFG scale ``[B]`` each sample is guided with at angle ``t`` ``[B]`` (TrigFlow, radians).
 
@@ -48,6 +56,20 @@ def interval_scales(w: Tensor, t: Tensor, interval: tuple[float, float] | None) 
     lo, hi = interval
     t = t.to(w.device)
     return torch.where((t > lo) & (t <= hi), w, torch.ones_like(w))
+
+
+def interval_guided_F(F_fn: TrigFlowFn, x_norm: Tensor, t: Tensor, cond: TextCondition, null_cond: TextCondition,
+                      w: Tensor, interval: tuple[float, float] | None) -> Tensor:
+    """:func:`guided_F` with the scales of :func:`interval_scales`. Where no sample of the batch is
+    guided (every angle outside the interval: most of a rollout's points for ``(0, 0.5]``, since a
+    route point's jitter keeps the batch's angles in one stratum) only the conditional pass runs,
+    ``[B]`` instead of ``[2B]``; without an interval nothing changes."""
+    if interval is None:
+        return guided_F(F_fn, x_norm, t, cond, null_cond, w)
+    w = interval_scales(w, t, interval)
+    if not bool((w != 1).any()):  # one host sync a call, only with an interval set
+        return F_fn(x_norm, t, cond)
+    return guided_F(F_fn, x_norm, t, cond, null_cond, w)
 
 
 def guided_F(

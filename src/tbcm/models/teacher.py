@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .adapter import TrigFlowAdapter, guided_F, interval_scales
+from .adapter import TrigFlowAdapter, interval_guided_F
 from .bundle import Bundle
 from .condition import TextCondition
 
@@ -39,5 +39,4 @@ class Teacher(nn.Module):
         sd = self.sigma_d
         if self.null_cond.embeds.device != x_t.device:  # moved once, not copied on every call
             self.null_cond = self.null_cond.to(x_t.device)
-        w = interval_scales(w, t, self.guidance_interval)
-        return sd * guided_F(self.F, x_t / sd, t, cond, self.null_cond, w)
+        return sd * interval_guided_F(self.F, x_t / sd, t, cond, self.null_cond, w, self.guidance_interval)

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ..errors import brief
-from ..models.adapter import guided_F, interval_scales
+from ..models.adapter import interval_guided_F
 from ..models.condition import TextCondition
 
 ROLLOUT_DTYPES = ("fp32", "bf16")  # the spelling of `precision` and `teacher_dtype`
@@ -95,8 +95,7 @@ class RolloutTeacher:
         teacher, sd = self.teacher, self.sigma_d
         if teacher.null_cond.embeds.device != x_t.device:
             teacher.null_cond = teacher.null_cond.to(x_t.device)
-        w = interval_scales(w, t, teacher.guidance_interval)
-        return sd * guided_F(self._network, x_t / sd, t, cond, teacher.null_cond, w)
+        return sd * interval_guided_F(self._network, x_t / sd, t, cond, teacher.null_cond, w, teacher.guidance_interval)
 
 
 def rollout_teacher(teacher, dtype: str = "fp32", compile: bool = False):
