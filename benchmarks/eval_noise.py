@@ -51,16 +51,21 @@ def teacher_draws(teacher, cfgs: list[float], draws: int, n: int, ref, clf) -> d
     return out
 
 
-def student_draws(folder: str, w: float, draws: int, n: int, ref, clf, shift: float | None) -> dict:
-    """``{steps: [(fid, adherence) per draw]}`` for the student in ``folder`` at guidance input ``w``."""
+def student_draws(folder: str, w: float, draws: int, n: int, ref, clf, shift: float | None,
+                  fresh_noise: float = 1.0, steps=STEPS, first_draw: int = 0) -> dict:
+    """``{steps: [(fid, adherence) per draw]}`` for the student in ``folder`` at guidance input ``w``
+    (``fresh_noise``: the multi-step re-noising, :func:`tbcm.sampling.student_sample`), on draws
+    ``first_draw .. first_draw + draws - 1``."""
     b = load_bundle(Path(folder) / "student" if not folder.rstrip("/").endswith("student") else folder,
                     expect_kind="student")
     student = Student.from_bundle(b).eval()
     route = float(shift if shift is not None else b.meta.extra.get("shift", 2.5))
     return {k: [_score(torch.cat([student_samples(student, b.encoder, [p], w, k, n, route,
-                                                  first_seed=d * 10 * n + i * n, independent=True)
-                                  for i, p in enumerate(PROMPTS)]), n, ref, clf) for d in range(draws)]
-            for k in STEPS}
+                                                  first_seed=d * 10 * n + i * n, independent=True,
+                                                  fresh_noise=fresh_noise)
+                                  for i, p in enumerate(PROMPTS)]), n, ref, clf)
+                for d in range(first_draw, first_draw + draws)]
+            for k in steps}
 
 
 def _ms(values: list[float], fmt: str = "{:.2f}") -> str:
@@ -128,6 +133,8 @@ def merged(sets: list[dict]) -> tuple[dict, dict, int, int]:
 def print_report(teacher: dict, groups: dict, draws: int, n: int) -> None:
     """The per-model table and the per-recipe table with the issue's targets (the inputs of
     :func:`merged`)."""
+    if not teacher:  # scored with --teacher-cfg none: the ratios need a file that holds the teacher
+        raise ValueError("no teacher in these scores: add to --report a --json file of the same draws that has it")
     # the teacher's best guidance on the mean over draws; per draw, its FID there
     best_w = min(teacher, key=lambda w: statistics.mean(f for f, _ in teacher[w]))
     best = [f for f, _ in teacher[best_w]]
@@ -212,10 +219,14 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=10, help="evaluation draws of 100 images per digit each")
     ap.add_argument("--n", type=int, default=100, help="images per digit in each draw")
     ap.add_argument("--cfg", type=float, default=1.5, help="the students' guidance input")
-    ap.add_argument("--teacher-cfg", default="0.75,1,1.25", help="the teacher's guidance scales (16 steps)")
+    ap.add_argument("--teacher-cfg", default="0.75,1,1.25",
+                    help="the teacher's guidance scales (16 steps); 'none' scores only the students (the "
+                         "teacher is deterministic on given draws: --report joins these scores with a file that has it)")
     ap.add_argument("--teacher-interval", default=None, metavar="LO,HI",
                     help="guide the teacher only at angles in (LO, HI] rad (default: at every angle)")
     ap.add_argument("--shift", type=float, default=None, help="the students' route (default: each one's saved)")
+    ap.add_argument("--fresh-noise", type=float, default=1.0,
+                    help="the students' multi-step re-noising: 1 = fresh noise (sCM), 0 = the noise implied by the state")
     ap.add_argument("--json", default=None, help="also write every draw's scores here")
     ap.add_argument("--plot", nargs=2, metavar=("JSON", "PNG"), default=None,
                     help="only draw the per-draw FIDs of a --json file into PNG")
@@ -240,6 +251,8 @@ def main() -> None:
         return
     # parse and check the groups before minutes of teacher sampling; a name may hold "=" (the
     # overrides it was trained with), a run folder rarely does: split at the last one
+    if not 0.0 <= args.fresh_noise <= 1.0:
+        ap.error(f"--fresh-noise {args.fresh_noise}: expected a share between 0 (implied noise) and 1 (fresh noise)")
     if args.draws < 1 or args.n < 2:
         ap.error(f"--draws {args.draws} --n {args.n}: need at least 1 draw of at least 2 images per digit")
     specs = []
@@ -260,22 +273,32 @@ def main() -> None:
             interval = ()
         if not valid_interval(interval):
             ap.error(f"--teacher-interval {args.teacher_interval!r}: expected LO,HI angles with 0 <= LO < HI <= pi/2, e.g. 0,0.5")
+    try:
+        cfgs = [] if args.teacher_cfg == "none" else [float(w) for w in args.teacher_cfg.split(",")]
+    except ValueError:
+        ap.error(f"--teacher-cfg {args.teacher_cfg!r}: expected guidance scales like 1,1.25 or 'none'")
     torch.set_num_threads(1)
     clf = load_classifier()
     ref = FIDReference(digits_split().heldout_images, clf)
     with torch.no_grad():
         teacher = Teacher.from_bundle(load_bundle("builtin", expect_kind="teacher"))
         teacher.guidance_interval = interval
-        t = teacher_draws(teacher, [float(w) for w in args.teacher_cfg.split(",")], args.draws, args.n, ref, clf)
+        t = teacher_draws(teacher, cfgs, args.draws, args.n, ref, clf)
         groups = {}
         for name, folders in specs:
-            groups[name] = {r: student_draws(r, args.cfg, args.draws, args.n, ref, clf, args.shift)
+            groups[name] = {r: student_draws(r, args.cfg, args.draws, args.n, ref, clf, args.shift,
+                                                 args.fresh_noise)
                             for r in folders}
     scored = {"teacher": {str(w): v for w, v in t.items()}, "groups": groups, "draws": args.draws,
-              "n": args.n, "cfg": args.cfg, "teacher_interval": list(interval or [])}
-    print_report(*merged([scored]))
-    if args.json:
+              "n": args.n, "cfg": args.cfg, "teacher_interval": list(interval or []), "shift": args.shift,
+              "fresh_noise": args.fresh_noise}
+    if args.json:  # first: without a teacher the report below cannot be printed
         Path(args.json).write_text(json.dumps(scored, indent=1))
+    if t:
+        print_report(*merged([scored]))
+    else:
+        print(f"students scored without the teacher{' into ' + args.json if args.json else ''}: "
+              "print the tables with --report and a --json file of the same draws that has the teacher")
 
 
 if __name__ == "__main__":

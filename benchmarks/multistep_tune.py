@@ -1,0 +1,95 @@
+"""Tune the few-step sampler of trained digits students on draws the report never sees (no training).
+
+For each setting of the multi-step sampler -- the guidance input ``w``, the route shift (the 2-step
+middle angle is ``arctan(shift)`` rad) and the re-noising share of fresh noise (1 = sCM's fresh
+noise, 0 = the noise implied by the state) -- every student is scored at ``--steps`` (default 2)
+on tuning draws ``--first-draw ..`` (default 10 to 13: disjoint from `eval_noise.py`'s draws 0-9,
+so a setting chosen here is confirmed there on images it was not chosen on). Each student's
+1-step sample at every ``w`` is scored on the same draws as the reference: a row reads "2 <= 1"
+on the seeds whose k-step FID is at most their 1-step FID at the recipe's 1-step input
+``--one-step-cfg``.
+
+    python benchmarks/multistep_tune.py RUN RUN RUN --cfgs 2,2.5,3 --shifts 1,0.7 --fresh 1,0.5 \\
+        --one-step-cfg 3 --json benchmarks/results/multistep_tune.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import itertools
+import json
+import platform
+import statistics
+from pathlib import Path
+
+import torch
+
+from eval_noise import student_draws
+from tbcm.evaluation.classifier import digits_split, load_classifier
+from tbcm.evaluation.metrics import FIDReference
+
+
+def _floats(text: str, name: str, ap) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        ap.error(f"{name} {text!r}: expected comma-separated numbers, e.g. 1,0.7")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", help="tbcm distill run folders (a recipe's seeds)")
+    ap.add_argument("--steps", type=int, default=2, help="the multi-step sampler's step count")
+    ap.add_argument("--cfgs", default="2,2.5,3", help="guidance inputs")
+    ap.add_argument("--shifts", default="1", help="route shifts")
+    ap.add_argument("--fresh", default="1", help="re-noising shares of fresh noise")
+    ap.add_argument("--one-step-cfg", type=float, default=None,
+                    help="the recipe's 1-step guidance input, the reference of '2 <= 1' (default: each row's w)")
+    ap.add_argument("--draws", type=int, default=4)
+    ap.add_argument("--first-draw", type=int, default=10)
+    ap.add_argument("--n", type=int, default=100, help="images per digit in each draw")
+    ap.add_argument("--json", default=None, help="also write every score here")
+    args = ap.parse_args()
+    cfgs, shifts, fresh = (_floats(args.cfgs, "--cfgs", ap), _floats(args.shifts, "--shifts", ap),
+                           _floats(args.fresh, "--fresh", ap))
+    if missing := [r for r in args.runs if not Path(r).is_dir()]:
+        ap.error(f"no run folder {missing[0]!r}; pass the --out folders of tbcm distill")
+    if args.steps < 2 or any(not 0 <= a <= 1 for a in fresh) or any(s <= 0 for s in shifts):
+        ap.error("--steps >= 2, --fresh shares in [0, 1] and --shifts > 0")
+    one_cfgs = sorted(set(cfgs) | ({args.one_step_cfg} if args.one_step_cfg is not None else set()))
+    torch.set_num_threads(1)
+    clf = load_classifier()
+    ref = FIDReference(digits_split().heldout_images, clf)
+    mean = statistics.mean
+    with torch.no_grad():
+        one = {(r, w): student_draws(r, w, args.draws, args.n, ref, clf, None, steps=(1,),
+                                     first_draw=args.first_draw)[1] for r in args.runs for w in one_cfgs}
+        multi = {(r, w, s, a): student_draws(r, w, args.draws, args.n, ref, clf, s, a, steps=(args.steps,),
+                                             first_draw=args.first_draw)[args.steps]
+                 for r in args.runs for w, s, a in itertools.product(cfgs, shifts, fresh)}
+    print(f"draws {args.first_draw}-{args.first_draw + args.draws - 1} of {args.n} images per digit; "
+          f"{len(args.runs)} students; {platform.machine()}, torch {torch.__version__}, {datetime.date.today()}\n")
+    print("| sampler | w | shift | fresh noise | FID (mean over seeds) | per seed | adherence | k <= 1 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for w in one_cfgs:
+        f = [mean(x for x, _ in one[r, w]) for r in args.runs]
+        a = [100 * mean(y for _, y in one[r, w]) for r in args.runs]
+        print(f"| 1 step | {w:g} | - | - | {mean(f):.2f} | {' / '.join(f'{v:.2f}' for v in f)} | {mean(a):.1f}% | - |")
+    for w, s, a in itertools.product(cfgs, shifts, fresh):
+        f = [mean(x for x, _ in multi[r, w, s, a]) for r in args.runs]
+        ad = [100 * mean(y for _, y in multi[r, w, s, a]) for r in args.runs]
+        w1 = args.one_step_cfg if args.one_step_cfg is not None else w
+        ok = sum(fk <= mean(x for x, _ in one[r, w1]) for fk, r in zip(f, args.runs))
+        print(f"| {args.steps} steps | {w:g} | {s:g} | {a:g} | {mean(f):.2f} | {' / '.join(f'{v:.2f}' for v in f)} | "
+              f"{mean(ad):.1f}% | {ok}/{len(args.runs)} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "draws": args.draws, "first_draw": args.first_draw, "n": args.n, "steps": args.steps,
+            "one_step": [{"run": r, "w": w, "scores": one[r, w]} for r, w in one],
+            "multi_step": [{"run": r, "w": w, "shift": s, "fresh_noise": a, "scores": multi[r, w, s, a]}
+                           for r, w, s, a in multi]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
