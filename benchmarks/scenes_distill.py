@@ -40,7 +40,12 @@ KINDS = {"tbcm": [], "forward": ["source=forward", "forward.data=scenes"],
          "tbcm_endpoint10": ["objective.endpoint_weight=10.0"],
          "tbcm_endpoint30": ["objective.endpoint_weight=30.0"],
          # the pure-noise point as a pair too (pairs.noise_point): the 1-step input itself pinned
-         "tbcm_endpoint10_noise": ["objective.endpoint_weight=10.0", "pairs.noise_point=true"]}
+         "tbcm_endpoint10_noise": ["objective.endpoint_weight=10.0", "pairs.noise_point=true"],
+         # the digits' recipe of 2026-12-02 on this teacher: guidance only at angles <= 0.5 rad and
+         # guidance inputs one step higher (guided late, a scale moves the sample less), with the
+         # endpoint weight the scenes needed
+         "tbcm_endpoint10_interval": ["objective.endpoint_weight=10.0", "guidance_interval=[0.0,0.5]",
+                                      "cfg_scales=[2.0,3.0,4.0]"]}
 
 
 def train(kind: str, steps: int, seed: int, runs: str) -> dict:
