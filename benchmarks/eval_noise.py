@@ -52,14 +52,15 @@ def teacher_draws(teacher, cfgs: list[float], draws: int, n: int, ref, clf) -> d
 
 
 def student_draws(folder: str, w: float, draws: int, n: int, ref, clf, shift: float | None,
-                  fresh_noise: float = 1.0, steps=STEPS, first_draw: int = 0) -> dict:
+                  fresh_noise: float | None = None, steps=STEPS, first_draw: int = 0) -> dict:
     """``{steps: [(fid, adherence) per draw]}`` for the student in ``folder`` at guidance input ``w``
     (``fresh_noise``: the multi-step re-noising, :func:`tbcm.sampling.student_sample`), on draws
-    ``first_draw .. first_draw + draws - 1``."""
+    ``first_draw .. first_draw + draws - 1``; ``fresh_noise`` None: the one saved with the student."""
     b = load_bundle(Path(folder) / "student" if not folder.rstrip("/").endswith("student") else folder,
                     expect_kind="student")
     student = Student.from_bundle(b).eval()
     route = float(shift if shift is not None else b.meta.extra.get("shift", 2.5))
+    fresh_noise = float(fresh_noise if fresh_noise is not None else b.meta.extra.get("fresh_noise", 1.0))
     return {k: [_score(torch.cat([student_samples(student, b.encoder, [p], w, k, n, route,
                                                   first_seed=d * 10 * n + i * n, independent=True,
                                                   fresh_noise=fresh_noise)
@@ -225,8 +226,9 @@ def main() -> None:
     ap.add_argument("--teacher-interval", default=None, metavar="LO,HI",
                     help="guide the teacher only at angles in (LO, HI] rad (default: at every angle)")
     ap.add_argument("--shift", type=float, default=None, help="the students' route (default: each one's saved)")
-    ap.add_argument("--fresh-noise", type=float, default=1.0,
-                    help="the students' multi-step re-noising: 1 = fresh noise (sCM), 0 = the noise implied by the state")
+    ap.add_argument("--fresh-noise", type=float, default=None,
+                    help="the students' multi-step re-noising: 1 = fresh noise (sCM), 0 = the noise implied by the "
+                         "state (default: each one's saved)")
     ap.add_argument("--json", default=None, help="also write every draw's scores here")
     ap.add_argument("--plot", nargs=2, metavar=("JSON", "PNG"), default=None,
                     help="only draw the per-draw FIDs of a --json file into PNG")
@@ -251,7 +253,7 @@ def main() -> None:
         return
     # parse and check the groups before minutes of teacher sampling; a name may hold "=" (the
     # overrides it was trained with), a run folder rarely does: split at the last one
-    if not 0.0 <= args.fresh_noise <= 1.0:
+    if args.fresh_noise is not None and not 0.0 <= args.fresh_noise <= 1.0:
         ap.error(f"--fresh-noise {args.fresh_noise}: expected a share between 0 (implied noise) and 1 (fresh noise)")
     if args.draws < 1 or args.n < 2:
         ap.error(f"--draws {args.draws} --n {args.n}: need at least 1 draw of at least 2 images per digit")

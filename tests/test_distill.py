@@ -138,3 +138,48 @@ def test_the_student_keeps_its_own_route_shift_and_its_generator_samples_on_it(t
     off_route = student_sample(gen.student, gen.encoder.encode(prompts), torch.full((2,), gen.cfg_scale), noise,
                                [math.pi / 2, 1.19, 0.0], generator=[torch.Generator().manual_seed(s) for s in seeds])
     assert not torch.equal(off_route, x0)  # the middle angle matters, so the check above can fail
+
+
+def test_the_student_keeps_its_re_noising_and_sample_and_eval_use_it(tiny_teacher_dir, tmp_path, capsys):
+    import json
+
+    from tbcm.cli import main
+    from tbcm.generate import load_image_generator
+    from tbcm.models.bundle import load_bundle
+    from tbcm.sampling import student_angles, student_sample, to_pixels
+
+    d = _distiller(tiny_teacher_dir, "sample.student_fresh_noise=0.5")
+    d.train_step()
+    d.save_student(d.student_for_sampling(), tmp_path / "student")
+    assert load_bundle(tmp_path / "student", expect_kind="student").meta.extra["fresh_noise"] == 0.5
+    gen = load_image_generator(tmp_path / "student", steps=2)
+    prompts, seeds = ["a handwritten digit 3", "a handwritten digit 7"], [5, 6]
+
+    def by_hand(fresh):  # each image's generator draws its initial noise, then its re-noising
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        noise = torch.stack([torch.randn(gen.shape, generator=g) for g in gens])
+        x0 = student_sample(gen.student, gen.encoder.encode(prompts), torch.full((2,), gen.cfg_scale), noise,
+                            student_angles(2, gen.shift), fresh_noise=fresh, generator=gens)
+        return ((to_pixels(x0, gen.student.sigma_d) + 1) * 127.5).round().to(torch.uint8).repeat(1, 3, 1, 1)
+
+    got = gen.generate(prompts, seeds)
+    assert torch.equal(got, by_hand(0.5)) and not torch.equal(got, by_hand(1.0))  # the mix matters
+    assert torch.equal(load_image_generator(tmp_path / "student", steps=2, fresh_noise=1.0).generate(prompts, seeds),
+                       by_hand(1.0))
+    # tbcm eval: the saved mix unless told; 1 step does not re-noise
+    argv = ["eval", str(tmp_path / "student"), "--steps", "1,2", "--n", "3", "--json"]
+    assert main(argv) == 0
+    saved = json.loads(capsys.readouterr().out)
+    assert main([*argv, "--fresh-noise", "1"]) == 0
+    fresh = json.loads(capsys.readouterr().out)
+    assert saved["fresh_noise"] == 0.5 and fresh["fresh_noise"] == 1.0
+    assert saved["student"]["1"] == fresh["student"]["1"] and saved["student"]["2"] != fresh["student"]["2"]
+
+
+def test_a_re_noising_share_outside_zero_one_is_refused(tiny_teacher_dir):
+    import pytest
+
+    from tbcm.errors import UserError
+
+    with pytest.raises(UserError, match="sample.student_fresh_noise"):
+        _distiller(tiny_teacher_dir, "sample.student_fresh_noise=1.5")

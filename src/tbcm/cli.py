@@ -100,8 +100,9 @@ def _parser() -> argparse.ArgumentParser:
                    "--teacher-cfg: the scales it was trained on)")
     e.add_argument("--seed", type=int, default=0, help="image j of prompt i uses seed + i n + j, for its noise "
                    "and its re-noising (with --reference image i uses seed + i)")
-    e.add_argument("--fresh-noise", type=float, default=1.0, help="multi-step re-noising: 1 = fresh noise (sCM, "
-                   "SanaSprintPipeline), 0 = the noise implied by the state, between = a mix")
+    e.add_argument("--fresh-noise", type=float, default=None, help="multi-step re-noising: 1 = fresh noise (sCM, "
+                   "SanaSprintPipeline), 0 = the noise implied by the state, between = a mix (default: the one "
+                   "saved with the student)")
     e.add_argument("--shift", type=float, default=None, help="the student's route shift (default: the one saved "
                    "with it); its 2-step middle angle is arctan(shift) rad")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -232,9 +233,10 @@ def cmd_sample(args) -> None:
     student = Student.from_bundle(bundle).eval().to(pick_device(args.device))
     cfg_scale = args.cfg if args.cfg is not None else float(bundle.meta.extra.get("default_cfg_scale", 4.5))
     shift = float(bundle.meta.extra.get("shift", 2.5))
+    fresh = float(bundle.meta.extra.get("fresh_noise", 1.0))  # the re-noising saved with the student
     with torch.no_grad():
         pixels = student_samples(student, bundle.encoder, prompts, cfg_scale, args.steps, args.n, shift, args.seed,
-                                 decode=bundle.decode)
+                                 decode=bundle.decode, fresh_noise=fresh)
     save_png(grid_image(pixels, rows=len(prompts), scale=args.scale), out)  # atomic
     print(f"wrote {out} ({len(prompts)} prompt(s) x {args.n}, {args.steps} step(s), cfg {cfg_scale})")
 

@@ -60,6 +60,12 @@ class SampleConfig:
     # --shift): the digits want 1.0 (pi/4: over 9 students 2 steps 9.4 and 4 steps 8.7 FID against
     # 14.5 and 10.1 at 2.5, benchmarks/sampler_shift.py); the scenes 2.5 (configs/distill_scenes.yaml)
     student_shift: float = 1.0
+    # the few-step student's re-noising between steps, saved with it (tbcm sample / eval use it):
+    # eps = a eps_fresh + sqrt(1 - a^2) eps_implied with a = student_fresh_noise (1 = sCM's fresh
+    # noise, what SanaSprintPipeline's SCMScheduler does; 0 = the noise the state implies;
+    # tbcm.sampling.student_sample). A per-teacher setting, like the route: measure it (tbcm eval
+    # --fresh-noise, benchmarks/multistep_tune.py)
+    student_fresh_noise: float = 1.0
 
 
 SOURCES = ("trajectory", "cache", "forward", "teacher_x0")
@@ -335,6 +341,9 @@ def validate(cfg) -> None:
         _check(s.teacher_steps >= 1, "sample.teacher_steps", s.teacher_steps, "a positive integer")
         _check(_finite_positive(s.shift), "sample.shift", s.shift, "a positive number")
         _check(_finite_positive(s.student_shift), "sample.student_shift", s.student_shift, "a positive number")
+        _check(isinstance(s.student_fresh_noise, (int, float)) and 0.0 <= s.student_fresh_noise <= 1.0,
+               "sample.student_fresh_noise", s.student_fresh_noise,
+               "a share in [0, 1] (1 = fresh noise at every step, 0 = the noise implied by the state)")
         _check(len(s.student_steps) > 0 and all(n >= 1 for n in s.student_steps), "sample.student_steps",
                s.student_steps, "a non-empty list of positive integers")
         _check(s.cfg_scale >= 0, "sample.cfg_scale", s.cfg_scale, ">= 0")

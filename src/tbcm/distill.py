@@ -688,6 +688,7 @@ class Distiller:
             extra={"teacher": str(self.cfg.teacher), "steps": self.step, "skipped_steps": self.skipped,
                    "default_cfg_scale": self.cfg.sample.cfg_scale,
                    "shift": self.cfg.sample.student_shift, "teacher_shift": self.cfg.sample.shift,
+                   "fresh_noise": float(self.cfg.sample.student_fresh_noise),
                    "cfg_scales": [float(w) for w in self.cfg.cfg_scales],
                    "guidance_interval": [float(a) for a in self.cfg.guidance_interval]},
         )
@@ -708,7 +709,7 @@ class Distiller:
                                              decode=decode), rows))]
         for n in s.student_steps:
             pixels = student_samples(student, self.encoder, prompts, s.cfg_scale, n, s.seeds, s.student_shift,
-                                     decode=decode)
+                                     decode=decode, fresh_noise=s.student_fresh_noise)
             named.append((f"student {n} step{'s' if n > 1 else ''}", grid_image(pixels, rows)))
         return named
 

@@ -32,7 +32,7 @@ class ImageGenerator:
     VAE) makes the pixels. ``steps`` is the default step count of :meth:`generate`."""
 
     def __init__(self, bundle, steps: int, cfg_scale: float | None, shift: float | None,
-                 device: str | torch.device | None = None):
+                 device: str | torch.device | None = None, fresh_noise: float | None = None):
         from .models.student import Student
 
         self.device = torch.device(device) if device is not None else torch.device("cpu")
@@ -40,6 +40,8 @@ class ImageGenerator:
         self.family = bundle.meta.family
         self.cfg_scale = float(cfg_scale if cfg_scale is not None else extra.get("default_cfg_scale", 4.5))
         self.shift = float(shift if shift is not None else extra.get("shift", 2.5))
+        # the multi-step re-noising saved with the student (older students: fresh noise)
+        self.fresh_noise = float(fresh_noise if fresh_noise is not None else extra.get("fresh_noise", 1.0))
         self.steps = int(steps)
         self.student = Student.from_bundle(bundle).eval().to(self.device)
         self.encoder = bundle.encoder.eval().to(self.device)
@@ -67,20 +69,23 @@ class ImageGenerator:
         cond = self.encoder.encode(prompts).to(self.device)  # cached encodings come back on the CPU
         w = torch.full((len(prompts),), self.cfg_scale, device=self.device)
         angles = student_angles(steps or self.steps, self.shift)
-        x0 = student_sample(self.student, cond, w, noise, angles, generator=gens)
+        x0 = student_sample(self.student, cond, w, noise, angles, generator=gens, fresh_noise=self.fresh_noise)
         pixels = to_pixels(x0, self.student.sigma_d) if self.decode is None else self.decode(x0)
         return to_uint8_rgb(pixels).cpu()
 
 
 def load_image_generator(student_dir: str | os.PathLike, steps: int, cfg_scale: float | None = None,
-                         shift: float | None = None, device: str | torch.device | None = None) -> ImageGenerator:
-    """The generator of the student in ``student_dir`` (any family). ``cfg_scale`` / ``shift``
-    default to the student's own. Raises :class:`UserError`. Prompt encodings are not cached
+                         shift: float | None = None, device: str | torch.device | None = None,
+                         fresh_noise: float | None = None) -> ImageGenerator:
+    """The generator of the student in ``student_dir`` (any family). ``cfg_scale`` / ``shift`` /
+    ``fresh_noise`` default to the student's own. Raises :class:`UserError`. Prompt encodings are not cached
     on disk: an evaluation's prompts are used once."""
     from .errors import UserError
     from .models.bundle import load_bundle
 
     if steps < 1:
         raise UserError(f"steps must be at least 1 (got {steps})")
+    if fresh_noise is not None and not 0.0 <= fresh_noise <= 1.0:
+        raise UserError(f"fresh noise must be a share in [0, 1] (got {fresh_noise}): 1 = fresh noise, 0 = implied noise")
     return ImageGenerator(load_bundle(Path(student_dir), expect_kind="student", text_cache=None), steps, cfg_scale,
-                          shift, device)
+                          shift, device, fresh_noise)

@@ -128,7 +128,7 @@ def _check_counts(name: str, values: list[int]) -> None:
 def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_per_class: int | None = None,
              teacher_steps: list[int] = (), cfg_scale: float | None = None, seed: int = 0,
              classifier: DigitClassifier | None = None, teacher_cfgs: list[float] = (),  # or a SceneJudge
-             student_cfgs: list[float] | None = None, fresh_noise: float = 1.0,
+             student_cfgs: list[float] | None = None, fresh_noise: float | None = None,
              student_shift: float | None = None, teacher_interval: list[float] | None = None) -> dict:
     """Scores of the student in ``path`` (a run folder or a student folder) and, for each entry
     of ``teacher_steps``, of the run's teacher (its ``config.yaml`` ``teacher``, else builtin).
@@ -144,7 +144,8 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
     at 16 steps, else at the largest count), and the student is swept over ``student_cfgs``
     (default: the guidance scales it was trained on) at every step count (``"student_sweep"``,
     ``"student_best"``). ``"ratio"`` is student-best FID / teacher-best FID per step count.
-    ``fresh_noise`` is the multi-step sampler's re-noising mix (:func:`tbcm.sampling.student_sample`);
+    ``fresh_noise`` is the multi-step sampler's re-noising mix (:func:`tbcm.sampling.student_sample`;
+    default: the one saved with the student, ``"fresh_noise"``, else 1);
     ``student_shift`` its route (default: the one saved with the student, ``"student_shift"``).
     ``teacher_interval`` ``[lo, hi]`` guides the teacher only at those angles (``[]``: at every
     angle; default ``None``: the interval the student was distilled with, ``"guidance_interval"``),
@@ -159,7 +160,7 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
         _check_counts("--teacher", teacher_steps)
     if n_per_class is not None and n_per_class < 1:
         raise UserError(f"--n must be at least 1 (got {n_per_class})")
-    if not 0 <= fresh_noise <= 1:
+    if fresh_noise is not None and not 0 <= fresh_noise <= 1:
         raise UserError(f"--fresh-noise must be in [0, 1] (got {fresh_noise}): 1 = fresh noise, 0 = implied noise")
     if student_shift is not None and not (math.isfinite(student_shift) and student_shift > 0):
         raise UserError(f"--shift must be a positive number (got {student_shift}): the student's route shift, "
@@ -189,6 +190,7 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
     cfg = float(cfg_scale if cfg_scale is not None else extra.get("default_cfg_scale", 4.5))
     saved_shift = float(extra.get("shift", 2.5))  # the student's saved route (older students: also the teacher's)
     shift = float(student_shift) if student_shift is not None else saved_shift
+    fresh_noise = float(fresh_noise if fresh_noise is not None else extra.get("fresh_noise", 1.0))
     teacher_shift = float(extra.get("teacher_shift", saved_shift))  # --shift moves the student only
     honest = bool(teacher_cfgs) or student_cfgs is not None
     if student_cfgs is None:
