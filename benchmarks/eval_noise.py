@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from tbcm.errors import UserError
 from tbcm.evaluation.classifier import digits_split, load_classifier
 from tbcm.evaluation.evaluate import PROMPTS
 from tbcm.evaluation.metrics import FIDReference, adherence
@@ -32,6 +33,7 @@ from tbcm.models.bundle import load_bundle
 from tbcm.models.student import Student
 from tbcm.models.teacher import Teacher
 from tbcm.previews import student_samples, teacher_samples
+from tbcm.sampling import fresh_noise_share
 
 STEPS = (1, 2, 4)
 
@@ -60,7 +62,7 @@ def student_draws(folder: str, w: float, draws: int, n: int, ref, clf, shift: fl
                     expect_kind="student")
     student = Student.from_bundle(b).eval()
     route = float(shift if shift is not None else b.meta.extra.get("shift", 2.5))
-    fresh_noise = float(fresh_noise if fresh_noise is not None else b.meta.extra.get("fresh_noise", 1.0))
+    fresh_noise = fresh_noise_share(b.meta.extra, fresh_noise)
     return {k: [_score(torch.cat([student_samples(student, b.encoder, [p], w, k, n, route,
                                                   first_seed=d * 10 * n + i * n, independent=True,
                                                   fresh_noise=fresh_noise)
@@ -117,7 +119,7 @@ def merged(sets: list[dict]) -> tuple[dict, dict, int, int]:
     group; the sets must be on the same draws (the teacher scored in two is the same there)."""
     sets = [json.loads(json.dumps(d)) for d in sets]  # one key type: JSON's strings
     draws, n = sets[0]["draws"], sets[0]["n"]
-    teacher, groups = {}, {}
+    teacher, groups, samplers = {}, {}, {}
     for d in sets:
         if (d["draws"], d["n"]) != (draws, n):
             raise ValueError(f"scored sets on different draws: {d['draws']} x {d['n']} against {draws} x {n}")
@@ -127,7 +129,13 @@ def merged(sets: list[dict]) -> tuple[dict, dict, int, int]:
                 raise ValueError(f"the teacher at w={w} differs between the sets: not the same draws")
             teacher[w] = rows
         for name, runs in d["groups"].items():
-            groups.setdefault((name, float(d.get("cfg", "nan"))), {}).update(runs)
+            key = (name, float(d.get("cfg", "nan")))
+            # one group is one sampler: seeds scored on another route or re-noising are another recipe
+            sampler = (d.get("shift"), d.get("fresh_noise"))
+            if samplers.setdefault(key, sampler) != sampler:
+                raise ValueError(f"group {name!r} scored with shift / fresh noise {samplers[key]} and {sampler}: "
+                                 "give each sampler its own group name")
+            groups.setdefault(key, {}).update(runs)
     return teacher, groups, draws, n
 
 
@@ -253,8 +261,10 @@ def main() -> None:
         return
     # parse and check the groups before minutes of teacher sampling; a name may hold "=" (the
     # overrides it was trained with), a run folder rarely does: split at the last one
-    if args.fresh_noise is not None and not 0.0 <= args.fresh_noise <= 1.0:
-        ap.error(f"--fresh-noise {args.fresh_noise}: expected a share between 0 (implied noise) and 1 (fresh noise)")
+    try:
+        fresh_noise_share({}, args.fresh_noise)  # before minutes of sampling
+    except UserError as e:
+        ap.error(str(e))
     if args.draws < 1 or args.n < 2:
         ap.error(f"--draws {args.draws} --n {args.n}: need at least 1 draw of at least 2 images per digit")
     specs = []

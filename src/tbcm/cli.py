@@ -217,6 +217,7 @@ def cmd_sample(args) -> None:
     from .models.bundle import load_bundle
     from .models.student import Student
     from .previews import student_samples
+    from .sampling import fresh_noise_share
 
     if args.steps < 1 or args.n < 1:
         raise UserError(f"--steps and --n must be at least 1 (got --steps {args.steps} --n {args.n})")
@@ -233,7 +234,7 @@ def cmd_sample(args) -> None:
     student = Student.from_bundle(bundle).eval().to(pick_device(args.device))
     cfg_scale = args.cfg if args.cfg is not None else float(bundle.meta.extra.get("default_cfg_scale", 4.5))
     shift = float(bundle.meta.extra.get("shift", 2.5))
-    fresh = float(bundle.meta.extra.get("fresh_noise", 1.0))  # the re-noising saved with the student
+    fresh = fresh_noise_share(bundle.meta.extra)  # the re-noising saved with the student
     with torch.no_grad():
         pixels = student_samples(student, bundle.encoder, prompts, cfg_scale, args.steps, args.n, shift, args.seed,
                                  decode=bundle.decode, fresh_noise=fresh)

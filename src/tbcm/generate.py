@@ -34,14 +34,14 @@ class ImageGenerator:
     def __init__(self, bundle, steps: int, cfg_scale: float | None, shift: float | None,
                  device: str | torch.device | None = None, fresh_noise: float | None = None):
         from .models.student import Student
+        from .sampling import fresh_noise_share
 
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         extra = bundle.meta.extra
         self.family = bundle.meta.family
         self.cfg_scale = float(cfg_scale if cfg_scale is not None else extra.get("default_cfg_scale", 4.5))
         self.shift = float(shift if shift is not None else extra.get("shift", 2.5))
-        # the multi-step re-noising saved with the student (older students: fresh noise)
-        self.fresh_noise = float(fresh_noise if fresh_noise is not None else extra.get("fresh_noise", 1.0))
+        self.fresh_noise = fresh_noise_share(extra, fresh_noise)
         self.steps = int(steps)
         self.student = Student.from_bundle(bundle).eval().to(self.device)
         self.encoder = bundle.encoder.eval().to(self.device)
@@ -85,7 +85,5 @@ def load_image_generator(student_dir: str | os.PathLike, steps: int, cfg_scale: 
 
     if steps < 1:
         raise UserError(f"steps must be at least 1 (got {steps})")
-    if fresh_noise is not None and not 0.0 <= fresh_noise <= 1.0:
-        raise UserError(f"fresh noise must be a share in [0, 1] (got {fresh_noise}): 1 = fresh noise, 0 = implied noise")
     return ImageGenerator(load_bundle(Path(student_dir), expect_kind="student", text_cache=None), steps, cfg_scale,
                           shift, device, fresh_noise)

@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from .errors import UserError
 from .trigflow import consistency_fn, forward_noise, sampling_angles, trig_step
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]  # (x_t [B,...], t [B]) -> dx/dt [B,...]
@@ -93,6 +94,16 @@ def student_sample(student, cond, w: Tensor, noise: Tensor, angles: list[float],
                 eps = fresh_noise * eps + math.sqrt(1.0 - fresh_noise**2) * implied
             x = forward_noise(x0, t_next, sd * eps)
     return x0
+
+
+def fresh_noise_share(extra: dict, override: float | None = None) -> float:
+    """The multi-step re-noising share of :func:`student_sample`: ``override``, else the one saved
+    with the student (``meta.extra["fresh_noise"]``, ``sample.student_fresh_noise``), else 1 (students
+    saved before the setting existed re-noised with fresh noise). Raises :class:`UserError` outside [0, 1]."""
+    share = float(override if override is not None else extra.get("fresh_noise", 1.0))
+    if not 0.0 <= share <= 1.0:
+        raise UserError(f"--fresh-noise must be in [0, 1] (got {share:g}): 1 = fresh noise, 0 = implied noise")
+    return share
 
 
 def student_angles(steps: int, shift: float = 2.5) -> list[float]:

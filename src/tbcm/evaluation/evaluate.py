@@ -29,6 +29,7 @@ from ..models.bundle import BUILTIN, Bundle, load_bundle
 from ..models.student import Student
 from ..models.teacher import Teacher
 from ..previews import student_samples, teacher_samples
+from ..sampling import fresh_noise_share
 from .classifier import DigitClassifier, digits_split, load_classifier
 from .metrics import FIDReference, adherence
 
@@ -160,8 +161,8 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
         _check_counts("--teacher", teacher_steps)
     if n_per_class is not None and n_per_class < 1:
         raise UserError(f"--n must be at least 1 (got {n_per_class})")
-    if fresh_noise is not None and not 0 <= fresh_noise <= 1:
-        raise UserError(f"--fresh-noise must be in [0, 1] (got {fresh_noise}): 1 = fresh noise, 0 = implied noise")
+    if fresh_noise is not None:
+        fresh_noise_share({}, fresh_noise)  # refused before any model loads
     if student_shift is not None and not (math.isfinite(student_shift) and student_shift > 0):
         raise UserError(f"--shift must be a positive number (got {student_shift}): the student's route shift, "
                         "e.g. 1 (2-step middle angle pi/4) or 2.5 (1.19 rad)")
@@ -190,7 +191,7 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
     cfg = float(cfg_scale if cfg_scale is not None else extra.get("default_cfg_scale", 4.5))
     saved_shift = float(extra.get("shift", 2.5))  # the student's saved route (older students: also the teacher's)
     shift = float(student_shift) if student_shift is not None else saved_shift
-    fresh_noise = float(fresh_noise if fresh_noise is not None else extra.get("fresh_noise", 1.0))
+    fresh_noise = fresh_noise_share(extra, fresh_noise)
     teacher_shift = float(extra.get("teacher_shift", saved_shift))  # --shift moves the student only
     honest = bool(teacher_cfgs) or student_cfgs is not None
     if student_cfgs is None:
