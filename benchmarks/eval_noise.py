@@ -33,7 +33,7 @@ from tbcm.models.bundle import load_bundle
 from tbcm.models.student import Student
 from tbcm.models.teacher import Teacher
 from tbcm.previews import student_samples, teacher_samples
-from tbcm.sampling import fresh_noise_share
+from tbcm.sampling import fresh_noise_share, parse_routes
 
 STEPS = (1, 2, 4)
 
@@ -54,18 +54,21 @@ def teacher_draws(teacher, cfgs: list[float], draws: int, n: int, ref, clf) -> d
 
 
 def student_draws(folder: str, w: float, draws: int, n: int, ref, clf, shift: float | None,
-                  fresh_noise: float | None = None, steps=STEPS, first_draw: int = 0) -> dict:
+                  fresh_noise: float | None = None, steps=STEPS, first_draw: int = 0,
+                  routes: dict | None = None) -> dict:
     """``{steps: [(fid, adherence) per draw]}`` for the student in ``folder`` at guidance input ``w``
     (``fresh_noise``: the multi-step re-noising, :func:`tbcm.sampling.student_sample`), on draws
-    ``first_draw .. first_draw + draws - 1``; ``fresh_noise`` None: the one saved with the student."""
+    ``first_draw .. first_draw + draws - 1``; ``fresh_noise`` None: the one saved with the student;
+    ``routes``: explicit routes per step count (:func:`tbcm.sampling.student_angles`), None: the saved ones."""
     b = load_bundle(Path(folder) / "student" if not folder.rstrip("/").endswith("student") else folder,
                     expect_kind="student")
     student = Student.from_bundle(b).eval()
     route = float(shift if shift is not None else b.meta.extra.get("shift", 2.5))
     fresh_noise = fresh_noise_share(b.meta.extra, fresh_noise)
+    routes = b.meta.extra.get("routes", {}) if routes is None else routes
     return {k: [_score(torch.cat([student_samples(student, b.encoder, [p], w, k, n, route,
                                                   first_seed=d * 10 * n + i * n, independent=True,
-                                                  fresh_noise=fresh_noise)
+                                                  fresh_noise=fresh_noise, routes=routes)
                                   for i, p in enumerate(PROMPTS)]), n, ref, clf)
                 for d in range(first_draw, first_draw + draws)]
             for k in steps}
@@ -102,6 +105,37 @@ def plot(data: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def steps_plot(files: list[Path], path: Path, teacher_best: float | None) -> None:
+    """FID against the student's step count (1, 2, 4), one panel line per group of --json files
+    (mean over draws, then over seeds; a thin line per seed), the teacher's best as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    groups: dict = {}
+    for f in files:
+        for _, d in _scored_sets(json.loads(f.read_text())):
+            for name, runs in d["groups"].items():
+                groups.setdefault(name, {}).update(runs)
+    for i, (name, runs) in enumerate(groups.items()):
+        per_seed = [[statistics.mean(fid for fid, _ in per[str(k)]) for k in STEPS] for per in runs.values()]
+        for seed in per_seed:
+            ax.plot(STEPS, seed, "-", color=f"C{i}", lw=0.6, alpha=0.4)
+        ax.plot(STEPS, [statistics.mean(v) for v in zip(*per_seed)], "o-", color=f"C{i}", lw=2,
+                label=f"{name} ({len(per_seed)} seeds)")
+    if teacher_best is not None:
+        ax.axhline(teacher_best, color="k", ls="--", lw=1, label=f"teacher's best, 16 steps ({teacher_best:.2f})")
+    ax.set(xlabel="student sampling steps (= network calls)", ylabel="FID (digit features), mean over draws",
+           xticks=list(STEPS))
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _scored_sets(data, where: str = ""):
     """Every ``{"teacher", "groups", ...}`` object in a --json file, or in a file that nests several
     (``{"label": {...}, ...}``), with where it sat."""
@@ -131,9 +165,9 @@ def merged(sets: list[dict]) -> tuple[dict, dict, int, int]:
         for name, runs in d["groups"].items():
             key = (name, float(d.get("cfg", "nan")))
             # one group is one sampler: seeds scored on another route or re-noising are another recipe
-            sampler = (d.get("shift"), d.get("fresh_noise"))
+            sampler = (d.get("shift"), d.get("fresh_noise"), d.get("routes"))
             if samplers.setdefault(key, sampler) != sampler:
-                raise ValueError(f"group {name!r} scored with shift / fresh noise {samplers[key]} and {sampler}: "
+                raise ValueError(f"group {name!r} scored with shift / fresh noise / routes {samplers[key]} and {sampler}: "
                                  "give each sampler its own group name")
             groups.setdefault(key, {}).update(runs)
     return teacher, groups, draws, n
@@ -237,17 +271,27 @@ def main() -> None:
     ap.add_argument("--fresh-noise", type=float, default=None,
                     help="the students' multi-step re-noising: 1 = fresh noise (sCM), 0 = the noise implied by the "
                          "state (default: each one's saved)")
+    ap.add_argument("--routes", default=None, metavar="STEPS:A/B/..",
+                    help="the students' explicit routes, e.g. 4:0.245/0.06/0.02 (default: each one's saved)")
     ap.add_argument("--json", default=None, help="also write every draw's scores here")
     ap.add_argument("--plot", nargs=2, metavar=("JSON", "PNG"), default=None,
                     help="only draw the per-draw FIDs of a --json file into PNG")
     ap.add_argument("--tradeoff", nargs="+", metavar="PNG JSON", default=None,
                     help="only draw the 1-step FID against adherence of --json files into PNG")
+    ap.add_argument("--steps-plot", nargs="+", metavar="PNG JSON", default=None,
+                    help="only draw FID against step count of the groups in --json files into PNG")
+    ap.add_argument("--teacher-best", type=float, default=None, help="with --steps-plot: the line to draw")
     ap.add_argument("--report", nargs="+", metavar="JSON", default=None,
                     help="only print the tables of --json files (a recipe's seeds scored in several files: one group)")
     args = ap.parse_args()
     try:
         if args.report:
             print_report(*merged([d for f in args.report for _, d in _scored_sets(json.loads(Path(f).read_text()))]))
+            return
+        if args.steps_plot:
+            if len(args.steps_plot) < 2:
+                ap.error("--steps-plot PNG JSON [JSON ...]: name the picture, then at least one --json file")
+            steps_plot([Path(f) for f in args.steps_plot[1:]], Path(args.steps_plot[0]), args.teacher_best)
             return
         if args.tradeoff:
             if len(args.tradeoff) < 2:
@@ -263,6 +307,7 @@ def main() -> None:
     # overrides it was trained with), a run folder rarely does: split at the last one
     try:
         fresh_noise_share({}, args.fresh_noise)  # before minutes of sampling
+        routes = parse_routes(args.routes) if args.routes is not None else None
     except UserError as e:
         ap.error(str(e))
     if args.draws < 1 or args.n < 2:
@@ -299,11 +344,11 @@ def main() -> None:
         groups = {}
         for name, folders in specs:
             groups[name] = {r: student_draws(r, args.cfg, args.draws, args.n, ref, clf, args.shift,
-                                                 args.fresh_noise)
+                                                 args.fresh_noise, routes=routes)
                             for r in folders}
     scored = {"teacher": {str(w): v for w, v in t.items()}, "groups": groups, "draws": args.draws,
               "n": args.n, "cfg": args.cfg, "teacher_interval": list(interval or []), "shift": args.shift,
-              "fresh_noise": args.fresh_noise}
+              "fresh_noise": args.fresh_noise, "routes": args.routes}
     if args.json:  # first: without a teacher the report below cannot be printed
         Path(args.json).write_text(json.dumps(scored, indent=1))
     if t:

@@ -1,8 +1,8 @@
 """Tune the few-step sampler of trained digits students on draws the report never sees (no training).
 
-For each setting of the multi-step sampler -- the guidance input ``w``, the route shift (the 2-step
-middle angle is ``arctan(shift)`` rad) and the re-noising share of fresh noise (1 = sCM's fresh
-noise, 0 = the noise implied by the state) -- every student is scored at ``--steps`` (default 2)
+For each setting of the multi-step sampler -- the guidance input ``w``, the route (a shift: the
+2-step middle angle is ``arctan(shift)`` rad; or explicit middle angles, ``--routes``) and the
+re-noising share of fresh noise (1 = sCM's fresh noise, 0 = the noise implied by the state) -- every student is scored at ``--steps`` (default 2)
 on tuning draws ``--first-draw ..`` (default 10 to 13: disjoint from `eval_noise.py`'s draws 0-9,
 so a setting chosen here is confirmed there on images it was not chosen on). Each student's
 1-step sample at every ``w`` is scored on the same draws as the reference: a row reads "2 <= 1"
@@ -28,6 +28,7 @@ import torch
 from eval_noise import student_draws
 from tbcm.evaluation.classifier import digits_split, load_classifier
 from tbcm.evaluation.metrics import FIDReference
+from tbcm.sampling import parse_routes
 
 
 def _floats(text: str, name: str, ap) -> list[float]:
@@ -44,6 +45,9 @@ def main() -> None:
     ap.add_argument("--cfgs", default="2,2.5,3", help="guidance inputs")
     ap.add_argument("--shifts", default="1", help="route shifts")
     ap.add_argument("--fresh", default="1", help="re-noising shares of fresh noise")
+    ap.add_argument("--routes", default=None,
+                    help="explicit routes instead of --shifts: ';'-separated middle angles (rad) for --steps, "
+                         "e.g. '0.81/0.337/0.116;0.337/0.2/0.1'")
     ap.add_argument("--one-step-cfg", type=float, default=None,
                     help="the recipe's 1-step guidance input, the reference of '2 <= 1' (default: each row's w)")
     ap.add_argument("--draws", type=int, default=4)
@@ -57,6 +61,9 @@ def main() -> None:
         ap.error(f"no run folder {missing[0]!r}; pass the --out folders of tbcm distill")
     if args.steps < 2 or any(not 0 <= a <= 1 for a in fresh) or any(s <= 0 for s in shifts):
         ap.error("--steps >= 2, --fresh shares in [0, 1] and --shifts > 0")
+    # a route is a shift (float) or an explicit tuple of middle angles
+    routes = ([tuple(parse_routes(f"{args.steps}:{r}")[args.steps]) for r in args.routes.split(";") if r.strip()]
+              if args.routes else shifts)
     one_cfgs = sorted(set(cfgs) | ({args.one_step_cfg} if args.one_step_cfg is not None else set()))
     torch.set_num_threads(1)
     clf = load_classifier()
@@ -65,29 +72,32 @@ def main() -> None:
     with torch.no_grad():
         one = {(r, w): student_draws(r, w, args.draws, args.n, ref, clf, None, steps=(1,),
                                      first_draw=args.first_draw)[1] for r in args.runs for w in one_cfgs}
-        multi = {(r, w, s, a): student_draws(r, w, args.draws, args.n, ref, clf, s, a, steps=(args.steps,),
-                                             first_draw=args.first_draw)[args.steps]
-                 for r in args.runs for w, s, a in itertools.product(cfgs, shifts, fresh)}
+        multi = {(r, w, s, a): student_draws(r, w, args.draws, args.n, ref, clf, s if isinstance(s, float) else None,
+                                             a, steps=(args.steps,), first_draw=args.first_draw,
+                                             routes={} if isinstance(s, float) else {args.steps: list(s)})[args.steps]
+                 for r in args.runs for w, s, a in itertools.product(cfgs, routes, fresh)}
     print(f"draws {args.first_draw}-{args.first_draw + args.draws - 1} of {args.n} images per digit; "
           f"{len(args.runs)} students; {platform.machine()}, torch {torch.__version__}, {datetime.date.today()}\n")
-    print("| sampler | w | shift | fresh noise | FID (mean over seeds) | per seed | adherence | k <= 1 |")
+    print("| sampler | w | shift or route | fresh noise | FID (mean over seeds) | per seed | adherence | k <= 1 |")
     print("|---|---|---|---|---|---|---|---|")
     for w in one_cfgs:
         f = [mean(x for x, _ in one[r, w]) for r in args.runs]
         a = [100 * mean(y for _, y in one[r, w]) for r in args.runs]
         print(f"| 1 step | {w:g} | - | - | {mean(f):.2f} | {' / '.join(f'{v:.2f}' for v in f)} | {mean(a):.1f}% | - |")
-    for w, s, a in itertools.product(cfgs, shifts, fresh):
+    for w, s, a in itertools.product(cfgs, routes, fresh):
         f = [mean(x for x, _ in multi[r, w, s, a]) for r in args.runs]
         ad = [100 * mean(y for _, y in multi[r, w, s, a]) for r in args.runs]
         w1 = args.one_step_cfg if args.one_step_cfg is not None else w
         ok = sum(fk <= mean(x for x, _ in one[r, w1]) for fk, r in zip(f, args.runs))
-        print(f"| {args.steps} steps | {w:g} | {s:g} | {a:g} | {mean(f):.2f} | {' / '.join(f'{v:.2f}' for v in f)} | "
+        shown = f"{s:g}" if isinstance(s, float) else "/".join(f"{m:g}" for m in s)
+        print(f"| {args.steps} steps | {w:g} | {shown} | {a:g} | {mean(f):.2f} | {' / '.join(f'{v:.2f}' for v in f)} | "
               f"{mean(ad):.1f}% | {ok}/{len(args.runs)} |")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "draws": args.draws, "first_draw": args.first_draw, "n": args.n, "steps": args.steps,
             "one_step": [{"run": r, "w": w, "scores": one[r, w]} for r, w in one],
-            "multi_step": [{"run": r, "w": w, "shift": s, "fresh_noise": a, "scores": multi[r, w, s, a]}
+            "multi_step": [{"run": r, "w": w, **({"shift": s} if isinstance(s, float) else {"route": list(s)}),
+                            "fresh_noise": a, "scores": multi[r, w, s, a]}
                            for r, w, s, a in multi]}, indent=1))
 
 

@@ -45,6 +45,19 @@ def test_shipped_configs_are_the_embedded_defaults():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "configs"
-    assert load_config(DistillConfig, root / "distill_digits.yaml") == DistillConfig()
+    assert load_config(DistillConfig, root / "distill_digits.yaml") == load_config(DistillConfig)
+    assert "endpoint_weight: null" in (root / "distill_digits.yaml").read_text()  # unset: resolved per source
     shipped_teacher = load_config(TeacherTrainConfig, root / "teacher_digits.yaml")
     assert shipped_teacher == TeacherTrainConfig()
+
+
+def test_the_endpoint_weight_left_unset_is_the_recipes_per_source():
+    from tbcm.objectives.scm import ENDPOINT_WEIGHT
+
+    assert load_config(DistillConfig).objective.endpoint_weight == ENDPOINT_WEIGHT == 0.1
+    for source in ("forward", "teacher_x0"):  # no trajectory end to pin to
+        assert load_config(DistillConfig, None, [f"source={source}"]).objective.endpoint_weight == 0.0
+
+    with pytest.raises(UserError, match="objective.endpoint_weight.*source=forward"):  # set by hand: refused
+        load_config(DistillConfig, None, ["source=forward", "objective.endpoint_weight=0.1"])
+    assert load_config(DistillConfig, None, ["objective.endpoint_weight=0"]).objective.endpoint_weight == 0.0

@@ -120,7 +120,7 @@ def test_the_student_keeps_its_own_route_shift_and_its_generator_samples_on_it(t
     from tbcm.models.bundle import load_bundle
     from tbcm.sampling import student_sample, to_pixels
 
-    d = _distiller(tiny_teacher_dir, "sample.student_shift=1.0", "sample.shift=3.0")
+    d = _distiller(tiny_teacher_dir, "sample.student_shift=1.0", "sample.shift=3.0", "sample.student_fresh_noise=1.0")
     d.train_step()
     d.save_student(d.student_for_sampling(), tmp_path / "student")
     extra = load_bundle(tmp_path / "student", expect_kind="student").meta.extra
@@ -174,6 +174,50 @@ def test_the_student_keeps_its_re_noising_and_sample_and_eval_use_it(tiny_teache
     fresh = json.loads(capsys.readouterr().out)
     assert saved["fresh_noise"] == 0.5 and fresh["fresh_noise"] == 1.0
     assert saved["student"]["1"] == fresh["student"]["1"] and saved["student"]["2"] != fresh["student"]["2"]
+
+
+def test_the_student_keeps_its_routes_and_sample_and_eval_use_them(tiny_teacher_dir, tmp_path, capsys):
+    import json
+    import math
+
+    import pytest
+
+    from tbcm.cli import main
+    from tbcm.errors import UserError
+    from tbcm.generate import load_image_generator
+    from tbcm.models.bundle import load_bundle
+    from tbcm.sampling import student_angles, student_sample, to_pixels
+
+    d = _distiller(tiny_teacher_dir, "sample.student_routes=[[0.5, 0.1]]", "sample.student_fresh_noise=1.0")
+    d.train_step()
+    d.save_student(d.student_for_sampling(), tmp_path / "student")
+    assert load_bundle(tmp_path / "student", expect_kind="student").meta.extra["routes"] == {"3": [0.5, 0.1]}
+    gen = load_image_generator(tmp_path / "student", steps=3)
+    prompts, seeds = ["a handwritten digit 3", "a handwritten digit 7"], [5, 6]
+
+    def by_hand(angles):
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        noise = torch.stack([torch.randn(gen.shape, generator=g) for g in gens])
+        x0 = student_sample(gen.student, gen.encoder.encode(prompts), torch.full((2,), gen.cfg_scale), noise,
+                            angles, generator=gens)
+        return ((to_pixels(x0, gen.student.sigma_d) + 1) * 127.5).round().to(torch.uint8).repeat(1, 3, 1, 1)
+
+    got = gen.generate(prompts, seeds)
+    assert torch.equal(got, by_hand([math.pi / 2, 0.5, 0.1, 0.0]))
+    assert not torch.equal(got, by_hand(student_angles(3, gen.shift)))  # the route matters
+    # tbcm eval: the saved routes unless told; --routes none or --shift alone: the shifted route
+    argv = ["eval", str(tmp_path / "student"), "--steps", "3", "--n", "3", "--json"]
+    runs = {}
+    for name, extra in (("saved", []), ("none", ["--routes", "none"]), ("flag", ["--routes", "3:0.5/0.1"]),
+                        ("shift", ["--shift", str(gen.shift)])):
+        assert main([*argv, *extra]) == 0
+        runs[name] = json.loads(capsys.readouterr().out)
+    assert runs["saved"]["student_routes"] == {"3": [0.5, 0.1]} and runs["none"]["student_routes"] == {}
+    assert runs["saved"]["student"] == runs["flag"]["student"] != runs["none"]["student"] == runs["shift"]["student"]
+    with pytest.raises(UserError, match="sample.student_routes"):
+        _distiller(tiny_teacher_dir, "sample.student_routes=[[0.1, 0.5]]")
+    with pytest.raises(UserError, match="two routes for 3 steps"):
+        _distiller(tiny_teacher_dir, "sample.student_routes=[[0.5, 0.1], [0.6, 0.2]]")
 
 
 def test_a_re_noising_share_outside_zero_one_is_refused(tiny_teacher_dir):

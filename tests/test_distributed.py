@@ -37,6 +37,7 @@ def _global_batches(d: Distiller, steps: int) -> list[Pairs]:
     """The same global batches in every process: a fixed-seed rollout, one trajectory masked out."""
     src = TrajectoryPairSource(d.teacher, d.conds, [3.0, 5.0], d.image_shape, TrajectoryConfig(route_points=K),
                                generator=torch.Generator().manual_seed(123))
+    src.keep_final = True  # the default's endpoint term reads each pair's trajectory end
     batches = []
     for _ in range(steps):
         pairs = src.sample(torch.arange(PROMPTS))
@@ -49,7 +50,7 @@ def _shard(pairs: Pairs, rank: int, world: int) -> Pairs:
     """Trajectories rank::world of a prompt-major batch (K - 1 pairs per trajectory)."""
     idx = torch.cat([torch.arange(p * (K - 1), (p + 1) * (K - 1)) for p in range(rank, PROMPTS, world)])
     return Pairs(pairs.x_t[idx], pairs.t[idx], pairs.u[idx], pairs.cond.index(idx), pairs.w[idx], pairs.mask[idx],
-                 pairs.prompt_ids[idx])
+                 pairs.prompt_ids[idx], x0=None if pairs.x0 is None else pairs.x0[idx])
 
 
 def _worker(rank, world, init_file, teacher_dir, out_file, parallel, real_source=False, extra=()):
@@ -165,6 +166,8 @@ def test_two_ranks_with_their_own_prompt_shards_and_generators_match_one_process
                                     torch.Generator().manual_seed(rank_seed(cfg.seed, r)),
                                     PromptSampler(len(single.prompts), seed=cfg.seed, rank=r, world_size=2))
                for r in range(2)]
+    for s in sources:
+        s.keep_final = True  # the default's endpoint term reads each pair's trajectory end
     start = {k: v.clone() for k, v in single.student.state_dict().items()}
     for _ in range(2):
         stats = single.train_step(_concat(*(s.next_pairs(cfg.prompts_per_step) for s in sources)))

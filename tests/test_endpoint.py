@@ -27,7 +27,7 @@ def test_the_endpoint_term_trains_on_each_pairs_own_trajectory_end(tiny_teacher_
     assert pairs.x0 is not None and pairs.x0.shape == pairs.x_t.shape
     assert torch.equal(pairs.x0[0], pairs.x0[2]) and not torch.equal(pairs.x0[0], pairs.x0[3])
     on = _distiller(tiny_teacher_dir, "objective.endpoint_weight=1.0")
-    off = _distiller(tiny_teacher_dir)
+    off = _distiller(tiny_teacher_dir, "objective.endpoint_weight=0")
     assert on.source.next_pairs(2).x0 is not None and off.source.next_pairs(2).x0 is None
     s_on, s_off = on.train_step(), off.train_step()
     assert math.isfinite(s_on["endpoint"]) and s_on["endpoint"] > 0 and "endpoint" not in s_off
@@ -44,9 +44,9 @@ def test_endpoint_config_errors(tiny_teacher_dir):
     with pytest.raises(UserError, match="objective.endpoint_min_angle"):
         _distiller(tiny_teacher_dir, "objective.endpoint_weight=0.5", "objective.endpoint_min_angle=1.6")
     with pytest.raises(UserError, match="objective.endpoint_min_angle"):  # a window on a term that is off
-        _distiller(tiny_teacher_dir, "objective.endpoint_min_angle=1.45")
+        _distiller(tiny_teacher_dir, "objective.endpoint_weight=0", "objective.endpoint_min_angle=1.45")
     with pytest.raises(UserError, match="pairs.noise_point"):
-        _distiller(tiny_teacher_dir, "pairs.noise_point=true")
+        _distiller(tiny_teacher_dir, "objective.endpoint_weight=0", "pairs.noise_point=true")
 
 
 def test_noise_point_trains_the_1_step_map_at_pi_over_2(tiny_teacher_dir):

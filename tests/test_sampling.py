@@ -47,3 +47,22 @@ def test_fresh_noise_one_and_zero_by_hand():
     assert torch.allclose(kept, consistency_fn(x1, torch.full((2,), t1), F.expand_as(x), SD), atol=1e-6)
     # without fresh noise the later steps do not depend on the generator
     assert torch.equal(_run(0.0, seed=5)[-1], kept) and not torch.equal(_run(1.0, seed=5)[-1], out)
+
+
+def test_explicit_routes_replace_the_shifted_route_for_their_step_count_only():
+    import pytest
+
+    from tbcm.errors import UserError
+    from tbcm.sampling import parse_routes, student_angles
+    from tbcm.trigflow import sampling_angles
+
+    routes = parse_routes("4:0.337/0.06/0.02, 3:0.5/0.1")
+    assert routes == {4: [0.337, 0.06, 0.02], 3: [0.5, 0.1]}
+    assert student_angles(4, 0.35, routes) == [math.pi / 2, 0.337, 0.06, 0.02, 0.0]
+    assert student_angles(4, 0.35, {"4": [0.337, 0.06, 0.02]}) == student_angles(4, 0.35, routes)  # saved keys
+    assert student_angles(2, 0.35, routes) == sampling_angles(2, 0.35)  # not listed: the shifted route
+    assert abs(sampling_angles(2, 0.35)[1] - math.atan(0.35)) < 1e-9
+    assert parse_routes("") == {}
+    for bad in ("4:0.3/0.2", "4:0.1/0.2/0.05", "3:1.6/0.1", "3:0.5/0", "x:0.3", "4:a/b/c", "1:"):
+        with pytest.raises(UserError, match="route"):
+            parse_routes(bad)

@@ -105,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
                    "saved with the student)")
     e.add_argument("--shift", type=float, default=None, help="the student's route shift (default: the one saved "
                    "with it); its 2-step middle angle is arctan(shift) rad")
+    e.add_argument("--routes", default=None, metavar="STEPS:A/B/..,..|none", help="explicit routes (middle "
+                   "angles in rad) for some step counts, e.g. 4:0.337/0.116/0.04; 'none': the shifted route at "
+                   "every count (default: the routes saved with the student, unless --shift is given)")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     e.add_argument("--reference", metavar="ROOT", help="MJHQ-30k style folder (meta_data.json, <category>/<id>.jpg): "
                    "FID and CLIP score of the student on its prompts")
@@ -237,7 +240,7 @@ def cmd_sample(args) -> None:
     fresh = fresh_noise_share(bundle.meta.extra)  # the re-noising saved with the student
     with torch.no_grad():
         pixels = student_samples(student, bundle.encoder, prompts, cfg_scale, args.steps, args.n, shift, args.seed,
-                                 decode=bundle.decode, fresh_noise=fresh)
+                                 decode=bundle.decode, fresh_noise=fresh, routes=bundle.meta.extra.get("routes", {}))
     save_png(grid_image(pixels, rows=len(prompts), scale=args.scale), out)  # atomic
     print(f"wrote {out} ({len(prompts)} prompt(s) x {args.n}, {args.steps} step(s), cfg {cfg_scale})")
 
@@ -275,8 +278,17 @@ def cmd_eval(args) -> None:
                       teacher_cfgs=_scales("--teacher-cfg", args.teacher_cfg) if args.teacher_cfg else [],
                       student_cfgs=_scales("--student-cfg", args.student_cfg) if args.student_cfg else None,
                       fresh_noise=args.fresh_noise, student_shift=args.shift,
-                      teacher_interval=_interval(args.teacher_interval))
+                      teacher_interval=_interval(args.teacher_interval), student_routes=_routes(args.routes))
     print(json.dumps(result) if args.json else format_table(result))
+
+
+def _routes(text: str | None) -> dict | None:
+    """``--routes``: None (the student's), {} for 'none', else the parsed routes."""
+    from .sampling import parse_routes
+
+    if text is None:
+        return None
+    return {} if text.strip().lower() == "none" else parse_routes(text)
 
 
 def _interval(text: str | None) -> list[float] | None:

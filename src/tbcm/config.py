@@ -13,17 +13,19 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .data import GENERATED_IMAGES
 from .errors import UserError, brief
 from .models.builtin.dit import DiTConfig
-from .objectives.scm import JVP_BACKENDS, TANGENT_NORMS, SCMConfig
+from .objectives.scm import ENDPOINT_WEIGHT, JVP_BACKENDS, TANGENT_NORMS, SCMConfig
 from .pairs.forward import ForwardConfig
 from .models.adapter import valid_interval
 from .pairs.rollout_teacher import ROLLOUT_DTYPES
 from .pairs.trajectory import TrajectoryConfig
+from .sampling import routes_by_steps
 from .trigflow import ROUTES
 
 OPTIMIZERS = ("adamw", "came")
@@ -50,22 +52,29 @@ class SampleConfig:
     prompts: list[str] = field(default_factory=list)  # grid rows; empty = the first 10 training prompts
     seeds: int = 6  # images per prompt in the grids (columns), seeds 0..seeds-1
     # teacher guidance and student guidance input in the grids (and the student's default when it
-    # samples): the digits student is at its best with input 1.5 (docs/results.md, recipe)
-    cfg_scale: float = 1.5
+    # samples): the digits student is at its best with input 3, the top of its range (docs/results.md)
+    cfg_scale: float = 3.0
     teacher_steps: int = 16
     student_steps: list[int] = field(default_factory=lambda: [1, 2, 4])
     shift: float = 2.5  # shift of the teacher's sampling route (its 16-step grids and evaluation)
     # shift of the few-step student's route, saved with the student (tbcm sample / eval / export use
     # it); its 2-step middle angle is arctan(student_shift) rad. Per teacher, measure it (tbcm eval
-    # --shift): the digits want 1.0 (pi/4: over 9 students 2 steps 9.4 and 4 steps 8.7 FID against
-    # 14.5 and 10.1 at 2.5, benchmarks/sampler_shift.py); the scenes 2.5 (configs/distill_scenes.yaml)
-    student_shift: float = 1.0
+    # --shift, benchmarks/multistep_tune.py): the digits recipe's 2 steps are best at 0.25 (middle
+    # angle 0.245 rad; 0.35 and 0.2 within 0.3 FID, 1.0 far worse: docs/results.md); the scenes 2.5
+    # (configs/distill_scenes.yaml)
+    student_shift: float = 0.25
     # the few-step student's re-noising between steps, saved with it (tbcm sample / eval use it):
     # eps = a eps_fresh + sqrt(1 - a^2) eps_implied with a = student_fresh_noise (1 = sCM's fresh
     # noise, what SanaSprintPipeline's SCMScheduler does; 0 = the noise the state implies;
     # tbcm.sampling.student_sample). A per-teacher setting, like the route: measure it (tbcm eval
-    # --fresh-noise, benchmarks/multistep_tune.py)
-    student_fresh_noise: float = 1.0
+    # --fresh-noise, benchmarks/multistep_tune.py); the digits recipe wants 0.5
+    student_fresh_noise: float = 0.5
+    # explicit routes, saved with the student: lists of middle angles in radians, decreasing in
+    # (0, pi/2); a list of n - 1 angles is the n-step route, e.g. [[0.337, 0.06, 0.02]] runs 4 steps
+    # at pi/2, 0.337, 0.06, 0.02 (then 0), as FastGen's t_list; counts without one take the shifted
+    # route above; [] = none. The digits recipe's 4 steps go to 0.337 rad first, then refine at small
+    # angles: any stop above 0.34 rad cost FID (benchmarks/multistep_tune.py --routes, docs/results.md)
+    student_routes: list[list[float]] = field(default_factory=lambda: [[0.337, 0.06, 0.02]])
 
 
 SOURCES = ("trajectory", "cache", "forward", "teacher_x0")
@@ -91,12 +100,14 @@ class DistillConfig:
     steps: int = 2400
     prompts_per_step: int = 8  # prompts rolled out per step; pairs per step = this * (K - 1)
     # the guidance range the student is distilled on (it takes w as an input). The digits teacher is
-    # at its best near w = 1 (FID 8.5 at 16 steps, 55 at 4.5): distil it there (docs/results.md)
-    cfg_scales: list[float] = field(default_factory=lambda: [1.0, 1.25, 1.5])
+    # at its best near w = 1 (FID 8.5 at 16 steps, 55 at 4.5); guided only late (the interval below)
+    # a scale costs it little FID, so the default range reaches 3, where the 1-step student has the
+    # teacher's adherence (docs/results.md, "The interval recipe on ten draws")
+    cfg_scales: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0])
     # guide the teacher only at angles in (lo, hi] (TrigFlow radians; pi/2 = pure noise) and run it
     # unguided elsewhere, in the rollout and wherever the teacher is guided (Kynkaanniemi et al.
     # 2024); [] = guided at every angle. The student's w input then means "w inside the interval".
-    guidance_interval: list[float] = field(default_factory=list)
+    guidance_interval: list[float] = field(default_factory=lambda: [0.0, 0.5])
     # "trajectory" (TBCM: online teacher rollout), "cache" (trajectory shards on disk),
     # "forward" (sCM baseline: real images forward-noised), "teacher_x0" (teacher samples forward-noised)
     source: str = "trajectory"
@@ -202,9 +213,15 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
     for item in overrides or []:
         if "=" not in item or item.startswith("="):
             raise UserError(f"cannot read override {item!r}: write it as key=value, e.g. steps=500")
+    for item in overrides or []:
+        try:
+            layers.append(OmegaConf.from_dotlist([item]))
+        except yaml.YAMLError as exc:
+            raise UserError(f"cannot read the value of override {item!r} as YAML ({str(exc).splitlines()[0]}): "
+                            "e.g. write mappings with a space after each colon, key={4: [0.3, 0.1, 0.05]}") from None
+        except OmegaConfBaseException as exc:
+            raise UserError(_omegaconf_message(exc, schema)) from None
     try:
-        if overrides:
-            layers.append(OmegaConf.from_dotlist(list(overrides)))
         merged = OmegaConf.merge(base, *layers)
         obj = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
@@ -287,10 +304,12 @@ def validate(cfg) -> None:
                ">= objective.calm_down_start >= 0")
         _check(0 <= o.calm_down_to <= 1, "objective.calm_down_to", o.calm_down_to, "in [0, 1]")
         _check(_finite_positive(o.fd_eps), "objective.fd_eps", o.fd_eps, "a positive number")
-        _check(o.endpoint_weight >= 0 and math.isfinite(o.endpoint_weight), "objective.endpoint_weight",
-               o.endpoint_weight, ">= 0 (0 = off)")
+        if o.endpoint_weight is None:  # the recipe's default, per source (resolved here, saved resolved)
+            o.endpoint_weight = ENDPOINT_WEIGHT if cfg.source == "trajectory" else 0.0
+        _check(isinstance(o.endpoint_weight, (int, float)) and o.endpoint_weight >= 0 and math.isfinite(o.endpoint_weight),
+               "objective.endpoint_weight", o.endpoint_weight, ">= 0 (0 = off)")
         _check(o.endpoint_weight == 0 or cfg.source == "trajectory", "objective.endpoint_weight", o.endpoint_weight,
-               "0 unless source=trajectory (the target is each pair's own trajectory end)")
+               f"0 with source={cfg.source} (the target is each pair's own trajectory end): drop it or set 0")
         _check(0 <= o.endpoint_min_angle < math.pi / 2, "objective.endpoint_min_angle", o.endpoint_min_angle,
                "in [0, pi/2) radians (TrigFlow time; 0 = every pair)")
         _check(o.endpoint_min_angle == 0 or o.endpoint_weight > 0, "objective.endpoint_min_angle",
@@ -347,6 +366,10 @@ def validate(cfg) -> None:
         _check(len(s.student_steps) > 0 and all(n >= 1 for n in s.student_steps), "sample.student_steps",
                s.student_steps, "a non-empty list of positive integers")
         _check(s.cfg_scale >= 0, "sample.cfg_scale", s.cfg_scale, ">= 0")
+        try:
+            routes_by_steps(s.student_routes)
+        except UserError as exc:
+            raise UserError(f"invalid value sample.student_routes={s.student_routes}: {exc}") from None
         _check(cfg.log_every >= 1, "log_every", cfg.log_every, "a positive integer")
         _check(cfg.sample_every >= 0, "sample_every", cfg.sample_every, ">= 0 (0 = off)")
         _check(cfg.checkpoint_every >= 1, "checkpoint_every", cfg.checkpoint_every, "a positive integer")

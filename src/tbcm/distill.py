@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from . import distributed as dist_utils
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import DistillConfig, save_config, with_absolute_paths
+from .config import DistillConfig, save_config, validate, with_absolute_paths
 from .data import read_prompts_file
 from .ema import EMA
 from .errors import TrainingStopped, UserError
@@ -46,6 +46,7 @@ from .pairs.prompts import PromptSampler
 from .pairs.rollout_teacher import rollout_teacher
 from .pairs.trajectory import TrajectoryPairSource
 from .previews import student_samples, teacher_samples
+from .sampling import routes_by_steps
 
 
 def load_prompts(spec: str) -> list[str]:
@@ -156,6 +157,7 @@ class Distiller:
     """
 
     def __init__(self, cfg: DistillConfig, dist: dist_utils.DistInfo | None = None):
+        validate(cfg)  # load_config did; a config built in code is checked (and its defaults resolved) here
         self.cfg = cfg
         self.dist = dist if dist is not None else dist_utils.init_distributed(cfg.device)
         self.device = self.dist.device
@@ -689,6 +691,7 @@ class Distiller:
                    "default_cfg_scale": self.cfg.sample.cfg_scale,
                    "shift": self.cfg.sample.student_shift, "teacher_shift": self.cfg.sample.shift,
                    "fresh_noise": float(self.cfg.sample.student_fresh_noise),
+                   "routes": {str(k): v for k, v in routes_by_steps(self.cfg.sample.student_routes).items()},
                    "cfg_scales": [float(w) for w in self.cfg.cfg_scales],
                    "guidance_interval": [float(a) for a in self.cfg.guidance_interval]},
         )
@@ -709,7 +712,8 @@ class Distiller:
                                              decode=decode), rows))]
         for n in s.student_steps:
             pixels = student_samples(student, self.encoder, prompts, s.cfg_scale, n, s.seeds, s.student_shift,
-                                     decode=decode, fresh_noise=s.student_fresh_noise)
+                                     decode=decode, fresh_noise=s.student_fresh_noise,
+                                     routes=routes_by_steps(s.student_routes))
             named.append((f"student {n} step{'s' if n > 1 else ''}", grid_image(pixels, rows)))
         return named
 

@@ -42,6 +42,7 @@ class ImageGenerator:
         self.cfg_scale = float(cfg_scale if cfg_scale is not None else extra.get("default_cfg_scale", 4.5))
         self.shift = float(shift if shift is not None else extra.get("shift", 2.5))
         self.fresh_noise = fresh_noise_share(extra, fresh_noise)
+        self.routes = extra.get("routes", {}) if shift is None else {}  # an explicit shift replaces them
         self.steps = int(steps)
         self.student = Student.from_bundle(bundle).eval().to(self.device)
         self.encoder = bundle.encoder.eval().to(self.device)
@@ -68,7 +69,7 @@ class ImageGenerator:
         noise = independent_noise(gens, self.shape).to(self.device)
         cond = self.encoder.encode(prompts).to(self.device)  # cached encodings come back on the CPU
         w = torch.full((len(prompts),), self.cfg_scale, device=self.device)
-        angles = student_angles(steps or self.steps, self.shift)
+        angles = student_angles(steps or self.steps, self.shift, self.routes)
         x0 = student_sample(self.student, cond, w, noise, angles, generator=gens, fresh_noise=self.fresh_noise)
         pixels = to_pixels(x0, self.student.sigma_d) if self.decode is None else self.decode(x0)
         return to_uint8_rgb(pixels).cpu()

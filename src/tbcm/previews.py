@@ -65,9 +65,11 @@ def teacher_samples(teacher, prompts: list[str], cfg_scale: float, steps: int, s
 
 def student_samples(student, encoder: PromptEncoder, prompts: list[str], cfg_scale: float, steps: int,
                     seeds: int, shift: float = 2.5, first_seed: int = 0, decode=None,
-                    fresh_noise: float = 1.0, independent: bool = False) -> torch.Tensor:
+                    fresh_noise: float = 1.0, independent: bool = False,
+                    routes: dict | None = None) -> torch.Tensor:
     """Pixels ``[len(prompts) * seeds, C, H, W]`` from the ``steps``-step student sampler
-    (``fresh_noise``: see :func:`tbcm.sampling.student_sample`). ``independent``: each image its
+    (``fresh_noise``: see :func:`tbcm.sampling.student_sample`; ``routes``: explicit routes per step
+    count, :func:`tbcm.sampling.student_angles`). ``independent``: each image its
     own generator for its initial noise and its re-noising (:func:`teacher_samples`); the same
     initial noise as the teacher's independent set."""
     device = _device(student)
@@ -79,5 +81,5 @@ def student_samples(student, encoder: PromptEncoder, prompts: list[str], cfg_sca
         noise = seeded_noise(seeds, len(prompts), _shape(student.network), first_seed).to(device)
         gen = torch.Generator().manual_seed(first_seed + 10_000)  # noise of the later steps
     w = torch.full((noise.shape[0],), float(cfg_scale), device=device)
-    x0 = student_sample(student, cond, w, noise, student_angles(steps, shift), generator=gen, fresh_noise=fresh_noise)
+    x0 = student_sample(student, cond, w, noise, student_angles(steps, shift, routes), generator=gen, fresh_noise=fresh_noise)
     return _pixels(x0, student.sigma_d, decode)

@@ -106,9 +106,58 @@ def fresh_noise_share(extra: dict, override: float | None = None) -> float:
     return share
 
 
-def student_angles(steps: int, shift: float = 2.5) -> list[float]:
-    """Default angles for an n-step student: the shifted route with n points, then 0."""
+def student_angles(steps: int, shift: float = 2.5, routes: dict | None = None) -> list[float]:
+    """Angles (radians, ``pi/2 .. 0``, ``steps + 1`` of them) of an n-step student sampler.
+
+    ``routes`` maps a step count to its explicit middle angles (``steps - 1`` decreasing angles in
+    ``(0, pi/2)``; keys ints or their strings, as saved in a student's metadata): ``{4: [0.34, 0.2,
+    0.1]}`` runs ``[pi/2, 0.34, 0.2, 0.1, 0]`` at 4 steps. Other counts take the shifted route of
+    ``shift``, ``steps`` points then 0 (its 2-step middle angle is ``arctan(shift)``).
+    """
+    mids = (routes or {}).get(steps, (routes or {}).get(str(steps)))
+    if mids is not None:
+        return [math.pi / 2, *map(float, check_route(steps, mids)), 0.0]
     return sampling_angles(steps, shift)
+
+
+def check_route(steps, mids) -> list[float]:
+    """``mids`` as floats if they are a valid explicit route for ``steps`` steps (see
+    :func:`student_angles`), else a :class:`UserError` naming the fix."""
+    try:
+        n, mids = int(steps), [float(m) for m in mids]
+    except (TypeError, ValueError):
+        raise UserError(f"route {steps}: {mids!r} is not a step count and a list of angles: "
+                        "write e.g. 4: [0.34, 0.2, 0.1]") from None
+    ends = [math.pi / 2, *mids, 0.0]
+    if n < 2 or len(mids) != n - 1 or any(a <= b for a, b in zip(ends, ends[1:])):
+        raise UserError(f"route for {steps} steps {mids}: give {max(n - 1, 1)} middle angle(s), decreasing, "
+                        f"strictly between pi/2 and 0 (radians), e.g. 4: [0.34, 0.2, 0.1]")
+    return mids
+
+
+def routes_by_steps(routes: list[list[float]]) -> dict[int, list[float]]:
+    """``sample.student_routes`` (lists of middle angles) as ``{steps: middle angles}``; raises
+    :class:`UserError` on an invalid route or two routes for one step count."""
+    out = {}
+    for mids in routes:
+        steps = len(mids) + 1
+        if steps in out:
+            raise UserError(f"two routes for {steps} steps ({out[steps]} and {list(mids)}): keep one")
+        out[steps] = check_route(steps, mids)
+    return out
+
+
+def parse_routes(text: str) -> dict[int, list[float]]:
+    """``"4:0.34/0.2/0.1,3:0.34/0.12"`` -> ``{4: [0.34, 0.2, 0.1], 3: [0.34, 0.12]}`` (CLI form of
+    ``sample.student_routes``); ``""`` -> ``{}``."""
+    routes = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        steps, _, mids = item.partition(":")
+        try:
+            routes[int(steps)] = check_route(int(steps), [float(m) for m in mids.split("/")])
+        except ValueError:
+            raise UserError(f"cannot read route {item!r}: write STEPS:ANGLE/ANGLE/..., e.g. 4:0.34/0.2/0.1") from None
+    return routes
 
 
 def to_pixels(x0: Tensor, sigma_d: float) -> Tensor:

@@ -29,7 +29,7 @@ from ..models.bundle import BUILTIN, Bundle, load_bundle
 from ..models.student import Student
 from ..models.teacher import Teacher
 from ..previews import student_samples, teacher_samples
-from ..sampling import fresh_noise_share
+from ..sampling import check_route, fresh_noise_share
 from .classifier import DigitClassifier, digits_split, load_classifier
 from .metrics import FIDReference, adherence
 
@@ -130,7 +130,8 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
              teacher_steps: list[int] = (), cfg_scale: float | None = None, seed: int = 0,
              classifier: DigitClassifier | None = None, teacher_cfgs: list[float] = (),  # or a SceneJudge
              student_cfgs: list[float] | None = None, fresh_noise: float | None = None,
-             student_shift: float | None = None, teacher_interval: list[float] | None = None) -> dict:
+             student_shift: float | None = None, teacher_interval: list[float] | None = None,
+             student_routes: dict | None = None) -> dict:
     """Scores of the student in ``path`` (a run folder or a student folder) and, for each entry
     of ``teacher_steps``, of the run's teacher (its ``config.yaml`` ``teacher``, else builtin).
 
@@ -147,7 +148,9 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
     ``"student_best"``). ``"ratio"`` is student-best FID / teacher-best FID per step count.
     ``fresh_noise`` is the multi-step sampler's re-noising mix (:func:`tbcm.sampling.student_sample`;
     default: the one saved with the student, ``"fresh_noise"``, else 1);
-    ``student_shift`` its route (default: the one saved with the student, ``"student_shift"``).
+    ``student_shift`` its route (default: the one saved with the student, ``"student_shift"``);
+    ``student_routes`` explicit routes per step count (:func:`tbcm.sampling.student_angles`; default:
+    the ones saved with the student, ``"routes"``, unless ``student_shift`` is given).
     ``teacher_interval`` ``[lo, hi]`` guides the teacher only at those angles (``[]``: at every
     angle; default ``None``: the interval the student was distilled with, ``"guidance_interval"``),
     so the same-guidance comparison is with the teacher the student learnt from.
@@ -192,6 +195,9 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
     saved_shift = float(extra.get("shift", 2.5))  # the student's saved route (older students: also the teacher's)
     shift = float(student_shift) if student_shift is not None else saved_shift
     fresh_noise = fresh_noise_share(extra, fresh_noise)
+    if student_routes is None:
+        student_routes = extra.get("routes", {}) if student_shift is None else {}
+    routes = {str(k): check_route(k, v) for k, v in student_routes.items()}
     teacher_shift = float(extra.get("teacher_shift", saved_shift))  # --shift moves the student only
     honest = bool(teacher_cfgs) or student_cfgs is not None
     if student_cfgs is None:
@@ -208,7 +214,7 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
 
     def student_scores(steps: int, w: float) -> dict:
         images = torch.cat([student_samples(student, bundle.encoder, c, w, steps, n_per_class, shift, s0,
-                                            fresh_noise=fresh_noise, independent=True)
+                                            fresh_noise=fresh_noise, independent=True, routes=routes)
                             for c, s0 in zip(chunks, firsts)])
         return suite.score(images, n_per_class)
 
@@ -233,7 +239,7 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
         result["teacher_best"] = {"steps": int(at), **_best(result["teacher_sweep"][at])}
         result["ratio"] = {k: b["fid"] / result["teacher_best"]["fid"] for k, b in result["student_best"].items()}
     result.update({"n_per_class": n_per_class, "cfg_scale": cfg, "seed": seed, "teacher_model": teacher_name,
-                   "fresh_noise": fresh_noise, "student_shift": shift, "suite": suite.name,
+                   "fresh_noise": fresh_noise, "student_shift": shift, "student_routes": routes, "suite": suite.name,
                    "teacher_interval": interval,
                    "noise": "per-image seeds",  # each image its own seed (before 2026-12-02: one per column)
                    "reference": suite.reference_info()})

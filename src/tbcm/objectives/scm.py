@@ -37,6 +37,9 @@ TANGENT_NORMS = ("l2", "rms")
 NOISE_POINT_ANGLE = math.pi / 2 - 1e-6
 
 
+ENDPOINT_WEIGHT = 0.1  # objective.endpoint_weight's value with source=trajectory when left unset
+
+
 @dataclass
 class SCMConfig:
     tangent_norm: str = "rms"  # "l2" (hustvl/TBCM: g / (||g||_2 + c)) or "rms" (Sana-Sprint: g / (rms(g) + c))
@@ -52,8 +55,11 @@ class SCMConfig:
     # sigma_d^2 (per element), x0 the pair's own trajectory end. The rollout is a teacher ODE solve,
     # so f(x_t, t) = x0 is the consistency condition itself, with a weight (sin^2 t in F units) that
     # is largest next to pi/2 -- where the sCM tangent (a cos t factor) and the prior weight
-    # (1 / tan t) both vanish and nothing else pins the 1-step sample's F. 0 = off.
-    endpoint_weight: float = 0.0
+    # (1 / tan t) both vanish and nothing else pins the 1-step sample's F. 0 = off. None (the
+    # default) = the recipe's: tbcm.config.validate makes it ENDPOINT_WEIGHT with source=trajectory
+    # (1-step adherence +0.5 to +1 point on the digits, docs/results.md) and 0 with the other
+    # sources, which have no trajectory end; the loss alone reads None as 0
+    endpoint_weight: float | None = None
     # The endpoint term only on pairs at t >= this angle (radians; 0 = every pair): the 1-step
     # sample is drawn at pi/2, where the sCM loss is weakest, while at lower angles the sCM loss
     # already constrains F; the term's sum is still divided by all kept pairs.
@@ -187,7 +193,7 @@ def scm_loss(student, pairs: Pairs, sigma_d: float, r: float, cfg: SCMConfig, jv
         denom = torch.as_tensor(denominator, dtype=loss_i.dtype, device=loss_i.device).clamp(min=1e-12)
     loss = (loss_i * scm_mask).sum() / denom
     endpoint = None
-    if cfg.endpoint_weight > 0:
+    if cfg.endpoint_weight:  # None (unresolved) or 0: off
         if pairs.x0 is None:
             raise ValueError("objective.endpoint_weight needs each pair's trajectory end (pairs.x0); "
                              "the pair source must keep it (keep_final)")

@@ -219,8 +219,9 @@ def test_distill_export_and_generate_with_sana_sprint_pipeline(sana_dir, prompts
     assert sampling["angles"]["1"] == [math.pi / 2, 0.0]
     # the 2-step middle angle is the student's own route's (sample.student_shift), not the teacher's
     shift = student_bundle.meta.extra["shift"]
-    assert shift == 1.0 and student_bundle.meta.extra["teacher_shift"] == 2.5
+    assert shift == 0.25 and student_bundle.meta.extra["teacher_shift"] == 2.5
     assert abs(sampling["angles"]["2"][1] - math.atan(shift)) < 1e-6
+    assert sampling["tbcm_angles"]["2"] == sampling["angles"]["2"]  # no explicit route saved: the same 2 steps
 
     from tbcm.generate import load_image_generator  # what `tbcm eval --reference` generates with
 

@@ -12,8 +12,9 @@ diffusers 0.42 (``retrieve_timesteps`` omits ``num_inference_steps``, which
 ``SCMScheduler.set_timesteps`` requires). So :func:`pipeline_call_kwargs` gives, per step count:
 1 step ``[pi/2, 0]``; 2 steps tbcm's own intermediate angle; other counts the pipeline's even
 spacing (``linspace(pi/2, 0, n + 1)``, not tbcm's shifted route -- ``tbcm sample`` uses the
-shifted route). ``tbcm_sampling.json`` in the exported folder lists them for 1, 2 and 4 steps with
-the angles each one runs.
+shifted route, or an explicit route saved with ``sample.student_routes``). ``tbcm_sampling.json``
+in the exported folder lists them for 1, 2 and 4 steps with the angles each one runs (``angles``)
+beside the angles ``tbcm sample`` runs (``tbcm_angles``).
 
 Re-noising. ``SCMScheduler`` re-noises between steps with fresh noise. A student saved with
 ``sample.student_fresh_noise < 1`` (part of the noise its state implies, tbcm's sampler) makes
@@ -63,16 +64,21 @@ def export_pipeline(bundle, folder: Path, out: Path) -> str:
                               scheduler=SCMScheduler(sigma_data=bundle.meta.sigma_d, prediction_type="trigflow"))
     shift = float(bundle.meta.extra.get("shift", 2.5))
     fresh = fresh_noise_share(bundle.meta.extra)
+    routes = bundle.meta.extra.get("routes", {})
     sampling = {"guidance_scale": float(bundle.meta.extra.get("default_cfg_scale", 4.5)),
                 # SCMScheduler re-noises with fresh noise only: with fresh_noise < 1, tbcm sample's
                 # multi-step images differ from the pipeline's (1 step is the same)
                 "fresh_noise": fresh, "pipeline_fresh_noise": 1.0,
                 "call": {str(n): pipeline_call_kwargs(n, shift) for n in (1, 2, 4)},
-                "angles": {str(n): pipeline_angles(n, shift) for n in (1, 2, 4)}}
+                "angles": {str(n): pipeline_angles(n, shift) for n in (1, 2, 4)},
+                "tbcm_angles": {str(n): student_angles(n, shift, routes) for n in (1, 2, 4)}}
     pipe.save_pretrained(str(folder), safe_serialization=True)
     (Path(folder) / "tbcm_sampling.json").write_text(json.dumps(sampling, indent=2) + "\n")
     differs = "" if fresh == 1.0 else (
         f"; note: this student re-noises with fresh_noise={fresh:g} in tbcm sample, the pipeline's SCMScheduler "
         "with fresh noise only, so its 2- and 4-step images differ from tbcm sample's (1 step is the same)")
+    if other := [n for n in ("2", "4") if sampling["angles"][n] != sampling["tbcm_angles"][n]]:
+        differs += (f"; note: at {' and '.join(other)} steps the pipeline runs other angles than tbcm sample "
+                    "(tbcm_sampling.json: angles, tbcm_angles)")
     return (f"load it with diffusers.SanaSprintPipeline.from_pretrained({str(out)!r}); "
             f"{Path(out) / 'tbcm_sampling.json'} has the call arguments for 1, 2 and 4 steps{differs}")
