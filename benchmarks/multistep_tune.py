@@ -2,9 +2,10 @@
 
 For each setting of the multi-step sampler -- the guidance input ``w``, the route (a shift: the
 2-step middle angle is ``arctan(shift)`` rad; or explicit middle angles, ``--routes``) and the
-re-noising share of fresh noise (1 = sCM's fresh noise, 0 = the noise implied by the state) -- every student is scored at ``--steps`` (default 2)
-on tuning draws ``--first-draw ..`` (default 10 to 13: disjoint from `eval_noise.py`'s draws 0-9,
-so a setting chosen here is confirmed there on images it was not chosen on). Each student's
+re-noising share of fresh noise (1 = sCM's fresh noise, 0 = the noise implied by the state) --
+every student is scored at ``--steps`` (default 2) on tuning draws ``--first-draw ..`` (default 10
+to 13: disjoint from `eval_noise.py`'s draws 0-9, so a setting chosen here is confirmed there on
+images it was not chosen on). Each student's
 1-step sample at every ``w`` is scored on the same draws as the reference: a row reads "2 <= 1"
 on the seeds whose k-step FID is at most their 1-step FID at the recipe's 1-step input
 ``--one-step-cfg``.

@@ -37,6 +37,8 @@ def test_bad_files(tmp_path):
     bad.write_text("steps: [unclosed\n")
     with pytest.raises(UserError, match="not valid YAML"):
         load_config(DistillConfig, bad)
+    with pytest.raises(UserError, match="as YAML"):  # an unclosed list in an override
+        load_config(DistillConfig, None, ["cfg_scales=[1,2"])
     with pytest.raises(UserError, match="divisible"):
         load_config(TeacherTrainConfig, None, ["image_size=9"])
 

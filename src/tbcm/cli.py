@@ -220,7 +220,7 @@ def cmd_sample(args) -> None:
     from .models.bundle import load_bundle
     from .models.student import Student
     from .previews import student_samples
-    from .sampling import fresh_noise_share
+    from .sampling import fresh_noise_share, saved_routes
 
     if args.steps < 1 or args.n < 1:
         raise UserError(f"--steps and --n must be at least 1 (got --steps {args.steps} --n {args.n})")
@@ -240,7 +240,7 @@ def cmd_sample(args) -> None:
     fresh = fresh_noise_share(bundle.meta.extra)  # the re-noising saved with the student
     with torch.no_grad():
         pixels = student_samples(student, bundle.encoder, prompts, cfg_scale, args.steps, args.n, shift, args.seed,
-                                 decode=bundle.decode, fresh_noise=fresh, routes=bundle.meta.extra.get("routes", {}))
+                                 decode=bundle.decode, fresh_noise=fresh, routes=saved_routes(bundle.meta.extra))
     save_png(grid_image(pixels, rows=len(prompts), scale=args.scale), out)  # atomic
     print(f"wrote {out} ({len(prompts)} prompt(s) x {args.n}, {args.steps} step(s), cfg {cfg_scale})")
 
@@ -272,23 +272,16 @@ def cmd_eval(args) -> None:
         if value is not None:
             raise UserError(f"{flag} belongs to the real-scale evaluation: add --reference ROOT (or drop {flag})")
     from .evaluation import evaluate, format_table
+    from .sampling import parse_routes
 
     result = evaluate(args.dir, _counts("--steps", args.steps), args.n,
                       _counts("--teacher", args.teacher) if args.teacher else [], args.cfg, args.seed,
                       teacher_cfgs=_scales("--teacher-cfg", args.teacher_cfg) if args.teacher_cfg else [],
                       student_cfgs=_scales("--student-cfg", args.student_cfg) if args.student_cfg else None,
                       fresh_noise=args.fresh_noise, student_shift=args.shift,
-                      teacher_interval=_interval(args.teacher_interval), student_routes=_routes(args.routes))
+                      teacher_interval=_interval(args.teacher_interval),
+                      student_routes=None if args.routes is None else parse_routes(args.routes))
     print(json.dumps(result) if args.json else format_table(result))
-
-
-def _routes(text: str | None) -> dict | None:
-    """``--routes``: None (the student's), {} for 'none', else the parsed routes."""
-    from .sampling import parse_routes
-
-    if text is None:
-        return None
-    return {} if text.strip().lower() == "none" else parse_routes(text)
 
 
 def _interval(text: str | None) -> list[float] | None:

@@ -213,12 +213,11 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
     for item in overrides or []:
         if "=" not in item or item.startswith("="):
             raise UserError(f"cannot read override {item!r}: write it as key=value, e.g. steps=500")
-    for item in overrides or []:
-        try:
+        try:  # one layer per override, so a value that is not YAML is named
             layers.append(OmegaConf.from_dotlist([item]))
         except yaml.YAMLError as exc:
             raise UserError(f"cannot read the value of override {item!r} as YAML ({str(exc).splitlines()[0]}): "
-                            "e.g. write mappings with a space after each colon, key={4: [0.3, 0.1, 0.05]}") from None
+                            "close its brackets and quote text with ':' in it, e.g. cfg_scales=[1.0,2.0]") from None
         except OmegaConfBaseException as exc:
             raise UserError(_omegaconf_message(exc, schema)) from None
     try:

@@ -710,10 +710,10 @@ class Distiller:
         named = [(f"teacher {s.teacher_steps} steps",
                   grid_image(teacher_samples(teacher, prompts, s.cfg_scale, s.teacher_steps, s.seeds, s.shift,
                                              decode=decode), rows))]
+        routes = routes_by_steps(s.student_routes)
         for n in s.student_steps:
             pixels = student_samples(student, self.encoder, prompts, s.cfg_scale, n, s.seeds, s.student_shift,
-                                     decode=decode, fresh_noise=s.student_fresh_noise,
-                                     routes=routes_by_steps(s.student_routes))
+                                     decode=decode, fresh_noise=s.student_fresh_noise, routes=routes)
             named.append((f"student {n} step{'s' if n > 1 else ''}", grid_image(pixels, rows)))
         return named
 

@@ -34,7 +34,7 @@ class ImageGenerator:
     def __init__(self, bundle, steps: int, cfg_scale: float | None, shift: float | None,
                  device: str | torch.device | None = None, fresh_noise: float | None = None):
         from .models.student import Student
-        from .sampling import fresh_noise_share
+        from .sampling import fresh_noise_share, saved_routes
 
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         extra = bundle.meta.extra
@@ -42,7 +42,7 @@ class ImageGenerator:
         self.cfg_scale = float(cfg_scale if cfg_scale is not None else extra.get("default_cfg_scale", 4.5))
         self.shift = float(shift if shift is not None else extra.get("shift", 2.5))
         self.fresh_noise = fresh_noise_share(extra, fresh_noise)
-        self.routes = extra.get("routes", {}) if shift is None else {}  # an explicit shift replaces them
+        self.routes = saved_routes(extra, shift=shift)  # an explicit shift replaces them
         self.steps = int(steps)
         self.student = Student.from_bundle(bundle).eval().to(self.device)
         self.encoder = bundle.encoder.eval().to(self.device)

@@ -127,11 +127,11 @@ def check_route(steps, mids) -> list[float]:
         n, mids = int(steps), [float(m) for m in mids]
     except (TypeError, ValueError):
         raise UserError(f"route {steps}: {mids!r} is not a step count and a list of angles: "
-                        "write e.g. 4: [0.34, 0.2, 0.1]") from None
+                        "give e.g. 0.34, 0.2, 0.1 for 4 steps") from None
     ends = [math.pi / 2, *mids, 0.0]
     if n < 2 or len(mids) != n - 1 or any(a <= b for a, b in zip(ends, ends[1:])):
         raise UserError(f"route for {steps} steps {mids}: give {max(n - 1, 1)} middle angle(s), decreasing, "
-                        f"strictly between pi/2 and 0 (radians), e.g. 4: [0.34, 0.2, 0.1]")
+                        f"strictly between pi/2 and 0 (radians), e.g. 0.34, 0.2, 0.1 for 4 steps")
     return mids
 
 
@@ -147,9 +147,20 @@ def routes_by_steps(routes: list[list[float]]) -> dict[int, list[float]]:
     return out
 
 
+def saved_routes(extra: dict, override: dict | None = None, shift: float | None = None) -> dict[int, list[float]]:
+    """The explicit routes a sampler of a saved student runs (``{steps: middle angles}``, checked):
+    ``override``, else none when a route ``shift`` is given (it asks for the shifted route), else the
+    ones saved with the student (``meta.extra["routes"]``, ``sample.student_routes``; older students
+    have none). Raises :class:`UserError` on an invalid route."""
+    routes = override if override is not None else ({} if shift is not None else extra.get("routes", {}))
+    return {int(k): check_route(k, v) for k, v in routes.items()}
+
+
 def parse_routes(text: str) -> dict[int, list[float]]:
     """``"4:0.34/0.2/0.1,3:0.34/0.12"`` -> ``{4: [0.34, 0.2, 0.1], 3: [0.34, 0.12]}`` (CLI form of
-    ``sample.student_routes``); ``""`` -> ``{}``."""
+    ``sample.student_routes``); ``""`` or ``"none"`` -> ``{}`` (the shifted route at every count)."""
+    if text.strip().lower() == "none":
+        return {}
     routes = {}
     for item in filter(None, (p.strip() for p in text.split(","))):
         steps, _, mids = item.partition(":")

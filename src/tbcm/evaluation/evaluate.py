@@ -29,7 +29,7 @@ from ..models.bundle import BUILTIN, Bundle, load_bundle
 from ..models.student import Student
 from ..models.teacher import Teacher
 from ..previews import student_samples, teacher_samples
-from ..sampling import check_route, fresh_noise_share
+from ..sampling import fresh_noise_share, saved_routes
 from .classifier import DigitClassifier, digits_split, load_classifier
 from .metrics import FIDReference, adherence
 
@@ -195,9 +195,7 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
     saved_shift = float(extra.get("shift", 2.5))  # the student's saved route (older students: also the teacher's)
     shift = float(student_shift) if student_shift is not None else saved_shift
     fresh_noise = fresh_noise_share(extra, fresh_noise)
-    if student_routes is None:
-        student_routes = extra.get("routes", {}) if student_shift is None else {}
-    routes = {str(k): check_route(k, v) for k, v in student_routes.items()}
+    routes = saved_routes(extra, student_routes, student_shift)
     teacher_shift = float(extra.get("teacher_shift", saved_shift))  # --shift moves the student only
     honest = bool(teacher_cfgs) or student_cfgs is not None
     if student_cfgs is None:

@@ -29,7 +29,7 @@ import math
 from pathlib import Path
 
 from ....errors import UserError, brief
-from ....sampling import fresh_noise_share, student_angles
+from ....sampling import fresh_noise_share, saved_routes, student_angles
 
 
 def pipeline_call_kwargs(steps: int, shift: float = 2.5) -> dict:
@@ -64,7 +64,7 @@ def export_pipeline(bundle, folder: Path, out: Path) -> str:
                               scheduler=SCMScheduler(sigma_data=bundle.meta.sigma_d, prediction_type="trigflow"))
     shift = float(bundle.meta.extra.get("shift", 2.5))
     fresh = fresh_noise_share(bundle.meta.extra)
-    routes = bundle.meta.extra.get("routes", {})
+    routes = saved_routes(bundle.meta.extra)
     sampling = {"guidance_scale": float(bundle.meta.extra.get("default_cfg_scale", 4.5)),
                 # SCMScheduler re-noises with fresh noise only: with fresh_noise < 1, tbcm sample's
                 # multi-step images differ from the pipeline's (1 step is the same)
