@@ -33,7 +33,7 @@ from tbcm.models.bundle import load_bundle
 from tbcm.models.student import Student
 from tbcm.models.teacher import Teacher
 from tbcm.previews import student_samples, teacher_samples
-from tbcm.sampling import fresh_noise_share, parse_routes
+from tbcm.sampling import fresh_noise_share, parse_routes, saved_routes
 
 STEPS = (1, 2, 4)
 
@@ -59,13 +59,13 @@ def student_draws(folder: str, w: float, draws: int, n: int, ref, clf, shift: fl
     """``{steps: [(fid, adherence) per draw]}`` for the student in ``folder`` at guidance input ``w``
     (``fresh_noise``: the multi-step re-noising, :func:`tbcm.sampling.student_sample`), on draws
     ``first_draw .. first_draw + draws - 1``; ``fresh_noise`` None: the one saved with the student;
-    ``routes``: explicit routes per step count (:func:`tbcm.sampling.student_angles`), None: the saved ones."""
+    ``routes``: explicit routes per step count (:func:`tbcm.sampling.saved_routes`), None: the saved ones."""
     b = load_bundle(Path(folder) / "student" if not folder.rstrip("/").endswith("student") else folder,
                     expect_kind="student")
     student = Student.from_bundle(b).eval()
     route = float(shift if shift is not None else b.meta.extra.get("shift", 2.5))
     fresh_noise = fresh_noise_share(b.meta.extra, fresh_noise)
-    routes = b.meta.extra.get("routes", {}) if routes is None else routes
+    routes = saved_routes(b.meta.extra, routes, shift)  # as tbcm eval: a shift alone drops the saved routes
     return {k: [_score(torch.cat([student_samples(student, b.encoder, [p], w, k, n, route,
                                                   first_seed=d * 10 * n + i * n, independent=True,
                                                   fresh_noise=fresh_noise, routes=routes)
@@ -197,17 +197,20 @@ def print_report(teacher: dict, groups: dict, draws: int, n: int) -> None:
                       f"{_ms([a * 100 for _, a in rows], '{:.1f}')}% | {min(f):.2f} - {max(f):.2f} |")
     print(f"\nTeacher's best on the mean over draws: w={best_w}, FID {_ms(best)}.\n")
     print("| recipe | guidance | seeds | 1 step FID (mean over draws, then over seeds) | adherence | 2 steps | "
-          "4 steps | 1-step / teacher best | 2 <= 1 | 4 <= 2 | paired ratio per draw (1 step) | targets |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "adh. | 4 steps | adh. | FID / teacher best (1 / 2 / 4 steps) | 2 <= 1 | 4 <= 2 | "
+          "paired ratio per draw (1 step) | targets |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     tb = statistics.mean(best)
     tb_adh = statistics.mean(a for _, a in teacher[best_w]) * 100  # the adherence target: this minus 1 point
     for (name, cfg), runs in groups.items():
         per_seed = {k: [statistics.mean(f for f, _ in per[str(k)]) for per in runs.values()] for k in STEPS}
-        adh = [statistics.mean(a for _, a in per["1"]) * 100 for per in runs.values()]
+        adh_k = {k: [statistics.mean(a for _, a in per[str(k)]) * 100 for per in runs.values()] for k in STEPS}
+        adh = adh_k[1]
         paired = [statistics.mean(per["1"][d][0] for per in runs.values()) / best[d] for d in range(draws)]
         m = {k: statistics.mean(v) for k, v in per_seed.items()}
         print(f"| {name} | {cfg:g} | {len(runs)} | {_ms(per_seed[1])} | {_ms(adh, '{:.1f}')}% | {_ms(per_seed[2])} | "
-              f"{_ms(per_seed[4])} | {m[1] / tb:.2f}x | {'met' if m[2] <= m[1] else 'missed'} | "
+              f"{statistics.mean(adh_k[2]):.1f}% | {_ms(per_seed[4])} | {statistics.mean(adh_k[4]):.1f}% | "
+              f"{' / '.join(f'{m[k] / tb:.2f}x' for k in STEPS)} | {'met' if m[2] <= m[1] else 'missed'} | "
               f"{'met' if m[4] <= m[2] else 'missed'} | {_ms(paired)}x | "
               f"FID {'met' if m[1] <= 1.3 * tb else 'missed'}, adherence "
               f"{'met' if statistics.mean(adh) >= tb_adh - 1 else 'missed'} (>= {tb_adh - 1:.1f}%) |")
@@ -272,7 +275,8 @@ def main() -> None:
                     help="the students' multi-step re-noising: 1 = fresh noise (sCM), 0 = the noise implied by the "
                          "state (default: each one's saved)")
     ap.add_argument("--routes", default=None, metavar="STEPS:A/B/..",
-                    help="the students' explicit routes, e.g. 4:0.245/0.06/0.02 (default: each one's saved)")
+                    help="the students' explicit routes, e.g. 4:0.337/0.06/0.02, or none (default: each one's "
+                         "saved, unless --shift is given)")
     ap.add_argument("--json", default=None, help="also write every draw's scores here")
     ap.add_argument("--plot", nargs=2, metavar=("JSON", "PNG"), default=None,
                     help="only draw the per-draw FIDs of a --json file into PNG")
@@ -348,7 +352,7 @@ def main() -> None:
                             for r in folders}
     scored = {"teacher": {str(w): v for w, v in t.items()}, "groups": groups, "draws": args.draws,
               "n": args.n, "cfg": args.cfg, "teacher_interval": list(interval or []), "shift": args.shift,
-              "fresh_noise": args.fresh_noise, "routes": args.routes}
+              "fresh_noise": args.fresh_noise, "routes": None if routes is None else {str(k): v for k, v in routes.items()}}
     if args.json:  # first: without a teacher the report below cannot be printed
         Path(args.json).write_text(json.dumps(scored, indent=1))
     if t:
