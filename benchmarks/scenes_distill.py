@@ -45,7 +45,11 @@ KINDS = {"tbcm": [], "forward": ["source=forward", "forward.data=scenes"],
          # guidance inputs one step higher (guided late, a scale moves the sample less), with the
          # endpoint weight the scenes needed
          "tbcm_endpoint10_interval": ["objective.endpoint_weight=10.0", "guidance_interval=[0.0,0.5]",
-                                      "cfg_scales=[2.0,3.0,4.0]"]}
+                                      "cfg_scales=[2.0,3.0,4.0]"],
+         # rCM's data-free distribution-matching term (the teacher guided at each sample's w as the
+         # real score) on top of the endpoint pin: it acts on the 1-step sample itself, the scenes' gap
+         "tbcm_endpoint10_dmd025": ["objective.endpoint_weight=10.0", "objective.distribution_matching.weight=0.25"],
+         "tbcm_endpoint10_dmd1": ["objective.endpoint_weight=10.0", "objective.distribution_matching.weight=1.0"]}
 
 
 def train(kind: str, steps: int, seed: int, runs: str) -> dict:
