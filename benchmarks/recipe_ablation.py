@@ -36,8 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = [f"a handwritten digit {d}" for d in range(10)]
 TEACHER_CFGS = [0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 4.5]
 
-# name -> (training cfg_scales, evaluation guidance)
-GUIDANCE = {"low": ([1.0, 1.25, 1.5], 1.0), "high": ([3.5, 4.5, 5.5], 4.5)}
+# name -> (training cfg_scales, evaluation guidance); "default": the embedded default's own range,
+# guidance input and few-step sampler (re-noising share and routes), nothing overridden
+GUIDANCE = {"low": ([1.0, 1.25, 1.5], 1.0), "high": ([3.5, 4.5, 5.5], 4.5), "default": (None, None)}
 
 # The faithful, recipe, pool and adversarial suites ran before the cosine decay and the student
 # route shift 1.0 became the defaults: pinned to what they ran with, so a rerun repeats them.
@@ -74,6 +75,9 @@ SUITES = {
     },
     # issue "The student as good as its teacher" section 4: the curves still fall at 1200 steps and
     # one seed's 2-step FID is 27 against 8-11 -- a longer run (--steps 2400), with a decaying lr
+    # the embedded default as shipped, with curves (--guidance default --steps 2400 --curve-every 400):
+    # FID against training steps and seconds of the recipe the README's main job runs
+    "default": {"embedded default": []},
     "steady": {
         "default, constant lr": [*ROUTE_PRIOR, "pairs.pool_prompts=64"],
         "default, cosine lr decay": [*ROUTE_PRIOR, "pairs.pool_prompts=64", "optim.decay=cosine"],
@@ -156,23 +160,25 @@ def _score(images: torch.Tensor, n: int, ref, clf) -> dict:
 
 
 def score_student(student, encoder, scales: list[float], w_eval: float, n: int, ref, clf,
-                  shift: float = 2.5) -> tuple[dict, dict]:
-    """``(scores at w_eval, sweep)``: FID and adherence at 1, 2, 4 steps (the student's route of
-    ``shift``); the sweep holds the student at each guidance input in ``scales`` ("1.0": fresh
-    re-noising) and its 2 and 4-step samples with half fresh noise ("0.5")."""
+                  shift: float = 2.5, fresh: float = 1.0, routes: dict | None = None) -> tuple[dict, dict]:
+    """``(scores at w_eval, sweep)``: FID and adherence at 1, 2, 4 steps on the run's sampler (the
+    route of ``shift`` or the explicit ``routes`` per step count, re-noising share ``fresh``); the
+    sweep holds the student at each guidance input in ``scales`` ("1.0": fresh re-noising) and its 2
+    and 4-step samples with half fresh noise ("0.5"), on the same routes."""
     from tbcm.previews import student_samples
 
-    def scores_of(w: float, fresh: float = 1.0, steps=(1, 2, 4)) -> dict:
+    def scores_of(w: float, share: float, steps=(1, 2, 4)) -> dict:
         out = {}
         for k in steps:  # every image its own seed (image j of digit i: i n + j), as `tbcm eval` draws them
             images = torch.cat([student_samples(student, encoder, [p], w, k, n, shift, first_seed=i * n,
-                                                fresh_noise=fresh, independent=True)
+                                                fresh_noise=share, independent=True, routes=routes)
                                 for i, p in enumerate(PROMPTS)])
             out[str(k)] = _score(images, n, ref, clf)
         return out
 
-    scores = scores_of(w_eval)
-    sweep = {str(w): {"1.0": scores if w == w_eval else scores_of(w), "0.5": scores_of(w, 0.5, steps=(2, 4))}
+    scores = scores_of(w_eval, fresh)
+    sweep = {str(w): {"1.0": scores if w == w_eval and fresh == 1.0 else scores_of(w, 1.0),
+                      "0.5": scores_of(w, 0.5, steps=(2, 4))}
              for w in scales}
     return scores, sweep
 
@@ -206,15 +212,21 @@ def train_and_eval(variant: str, overrides: list[str], guidance: str, seed: int,
     torch.set_num_threads(1)
     from tbcm.config import DistillConfig, load_config
     from tbcm.distill import Distiller
-    from tbcm.previews import student_samples
+    from tbcm.sampling import routes_by_steps
 
     scales, w_eval = GUIDANCE[guidance]
     # the step count is in the name: a longer run of the same variant and seed must not overwrite it
     out = Path(out_root) / f"{hashlib.sha1(variant.encode()).hexdigest()[:8]}_{guidance}_s{seed}_{steps}"
+    guided = [] if scales is None else [f"cfg_scales={scales}", f"sample.cfg_scale={w_eval}"]
     cfg = load_config(DistillConfig, None, [
-        f"steps={steps}", f"seed={seed}", "threads=1", f"cfg_scales={scales}", f"sample.cfg_scale={w_eval}",
+        f"steps={steps}", f"seed={seed}", "threads=1", *guided,
         f"checkpoint_every={curve_every or 100000}", "keep_checkpoints=1000", *overrides])
     scales = [float(w) for w in cfg.cfg_scales]  # a variant may set its own guidance range
+    w_eval = float(cfg.sample.cfg_scale)
+    # the low / high sets were measured with sCM's fresh noise on the shifted route; "default" runs
+    # the config's own few-step sampler
+    fresh, routes = ((1.0, {}) if guidance != "default" else
+                     (float(cfg.sample.student_fresh_noise), routes_by_steps(cfg.sample.student_routes)))
     start = time.perf_counter()
     d = Distiller(cfg)
     d.run(out, overwrite=True, progress=False)
@@ -222,7 +234,7 @@ def train_and_eval(variant: str, overrides: list[str], guidance: str, seed: int,
     ref, clf = _fid_reference()
 
     shift = cfg.sample.student_shift
-    scores, sweep = score_student(d.student_for_sampling(), d.encoder, scales, w_eval, n, ref, clf, shift)
+    scores, sweep = score_student(d.student_for_sampling(), d.encoder, scales, w_eval, n, ref, clf, shift, fresh, routes)
     curve = []
     if curve_every:
         from tbcm.checkpoint import list_checkpoints, load_checkpoint
@@ -238,9 +250,11 @@ def train_and_eval(variant: str, overrides: list[str], guidance: str, seed: int,
             d.ema.load_full_state_dict(state["ema"])
             step = int(state["step"])
             curve.append({"step": step, "seconds": seconds.get(step),
-                          "student": score_student(d.student_for_sampling(), d.encoder, [], w_eval, n, ref, clf, shift)[0]})
+                          "student": score_student(d.student_for_sampling(), d.encoder, [], w_eval, n, ref, clf, shift,
+                                                   fresh, routes)[0]})
     return {"variant": variant, "overrides": overrides, "guidance": guidance, "cfg_scales": scales,
-            "eval_cfg": w_eval, "student_shift": shift, "seed": seed, "steps": steps, "trained_steps": d.step, "n": n, "train_s": train_s,
+            "eval_cfg": w_eval, "student_shift": shift, "fresh_noise": fresh,
+            "routes": {str(k): v for k, v in routes.items()}, "seed": seed, "steps": steps, "trained_steps": d.step, "n": n, "train_s": train_s,
             "student": scores, "sweep": sweep, "curve": curve, "run": str(out), "noise": NOISE}
 
 
@@ -303,7 +317,11 @@ def _shown(variant: str, runs: list[dict]) -> str:
     """The variant's name, with the student route its 2- and 4-step columns were scored on when
     that is not the teacher's (rows from before ``student_shift`` were all scored on 2.5)."""
     shifts = sorted({float(r.get("student_shift", 2.5)) for r in runs})
-    return variant if shifts == [2.5] else f"{variant} (route {', '.join(f'{s:g}' for s in shifts)})"
+    shown = variant if shifts == [2.5] else f"{variant} (route {', '.join(f'{s:g}' for s in shifts)})"
+    routes = {f"{k} steps " + "/".join(f"{a:g}" for a in v) for r in runs for k, v in r.get("routes", {}).items()}
+    fresh = {float(r.get("fresh_noise", 1.0)) for r in runs} - {1.0}
+    return shown + (f" ({', '.join(sorted(routes))})" if routes else "") + (
+        f" (re-noising {', '.join(f'{a:g}' for a in sorted(fresh))} fresh)" if fresh else "")
 
 
 def distinct_variants(rows: list[dict]) -> list[dict]:
@@ -343,6 +361,8 @@ def report(rows: list[dict], suite: str, guidances: list[str]) -> str:
         if not group:
             continue
         scales, w_eval = GUIDANCE[g]
+        if scales is None:  # the embedded default's own range and input, as its rows recorded them
+            scales, w_eval = group[0]["cfg_scales"], group[0]["eval_cfg"]
         t_same = teacher["teacher"].get(str(w_eval)) if teacher else None
         own = sorted({str(r["cfg_scales"]) for r in group if r.get("cfg_scales", scales) != scales})
         lines += [f"Trained on cfg_scales {scales}" + (f" (or a variant's own: {', '.join(own)})" if own else "")
