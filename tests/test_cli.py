@@ -74,6 +74,7 @@ def test_distill_then_sample(tmp_path, tiny_teacher_dir, prompts_file, capsys):
     ("objective.jvp=magic", "objective.jvp"),
     ("steps", "key=value"),
     ("pairs.renoised_points=-1", "pairs.renoised_points"),
+    ("pairs.renoised_max_angle=2", "pairs.renoised_max_angle"),
 ])
 def test_bad_config_values_exit_2_and_write_nothing(tmp_path, override, needle, capsys):
     out = tmp_path / "run"

@@ -162,3 +162,28 @@ def test_renoised_points_forward_noise_the_trajectorys_own_final_sample(teacher)
     eps = (x_t - torch.cos(tb) * final.repeat_interleave(m, 0)) / (torch.sin(tb) * teacher.sigma_d)
     assert abs(float(eps.mean())) < 0.15 and 0.85 < float(eps.std()) < 1.15  # forward noise, N(0, 1)
     assert_close_to_scale(pairs.u, teacher.velocity(pairs.x_t, pairs.t, pairs.cond, pairs.w))
+
+
+def test_renoised_max_angle_re_noises_only_the_route_points_at_or_below_it(teacher):
+    conds = teacher.encoder.encode(["a handwritten digit 4", "a handwritten digit 5"])
+    k, m, limit = 16, 6, 0.4
+    cfg = TrajectoryConfig(route_points=k, renoised_points=m, renoised_max_angle=limit)
+    src = TrajectoryPairSource(teacher, conds, [4.0], (1, 8, 8), cfg, generator=torch.Generator().manual_seed(0))
+    seen = set()
+    for _ in range(5):
+        pairs = src.sample(torch.tensor([0, 1]))
+        on_route = pairs.t[: 2 * (k - 1)].reshape(2, k - 1)
+        t = pairs.t[2 * (k - 1):].reshape(2, m)
+        for i in range(2):
+            low = on_route[i][on_route[i] <= limit]
+            assert len(low) >= 2  # the official route of 16 has about three points below 0.4 rad
+            for a in t[i]:  # each a route point of its own trajectory at or below the limit
+                assert torch.isclose(low, a).any()
+                seen.add(int((low - a).abs().argmin()))
+    assert len(seen) >= 2  # not always the same point
+    # no point that low: the trajectory's lowest point
+    lowest = TrajectoryPairSource(teacher, conds, [4.0], (1, 8, 8),
+                                  TrajectoryConfig(route_points=k, renoised_points=m, renoised_max_angle=1e-6),
+                                  generator=torch.Generator().manual_seed(0)).sample(torch.tensor([0, 1]))
+    last = lowest.t[: 2 * (k - 1)].reshape(2, k - 1)[:, -1]
+    assert torch.equal(lowest.t[2 * (k - 1):], last.repeat_interleave(m))

@@ -283,6 +283,8 @@ def validate(cfg) -> None:
         _check(cfg.pairs.points_per_trajectory >= 0, "pairs.points_per_trajectory", cfg.pairs.points_per_trajectory,
                ">= 0 (0 = all points)")
         _check(cfg.pairs.renoised_points >= 0, "pairs.renoised_points", cfg.pairs.renoised_points, ">= 0 (0 = off)")
+        _check(0 < cfg.pairs.renoised_max_angle <= math.pi / 2, "pairs.renoised_max_angle", cfg.pairs.renoised_max_angle,
+               "an angle in (0, pi/2] radians, e.g. 0.4 (pi/2 = every route point)")
         _check(cfg.source != "cache" or cfg.pairs.renoised_points == 0, "pairs.renoised_points",
                cfg.pairs.renoised_points, "0 with source=cache (the cache holds trajectory points only)")
         _check(cfg.pairs.pool_prompts >= 0, "pairs.pool_prompts", cfg.pairs.pool_prompts, ">= 0 (0 = off)")

@@ -9,6 +9,8 @@ extra teacher call.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +37,12 @@ class TrajectoryConfig:
     # Extra pairs per trajectory from its own final sample, forward-noised to a route angle (the
     # states a multi-step sampler feeds the student), each with one more guided teacher call; 0 = off.
     renoised_points: int = 0
+    # Only route points at or below this angle (radians) are re-noised: the few-step sampler's
+    # re-noised states sit low (the default's 2- and 4-step routes stop at 0.02-0.34 rad), and a
+    # forward-noised state high on the route is far from its trajectory's end, so the endpoint term
+    # would pin it to a blur. A trajectory with no point this low re-noises at its lowest point.
+    # pi/2 = every point after pure noise (the first version).
+    renoised_max_angle: float = math.pi / 2
     # Also keep each trajectory's pure-noise point (t = pi/2, the 1-step sampler's own input) as a
     # pair. The sCM loss's weight is exactly zero there (the cos t of its tangent, the 1 / tan t of
     # the prior weight), so the pair carries only the endpoint term (objective.endpoint_weight):
@@ -144,9 +152,15 @@ class TrajectoryPairSource:
                        prompt_ids: Tensor) -> Pairs:
         """``renoised_points`` pairs per trajectory: its final sample ``x0`` ``[P, C, H, W]`` forward-noised,
         ``x_t = cos t x0 + sin t sigma_d eps``, at angles drawn from the trajectory's own route points
-        after pi/2, with the guided teacher velocity at ``x_t`` as the tangent (one batched call)."""
+        after pi/2 (those at or below ``renoised_max_angle``), with the guided teacher velocity at ``x_t`` as the tangent (one batched call)."""
         p, m, device = final.shape[0], self.config.renoised_points, final.device
-        pick = torch.randint(1, route.shape[1], (p, m), generator=self.generator).to(device)
+        k = route.shape[1]
+        if self.config.renoised_max_angle >= math.pi / 2:  # every point after pi/2 (the first version's draws)
+            pick = torch.randint(1, k, (p, m), generator=self.generator).to(device)
+        else:  # the route decreases: its points at or below the angle are a suffix, at least the last point
+            first = ((route[:, 1:] > self.config.renoised_max_angle).sum(1) + 1).clamp(max=k - 1).cpu()
+            u = torch.rand((p, m), generator=self.generator)
+            pick = (first[:, None] + (u * (k - first)[:, None]).long().clamp(max=k - 1 - first[:, None])).to(device)
         t = route.gather(1, pick).reshape(-1)  # [P * m], prompt-major
         eps = torch.randn((p * m, *self.image_shape), generator=self.generator).to(device)
         x0 = final.repeat_interleave(m, 0)
