@@ -142,6 +142,45 @@ def table(rows: list[dict], steps: int) -> str:
     return "\n".join(lines)
 
 
+def seeds_report(teacher_file: Path, files: list[Path]) -> str:
+    """A recipe's training seeds against the teacher's best, the issue's targets on the seed means:
+    ``teacher_file`` a ``tbcm eval --teacher-cfg ... --json`` output (its ``teacher_best``), ``files``
+    one ``tbcm eval --student-cfg ... --json`` output per seed (its ``student_best`` per step count)."""
+    import statistics
+
+    tb = json.loads(teacher_file.read_text())["teacher_best"]
+    runs = [json.loads(f.read_text()) for f in files]
+    steps = sorted(runs[0]["student_best"], key=int)
+    best = {k: [r["student_best"][k] for r in runs] for k in steps}
+    mean = {k: statistics.mean(b["seen"]["fid"] for b in best[k]) for k in steps}
+
+    def ms(values: list[float], fmt: str) -> str:
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{fmt.format(statistics.mean(values))} ± {fmt.format(sd)}"
+
+    lines = [f"Teacher, {tb['steps']} steps, best guidance w={tb['cfg']:g}: FID seen {tb['seen']['fid']:.1f}, "
+             f"adherence seen {tb['seen']['all']:.1%}.", "",
+             "| student | guidance per seed | FID seen per seed | mean | adherence seen | FID held-out | "
+             "FID seen / teacher best | target |", "|---|---|---|---|---|---|---|---|"]
+    targets = {"1": f"<= 1.3x: {'met' if mean['1'] <= 1.3 * tb['seen']['fid'] else 'missed'}"}
+    for a, b in zip(steps, steps[1:]):
+        targets[b] = f"<= {a} step{'s' if a != '1' else ''}: {'met' if mean[b] <= mean[a] else 'missed'}"
+    for k in steps:
+        fids = [b["seen"]["fid"] for b in best[k]]
+        cfgs = " / ".join(f"{b['cfg']:g}" for b in best[k])
+        lines.append(f"| {k} step{'s' if k != '1' else ''} | {cfgs} | "
+                     f"{' / '.join(f'{v:.1f}' for v in fids)} | {mean[k]:.1f} | "
+                     f"{ms([100 * b['seen']['all'] for b in best[k]], '{:.1f}')}% | "
+                     f"{ms([b['heldout']['fid'] for b in best[k]], '{:.1f}')} | {mean[k] / tb['seen']['fid']:.2f}x | "
+                     f"{targets.get(k, '-')} |")
+    shares = sorted({float(r.get("fresh_noise", 1.0)) for r in runs})
+    lines += ["", f"{len(runs)} training seeds; {runs[0]['n_per_class']} images per prompt, image seeds from "
+              f"{runs[0]['seed']}; the multi-step samples on the route shift {runs[0]['student_shift']:g}, "
+              f"re-noising share of fresh noise {', '.join(f'{a:g}' for a in shares)}; each seed at its best "
+              "guidance input of its training range per step count."]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=800)
@@ -152,8 +191,18 @@ def main() -> None:
     ap.add_argument("--kinds", default="tbcm,forward",
                     help=f"which students to train (comma list of {', '.join(KINDS)}): one alone leaves a core free")
     ap.add_argument("--report", action="store_true", help="only print the table from the results file")
+    ap.add_argument("--seeds-report", nargs="+", type=Path, metavar="JSON",
+                    help="only print a recipe's seeds against the teacher: a `tbcm eval --teacher-cfg .. --json` "
+                         "file, then one `tbcm eval --student-cfg .. --json` file per training seed")
     ap.add_argument("--write-doc", action="store_true", help="write the table and grid into docs/results.md")
     args = ap.parse_args()
+    if args.seeds_report:
+        if len(args.seeds_report) < 2:
+            ap.error("--seeds-report takes the teacher's JSON, then at least one student's")
+        if missing := [f for f in args.seeds_report if not f.is_file()]:
+            ap.error(f"--seeds-report: no file {missing[0]}")
+        print(seeds_report(args.seeds_report[0], args.seeds_report[1:]))
+        return
     path = Path(args.results)
     rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
     rows = [r for r in rows if r["steps"] == args.steps and r["seed"] == args.seed]
