@@ -73,11 +73,11 @@ SUITES = {
         "default + adversarial 0.1": [*ROUTE_PRIOR, "pairs.pool_prompts=64", "objective.adversarial.weight=0.1"],
         "default + adversarial 0.5": [*ROUTE_PRIOR, "pairs.pool_prompts=64", "objective.adversarial.weight=0.5"],
     },
-    # issue "The student as good as its teacher" section 4: the curves still fall at 1200 steps and
-    # one seed's 2-step FID is 27 against 8-11 -- a longer run (--steps 2400), with a decaying lr
     # the embedded default as shipped, with curves (--guidance default --steps 2400 --curve-every 400):
     # FID against training steps and seconds of the recipe the README's main job runs
     "default": {"embedded default": []},
+    # issue "The student as good as its teacher" section 4: the curves still fall at 1200 steps and
+    # one seed's 2-step FID is 27 against 8-11 -- a longer run (--steps 2400), with a decaying lr
     "steady": {
         "default, constant lr": [*ROUTE_PRIOR, "pairs.pool_prompts=64"],
         "default, cosine lr decay": [*ROUTE_PRIOR, "pairs.pool_prompts=64", "optim.decay=cosine"],

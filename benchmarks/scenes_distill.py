@@ -162,7 +162,7 @@ def seeds_report(teacher_file: Path, files: list[Path]) -> str:
              f"adherence seen {tb['seen']['all']:.1%}.", "",
              "| student | guidance per seed | FID seen per seed | mean | adherence seen | FID held-out | "
              "FID seen / teacher best | target |", "|---|---|---|---|---|---|---|---|"]
-    targets = {"1": f"<= 1.3x: {'met' if mean['1'] <= 1.3 * tb['seen']['fid'] else 'missed'}"}
+    targets = {"1": f"<= 1.3x: {'met' if mean['1'] <= 1.3 * tb['seen']['fid'] else 'missed'}"} if "1" in mean else {}
     for a, b in zip(steps, steps[1:]):
         targets[b] = f"<= {a} step{'s' if a != '1' else ''}: {'met' if mean[b] <= mean[a] else 'missed'}"
     for k in steps:
