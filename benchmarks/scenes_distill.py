@@ -148,15 +148,13 @@ def seeds_report(teacher_file: Path, files: list[Path]) -> str:
     one ``tbcm eval --student-cfg ... --json`` output per seed (its ``student_best`` per step count)."""
     import statistics
 
+    from eval_noise import _ms
+
     tb = json.loads(teacher_file.read_text())["teacher_best"]
     runs = [json.loads(f.read_text()) for f in files]
     steps = sorted(runs[0]["student_best"], key=int)
     best = {k: [r["student_best"][k] for r in runs] for k in steps}
     mean = {k: statistics.mean(b["seen"]["fid"] for b in best[k]) for k in steps}
-
-    def ms(values: list[float], fmt: str) -> str:
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{fmt.format(statistics.mean(values))} ± {fmt.format(sd)}"
 
     lines = [f"Teacher, {tb['steps']} steps, best guidance w={tb['cfg']:g}: FID seen {tb['seen']['fid']:.1f}, "
              f"adherence seen {tb['seen']['all']:.1%}.", "",
@@ -170,8 +168,8 @@ def seeds_report(teacher_file: Path, files: list[Path]) -> str:
         cfgs = " / ".join(f"{b['cfg']:g}" for b in best[k])
         lines.append(f"| {k} step{'s' if k != '1' else ''} | {cfgs} | "
                      f"{' / '.join(f'{v:.1f}' for v in fids)} | {mean[k]:.1f} | "
-                     f"{ms([100 * b['seen']['all'] for b in best[k]], '{:.1f}')}% | "
-                     f"{ms([b['heldout']['fid'] for b in best[k]], '{:.1f}')} | {mean[k] / tb['seen']['fid']:.2f}x | "
+                     f"{_ms([100 * b['seen']['all'] for b in best[k]], '{:.1f}')}% | "
+                     f"{_ms([b['heldout']['fid'] for b in best[k]], '{:.1f}')} | {mean[k] / tb['seen']['fid']:.2f}x | "
                      f"{targets.get(k, '-')} |")
     shares = sorted({float(r.get("fresh_noise", 1.0)) for r in runs})
     lines += ["", f"{len(runs)} training seeds; {runs[0]['n_per_class']} images per prompt, image seeds from "

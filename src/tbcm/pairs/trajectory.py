@@ -37,11 +37,12 @@ class TrajectoryConfig:
     # Extra pairs per trajectory from its own final sample, forward-noised to a route angle (the
     # states a multi-step sampler feeds the student), each with one more guided teacher call; 0 = off.
     renoised_points: int = 0
-    # Only route points at or below this angle (radians) are re-noised: the few-step sampler's
-    # re-noised states sit low (the default's 2- and 4-step routes stop at 0.02-0.34 rad), and a
-    # forward-noised state high on the route is far from its trajectory's end, so the endpoint term
-    # would pin it to a blur. A trajectory with no point this low re-noises at its lowest point.
-    # pi/2 = every point after pure noise (the first version).
+    # Only route points at or below this angle (radians) are re-noised, where the few-step sampler
+    # re-noises to (the default's 2- and 4-step routes stop at 0.02-0.34 rad). A trajectory with no
+    # point this low re-noises at its lowest point. pi/2 = every point after pure noise (the first
+    # version, whose draws it keeps). Measured on the digits at 0.4: worse at 1 step than every
+    # point (docs/results.md, "Explicit few-step routes"), so the guess behind it -- high re-noised
+    # states pin the endpoint term to a blur -- is wrong.
     renoised_max_angle: float = math.pi / 2
     # Also keep each trajectory's pure-noise point (t = pi/2, the 1-step sampler's own input) as a
     # pair. The sCM loss's weight is exactly zero there (the cos t of its tangent, the 1 / tan t of
