@@ -8,7 +8,10 @@ to 13: disjoint from `eval_noise.py`'s draws 0-9, so a setting chosen here is co
 images it was not chosen on). Each student's
 1-step sample at every ``w`` is scored on the same draws as the reference: a row reads "2 <= 1"
 on the seeds whose k-step FID is at most their 1-step FID at the recipe's 1-step input
-``--one-step-cfg``.
+``--one-step-cfg``. ``--versus 2`` makes the reference each student's own saved 2-step sampler
+(its route and re-noising share, at ``--one-step-cfg``; ``--versus-shift`` / ``--versus-fresh``
+set them, for students saved before their recipe's sampler was chosen) instead: a 4-step row then
+reads "4 <= 2".
 
     python benchmarks/multistep_tune.py RUN RUN RUN --cfgs 2,2.5,3 --shifts 1,0.7 --fresh 1,0.5 \\
         --one-step-cfg 3 --json benchmarks/results/multistep_tune.json
@@ -51,6 +54,10 @@ def main() -> None:
                          "e.g. '0.81/0.337/0.116;0.337/0.2/0.1'")
     ap.add_argument("--one-step-cfg", type=float, default=None,
                     help="the recipe's 1-step guidance input, the reference of '2 <= 1' (default: each row's w)")
+    ap.add_argument("--versus", type=int, default=1,
+                    help="the reference step count of 'k <= K': 1, or K > 1 for each student's saved K-step sampler")
+    ap.add_argument("--versus-shift", type=float, default=None, help="the reference sampler's route shift (default: saved)")
+    ap.add_argument("--versus-fresh", type=float, default=None, help="its re-noising share (default: saved)")
     ap.add_argument("--draws", type=int, default=4)
     ap.add_argument("--first-draw", type=int, default=10)
     ap.add_argument("--n", type=int, default=100, help="images per digit in each draw")
@@ -60,6 +67,8 @@ def main() -> None:
                            _floats(args.fresh, "--fresh", ap))
     if missing := [r for r in args.runs if not Path(r).is_dir()]:
         ap.error(f"no run folder {missing[0]!r}; pass the --out folders of tbcm distill")
+    if not 1 <= args.versus < args.steps:
+        ap.error(f"--versus {args.versus}: expected a step count from 1 to --steps - 1 ({args.steps - 1})")
     if args.steps < 2 or any(not 0 <= a <= 1 for a in fresh) or any(s <= 0 for s in shifts):
         ap.error("--steps >= 2, --fresh shares in [0, 1] and --shifts > 0")
     # a route is a shift (float) or an explicit tuple of middle angles
@@ -77,19 +86,31 @@ def main() -> None:
                                              a, steps=(args.steps,), first_draw=args.first_draw,
                                              routes={} if isinstance(s, float) else {args.steps: list(s)})[args.steps]
                  for r in args.runs for w, s, a in itertools.product(cfgs, routes, fresh)}
+        # the saved K-step sampler of each student (its own route and re-noising share)
+        versus = ({} if args.versus == 1 else
+                  {(r, w): student_draws(r, w, args.draws, args.n, ref, clf, args.versus_shift, args.versus_fresh, steps=(args.versus,),
+                                         first_draw=args.first_draw)[args.versus] for r in args.runs for w in one_cfgs})
+    ref_scores = one if args.versus == 1 else versus
     print(f"draws {args.first_draw}-{args.first_draw + args.draws - 1} of {args.n} images per digit; "
           f"{len(args.runs)} students; {platform.machine()}, torch {torch.__version__}, {datetime.date.today()}\n")
-    print("| sampler | w | shift or route | fresh noise | FID (mean over seeds) | per seed | adherence | k <= 1 |")
+    print(f"| sampler | w | shift or route | fresh noise | FID (mean over seeds) | per seed | adherence | k <= {args.versus} |")
     print("|---|---|---|---|---|---|---|---|")
     for w in one_cfgs:
         f = [mean(x for x, _ in one[r, w]) for r in args.runs]
         a = [100 * mean(y for _, y in one[r, w]) for r in args.runs]
         print(f"| 1 step | {w:g} | - | - | {mean(f):.2f} | {' / '.join(f'{v:.2f}' for v in f)} | {mean(a):.1f}% | - |")
+    for w in (one_cfgs if args.versus > 1 else []):
+        f = [mean(x for x, _ in versus[r, w]) for r in args.runs]
+        a = [100 * mean(y for _, y in versus[r, w]) for r in args.runs]
+        vs = "saved" if args.versus_shift is None else f"{args.versus_shift:g}"
+        vf = "saved" if args.versus_fresh is None else f"{args.versus_fresh:g}"
+        print(f"| {args.versus} steps (reference) | {w:g} | {vs} | {vf} | {mean(f):.2f} | "
+              f"{' / '.join(f'{v:.2f}' for v in f)} | {mean(a):.1f}% | - |")
     for w, s, a in itertools.product(cfgs, routes, fresh):
         f = [mean(x for x, _ in multi[r, w, s, a]) for r in args.runs]
         ad = [100 * mean(y for _, y in multi[r, w, s, a]) for r in args.runs]
         w1 = args.one_step_cfg if args.one_step_cfg is not None else w
-        ok = sum(fk <= mean(x for x, _ in one[r, w1]) for fk, r in zip(f, args.runs))
+        ok = sum(fk <= mean(x for x, _ in ref_scores[r, w1]) for fk, r in zip(f, args.runs))
         shown = f"{s:g}" if isinstance(s, float) else "/".join(f"{m:g}" for m in s)
         print(f"| {args.steps} steps | {w:g} | {shown} | {a:g} | {mean(f):.2f} | {' / '.join(f'{v:.2f}' for v in f)} | "
               f"{mean(ad):.1f}% | {ok}/{len(args.runs)} |")
@@ -97,6 +118,8 @@ def main() -> None:
         Path(args.json).write_text(json.dumps({
             "draws": args.draws, "first_draw": args.first_draw, "n": args.n, "steps": args.steps,
             "one_step": [{"run": r, "w": w, "scores": one[r, w]} for r, w in one],
+            "versus": args.versus, "versus_shift": args.versus_shift, "versus_fresh": args.versus_fresh,
+            "versus_saved": [{"run": r, "w": w, "scores": versus[r, w]} for r, w in versus],
             "multi_step": [{"run": r, "w": w, **({"shift": s} if isinstance(s, float) else {"route": list(s)}),
                             "fresh_noise": a, "scores": multi[r, w, s, a]}
                            for r, w, s, a in multi]}, indent=1))
