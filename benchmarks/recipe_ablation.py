@@ -204,6 +204,69 @@ def rescore(path: Path, n: int) -> None:
     tmp.replace(path)
 
 
+def resample_row(row: dict) -> dict:
+    """``row`` (a "default"-guidance run) re-scored on the few-step sampler its config has now --
+    the re-noising share and explicit routes are sampling settings, so training is unchanged: the
+    final student, its guidance sweep and every curve checkpoint are sampled again. The sampler
+    the row was scored with before is kept under ``"before"``."""
+    torch.set_num_threads(1)
+    from tbcm.checkpoint import list_checkpoints, load_checkpoint
+    from tbcm.config import DistillConfig, load_config
+    from tbcm.distill import Distiller
+    from tbcm.models.bundle import load_bundle
+    from tbcm.models.student import Student
+    from tbcm.sampling import routes_by_steps
+
+    cfg = load_config(DistillConfig, None, [f"steps={row['steps']}", f"seed={row['seed']}", "threads=1",
+                                            *row["overrides"]])
+    fresh, routes = float(cfg.sample.student_fresh_noise), routes_by_steps(cfg.sample.student_routes)
+    ref, clf = _fid_reference()
+    shift, w_eval, n = row["student_shift"], row["eval_cfg"], row["n"]
+    bundle = load_bundle(Path(row["run"]) / "student", expect_kind="student")
+    out = dict(row, fresh_noise=fresh, routes={str(k): v for k, v in routes.items()},
+               before={k: row[k] for k in ("fresh_noise", "routes", "student", "sweep", "curve")})
+    out["student"], out["sweep"] = score_student(Student.from_bundle(bundle).eval(), bundle.encoder, row["cfg_scales"],
+                                                 w_eval, n, ref, clf, shift, fresh, routes)
+    if row.get("curve"):
+        d = Distiller(cfg)  # the run's networks, to load each checkpoint's EMA into
+        curve = []
+        for point, ckpt in zip(row["curve"], list_checkpoints(Path(row["run"]) / "checkpoints")):
+            state = load_checkpoint(ckpt)
+            if int(state["step"]) != point["step"]:
+                raise SystemExit(f"{ckpt}: step {state['step']}, but the row's curve has {point['step']} there")
+            d.ema.load_full_state_dict(state["ema"])
+            curve.append(dict(point, student=score_student(d.student_for_sampling(), d.encoder, [], w_eval, n, ref,
+                                                           clf, shift, fresh, routes)[0]))
+        out["curve"] = curve
+    return out
+
+
+def resample(path: Path, workers: int) -> None:
+    """Re-score, with :func:`resample_row`, every "default"-guidance row whose sampler is not its
+    config's current one (one process per row, one thread each); the file is replaced at the end."""
+    from tbcm.config import DistillConfig, load_config
+    from tbcm.sampling import routes_by_steps
+
+    rows = load_results(path)
+
+    def stale(row: dict) -> bool:
+        if row["variant"] == "teacher" or row["guidance"] != "default":
+            return False
+        cfg = load_config(DistillConfig, None, row["overrides"])
+        routes = {str(k): v for k, v in routes_by_steps(cfg.sample.student_routes).items()}
+        return row["routes"] != routes or row["fresh_noise"] != float(cfg.sample.student_fresh_noise)
+
+    todo = [i for i, r in enumerate(rows) if stale(r)]
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        for i, new in zip(todo, pool.map(resample_row, [rows[i] for i in todo])):
+            rows[i] = new
+            print(f"resampled {new['variant']} seed {new['seed']}: routes {new['before']['routes']} -> {new['routes']}",
+                  flush=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(path)
+
+
 def train_and_eval(variant: str, overrides: list[str], guidance: str, seed: int, steps: int, n: int,
                    out_root: str, curve_every: int = 0) -> dict:
     """One run in a fresh process (one thread): train, then score the EMA student; with
@@ -511,6 +574,9 @@ def main() -> None:
     ap.add_argument("--runs", default=str(ROOT / "runs" / "recipe_ablation"))
     ap.add_argument("--report", action="store_true", help="only print the tables from the results file")
     ap.add_argument("--rescore", action="store_true", help="add the guidance sweep to rows without it, then report")
+    ap.add_argument("--resample", action="store_true",
+                    help="re-score the 'default' rows whose few-step sampler (routes, re-noising share) is no "
+                         "longer their config's: final students and curve checkpoints, no training; then report")
     ap.add_argument("--write-doc", action="store_true", help="write the tables into docs/results.md")
     ap.add_argument("--baseline", action="append", default=[], metavar="FILE|VARIANT",
                     help="also report VARIANT's rows from another results file (e.g. the faithful suite's)")
@@ -520,6 +586,8 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.rescore:
         rescore(path, args.n)
+    elif args.resample:
+        resample(path, args.workers)
     elif not args.report:
         done = {run_key(r["variant"], r["guidance"], r["seed"], r["steps"]) for r in load_results(path)
                 if r["variant"] != "teacher"}
