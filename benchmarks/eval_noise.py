@@ -43,11 +43,11 @@ def _score(images: torch.Tensor, n: int, ref, clf) -> tuple[float, float]:
     return float(ref(images)), float(adherence(images, labels, clf))
 
 
-def teacher_draws(teacher, cfgs: list[float], draws: int, n: int, ref, clf) -> dict:
-    """``{w: [(fid, adherence) per draw]}`` for the 16-step teacher."""
+def teacher_draws(teacher, cfgs: list[float], draws: int, n: int, ref, clf, steps: int = 16) -> dict:
+    """``{w: [(fid, adherence) per draw]}`` for the teacher at ``steps`` steps (16: the issue's "best")."""
     out = {}
     for w in cfgs:
-        out[w] = [_score(torch.cat([teacher_samples(teacher, [p], w, 16, n, first_seed=d * 10 * n + i * n,
+        out[w] = [_score(torch.cat([teacher_samples(teacher, [p], w, steps, n, first_seed=d * 10 * n + i * n,
                                                     independent=True) for i, p in enumerate(PROMPTS)]), n, ref, clf)
                   for d in range(draws)]
     return out
@@ -146,17 +146,23 @@ def _scored_sets(data, where: str = ""):
             yield from _scored_sets(v, f"{where} {k}".strip())
 
 
-def merged(sets: list[dict]) -> tuple[dict, dict, int, int]:
+def merged(sets: list[dict]) -> tuple[dict, dict, int, int, int]:
     """One report's inputs from scored sets (in-memory or read back from --json files):
     ``(teacher {w: [(fid, adh)]}, groups {(name, cfg): {run: {"1": [...], "2": ..., "4": ...}}},
-    draws, n)``. A recipe scored in several sets (its seeds scored by separate processes) is one
+    draws, n, teacher_steps)``. A recipe scored in several sets (its seeds scored by separate processes) is one
     group; the sets must be on the same draws (the teacher scored in two is the same there)."""
     sets = [json.loads(json.dumps(d)) for d in sets]  # one key type: JSON's strings
     draws, n = sets[0]["draws"], sets[0]["n"]
     teacher, groups, samplers = {}, {}, {}
+    teacher_steps = None
     for d in sets:
         if (d["draws"], d["n"]) != (draws, n):
             raise ValueError(f"scored sets on different draws: {d['draws']} x {d['n']} against {draws} x {n}")
+        if d["teacher"]:  # files from before --teacher-steps scored the teacher at 16 steps
+            steps = d.get("teacher_steps", 16)
+            if teacher_steps not in (None, steps):
+                raise ValueError(f"the teacher scored at {teacher_steps} and at {steps} steps: report one step count at a time")
+            teacher_steps = steps
         for w, rows in d["teacher"].items():
             w = f"{float(w):g}"
             if w in teacher and any(abs(a[0] - b[0]) > 1e-6 for a, b in zip(teacher[w], rows)):
@@ -170,10 +176,10 @@ def merged(sets: list[dict]) -> tuple[dict, dict, int, int]:
                 raise ValueError(f"group {name!r} scored with shift / fresh noise / routes {samplers[key]} and {sampler}: "
                                  "give each sampler its own group name")
             groups.setdefault(key, {}).update(runs)
-    return teacher, groups, draws, n
+    return teacher, groups, draws, n, teacher_steps or 16
 
 
-def print_report(teacher: dict, groups: dict, draws: int, n: int) -> None:
+def print_report(teacher: dict, groups: dict, draws: int, n: int, teacher_steps: int = 16) -> None:
     """The per-model table and the per-recipe table with the issue's targets (the inputs of
     :func:`merged`)."""
     if not teacher:  # scored with --teacher-cfg none: the ratios need a file that holds the teacher
@@ -187,7 +193,7 @@ def print_report(teacher: dict, groups: dict, draws: int, n: int) -> None:
     print("|---|---|---|---|---|---|")
     for w, rows in teacher.items():
         f = [x for x, _ in rows]
-        print(f"| teacher | 16 | {w} | {_ms(f)} | {_ms([a * 100 for _, a in rows], '{:.1f}')}% | "
+        print(f"| teacher | {teacher_steps} | {w} | {_ms(f)} | {_ms([a * 100 for _, a in rows], '{:.1f}')}% | "
               f"{min(f):.2f} - {max(f):.2f} |")
     for (name, cfg), runs in groups.items():
         for run, per in runs.items():
@@ -226,7 +232,7 @@ def tradeoff(files: list[Path], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(11, 5.5))
-    teacher, groups, _, _ = merged([d for f in files for _, d in _scored_sets(json.loads(f.read_text()))])
+    teacher, groups, *_ = merged([d for f in files for _, d in _scored_sets(json.loads(f.read_text()))])
     means = {w: (statistics.mean(f for f, _ in r), 100 * statistics.mean(a for _, a in r)) for w, r in teacher.items()}
     teacher_best = min(means.values())  # (FID, adherence) at the lowest mean FID
     for w, (fid, adh) in means.items():
@@ -266,8 +272,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100, help="images per digit in each draw")
     ap.add_argument("--cfg", type=float, default=1.5, help="the students' guidance input")
     ap.add_argument("--teacher-cfg", default="0.75,1,1.25",
-                    help="the teacher's guidance scales (16 steps); 'none' scores only the students (the "
+                    help="the teacher's guidance scales (--teacher-steps); 'none' scores only the students (the "
                          "teacher is deterministic on given draws: --report joins these scores with a file that has it)")
+    ap.add_argument("--teacher-steps", type=int, default=16,
+                    help="the teacher's sampling steps (16: the issue's teacher's best; more: how far its own ODE goes)")
     ap.add_argument("--teacher-interval", default=None, metavar="LO,HI",
                     help="guide the teacher only at angles in (LO, HI] rad (default: at every angle)")
     ap.add_argument("--shift", type=float, default=None, help="the students' route (default: each one's saved)")
@@ -314,6 +322,8 @@ def main() -> None:
         routes = parse_routes(args.routes) if args.routes is not None else None
     except UserError as e:
         ap.error(str(e))
+    if args.teacher_steps < 1:
+        ap.error(f"--teacher-steps {args.teacher_steps}: the teacher needs at least 1 sampling step (16 is the issue's)")
     if args.draws < 1 or args.n < 2:
         ap.error(f"--draws {args.draws} --n {args.n}: need at least 1 draw of at least 2 images per digit")
     specs = []
@@ -344,14 +354,15 @@ def main() -> None:
     with torch.no_grad():
         teacher = Teacher.from_bundle(load_bundle("builtin", expect_kind="teacher"))
         teacher.guidance_interval = interval
-        t = teacher_draws(teacher, cfgs, args.draws, args.n, ref, clf)
+        t = teacher_draws(teacher, cfgs, args.draws, args.n, ref, clf, args.teacher_steps)
         groups = {}
         for name, folders in specs:
             groups[name] = {r: student_draws(r, args.cfg, args.draws, args.n, ref, clf, args.shift,
                                                  args.fresh_noise, routes=routes)
                             for r in folders}
     scored = {"teacher": {str(w): v for w, v in t.items()}, "groups": groups, "draws": args.draws,
-              "n": args.n, "cfg": args.cfg, "teacher_interval": list(interval or []), "shift": args.shift,
+              "n": args.n, "cfg": args.cfg, "teacher_steps": args.teacher_steps,
+              "teacher_interval": list(interval or []), "shift": args.shift,
               "fresh_noise": args.fresh_noise, "routes": None if routes is None else {str(k): v for k, v in routes.items()}}
     if args.json:  # first: without a teacher the report below cannot be printed
         Path(args.json).write_text(json.dumps(scored, indent=1))
