@@ -69,6 +69,9 @@ def main() -> None:
         ap.error(f"no run folder {missing[0]!r}; pass the --out folders of tbcm distill")
     if not 1 <= args.versus < args.steps:
         ap.error(f"--versus {args.versus}: expected a step count from 1 to --steps - 1 ({args.steps - 1})")
+    if (args.versus_fresh is not None and not 0 <= args.versus_fresh <= 1) or (args.versus_shift is not None
+                                                                            and args.versus_shift <= 0):
+        ap.error("--versus-fresh in [0, 1] and --versus-shift > 0")
     if args.steps < 2 or any(not 0 <= a <= 1 for a in fresh) or any(s <= 0 for s in shifts):
         ap.error("--steps >= 2, --fresh shares in [0, 1] and --shifts > 0")
     # a route is a shift (float) or an explicit tuple of middle angles
