@@ -199,9 +199,44 @@ def rescore(path: Path, n: int) -> None:
                                         row["eval_cfg"], row["n"], ref, clf,
                                         float(bundle.meta.extra.get("shift", 2.5)))
         print(f"rescored {row['variant']} {row['guidance']} seed {row['seed']}", flush=True)
+    write_results(path, rows)
+
+
+def write_results(path: Path, rows: list[dict]) -> None:
+    """Replace the results file with ``rows`` atomically (a killed rewrite leaves the old file)."""
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tmp.replace(path)
+
+
+def run_sampler(cfg, guidance: str) -> tuple[float, dict]:
+    """``(re-noising share, explicit routes)`` a run is scored with: the low / high sets were
+    measured with sCM's fresh noise on the shifted route; "default" runs the config's own sampler."""
+    from tbcm.sampling import routes_by_steps
+
+    if guidance != "default":
+        return 1.0, {}
+    return float(cfg.sample.student_fresh_noise), routes_by_steps(cfg.sample.student_routes)
+
+
+def score_checkpoints(d, run: Path, w_eval: float, n: int, ref, clf, shift: float, fresh: float,
+                      routes: dict) -> list[dict]:
+    """The curve: the EMA of every checkpoint in ``run/checkpoints`` loaded into the Distiller
+    ``d`` and scored at 1, 2, 4 steps, with its training seconds from ``run/metrics.csv``."""
+    from tbcm.checkpoint import list_checkpoints, load_checkpoint
+
+    lines = (run / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    seconds = {int(r["step"]): float(r["seconds"]) for r in (dict(zip(header, line.split(","))) for line in lines[1:])}
+    curve = []
+    for ckpt in list_checkpoints(run / "checkpoints"):
+        state = load_checkpoint(ckpt)
+        d.ema.load_full_state_dict(state["ema"])
+        step = int(state["step"])
+        curve.append({"step": step, "seconds": seconds.get(step),
+                      "student": score_student(d.student_for_sampling(), d.encoder, [], w_eval, n, ref, clf, shift,
+                                               fresh, routes)[0]})
+    return curve
 
 
 def resample_row(row: dict) -> dict:
@@ -210,34 +245,23 @@ def resample_row(row: dict) -> dict:
     final student, its guidance sweep and every curve checkpoint are sampled again. The sampler
     the row was scored with before is kept under ``"before"``."""
     torch.set_num_threads(1)
-    from tbcm.checkpoint import list_checkpoints, load_checkpoint
     from tbcm.config import DistillConfig, load_config
     from tbcm.distill import Distiller
     from tbcm.models.bundle import load_bundle
     from tbcm.models.student import Student
-    from tbcm.sampling import routes_by_steps
 
     cfg = load_config(DistillConfig, None, [f"steps={row['steps']}", f"seed={row['seed']}", "threads=1",
                                             *row["overrides"]])
-    fresh, routes = float(cfg.sample.student_fresh_noise), routes_by_steps(cfg.sample.student_routes)
+    fresh, routes = run_sampler(cfg, row["guidance"])
     ref, clf = _fid_reference()
-    shift, w_eval, n = row["student_shift"], row["eval_cfg"], row["n"]
-    bundle = load_bundle(Path(row["run"]) / "student", expect_kind="student")
+    shift, w_eval, n, run = row["student_shift"], row["eval_cfg"], row["n"], Path(row["run"])
+    bundle = load_bundle(run / "student", expect_kind="student")
     out = dict(row, fresh_noise=fresh, routes={str(k): v for k, v in routes.items()},
                before={k: row[k] for k in ("fresh_noise", "routes", "student", "sweep", "curve")})
     out["student"], out["sweep"] = score_student(Student.from_bundle(bundle).eval(), bundle.encoder, row["cfg_scales"],
                                                  w_eval, n, ref, clf, shift, fresh, routes)
-    if row.get("curve"):
-        d = Distiller(cfg)  # the run's networks, to load each checkpoint's EMA into
-        curve = []
-        for point, ckpt in zip(row["curve"], list_checkpoints(Path(row["run"]) / "checkpoints")):
-            state = load_checkpoint(ckpt)
-            if int(state["step"]) != point["step"]:
-                raise SystemExit(f"{ckpt}: step {state['step']}, but the row's curve has {point['step']} there")
-            d.ema.load_full_state_dict(state["ema"])
-            curve.append(dict(point, student=score_student(d.student_for_sampling(), d.encoder, [], w_eval, n, ref,
-                                                           clf, shift, fresh, routes)[0]))
-        out["curve"] = curve
+    if row.get("curve"):  # the run's networks (a Distiller) to load each checkpoint's EMA into
+        out["curve"] = score_checkpoints(Distiller(cfg), run, w_eval, n, ref, clf, shift, fresh, routes)
     return out
 
 
@@ -245,26 +269,21 @@ def resample(path: Path, workers: int) -> None:
     """Re-score, with :func:`resample_row`, every "default"-guidance row whose sampler is not its
     config's current one (one process per row, one thread each); the file is replaced at the end."""
     from tbcm.config import DistillConfig, load_config
-    from tbcm.sampling import routes_by_steps
-
-    rows = load_results(path)
 
     def stale(row: dict) -> bool:
         if row["variant"] == "teacher" or row["guidance"] != "default":
             return False
-        cfg = load_config(DistillConfig, None, row["overrides"])
-        routes = {str(k): v for k, v in routes_by_steps(cfg.sample.student_routes).items()}
-        return row["routes"] != routes or row["fresh_noise"] != float(cfg.sample.student_fresh_noise)
+        fresh, routes = run_sampler(load_config(DistillConfig, None, row["overrides"]), row["guidance"])
+        return row["routes"] != {str(k): v for k, v in routes.items()} or row["fresh_noise"] != fresh
 
+    rows = load_results(path)
     todo = [i for i, r in enumerate(rows) if stale(r)]
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
         for i, new in zip(todo, pool.map(resample_row, [rows[i] for i in todo])):
             rows[i] = new
             print(f"resampled {new['variant']} seed {new['seed']}: routes {new['before']['routes']} -> {new['routes']}",
                   flush=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
+    write_results(path, rows)
 
 
 def train_and_eval(variant: str, overrides: list[str], guidance: str, seed: int, steps: int, n: int,
@@ -275,7 +294,6 @@ def train_and_eval(variant: str, overrides: list[str], guidance: str, seed: int,
     torch.set_num_threads(1)
     from tbcm.config import DistillConfig, load_config
     from tbcm.distill import Distiller
-    from tbcm.sampling import routes_by_steps
 
     scales, w_eval = GUIDANCE[guidance]
     # the step count is in the name: a longer run of the same variant and seed must not overwrite it
@@ -286,10 +304,7 @@ def train_and_eval(variant: str, overrides: list[str], guidance: str, seed: int,
         f"checkpoint_every={curve_every or 100000}", "keep_checkpoints=1000", *overrides])
     scales = [float(w) for w in cfg.cfg_scales]  # a variant may set its own guidance range
     w_eval = float(cfg.sample.cfg_scale)
-    # the low / high sets were measured with sCM's fresh noise on the shifted route; "default" runs
-    # the config's own few-step sampler
-    fresh, routes = ((1.0, {}) if guidance != "default" else
-                     (float(cfg.sample.student_fresh_noise), routes_by_steps(cfg.sample.student_routes)))
+    fresh, routes = run_sampler(cfg, guidance)
     start = time.perf_counter()
     d = Distiller(cfg)
     d.run(out, overwrite=True, progress=False)
@@ -298,23 +313,7 @@ def train_and_eval(variant: str, overrides: list[str], guidance: str, seed: int,
 
     shift = cfg.sample.student_shift
     scores, sweep = score_student(d.student_for_sampling(), d.encoder, scales, w_eval, n, ref, clf, shift, fresh, routes)
-    curve = []
-    if curve_every:
-        from tbcm.checkpoint import list_checkpoints, load_checkpoint
-
-        seconds = {}
-        lines = (out / "metrics.csv").read_text().splitlines()
-        header = lines[0].split(",")
-        for line in lines[1:]:
-            row = dict(zip(header, line.split(",")))
-            seconds[int(row["step"])] = float(row["seconds"])
-        for ckpt in list_checkpoints(out / "checkpoints"):
-            state = load_checkpoint(ckpt)
-            d.ema.load_full_state_dict(state["ema"])
-            step = int(state["step"])
-            curve.append({"step": step, "seconds": seconds.get(step),
-                          "student": score_student(d.student_for_sampling(), d.encoder, [], w_eval, n, ref, clf, shift,
-                                                   fresh, routes)[0]})
+    curve = score_checkpoints(d, out, w_eval, n, ref, clf, shift, fresh, routes) if curve_every else []
     return {"variant": variant, "overrides": overrides, "guidance": guidance, "cfg_scales": scales,
             "eval_cfg": w_eval, "student_shift": shift, "fresh_noise": fresh,
             "routes": {str(k): v for k, v in routes.items()}, "seed": seed, "steps": steps, "trained_steps": d.step, "n": n, "train_s": train_s,
