@@ -98,25 +98,24 @@ def main() -> None:
           f"{len(args.runs)} students; {platform.machine()}, torch {torch.__version__}, {datetime.date.today()}\n")
     print(f"| sampler | w | shift or route | fresh noise | FID (mean over seeds) | per seed | adherence | k <= {args.versus} |")
     print("|---|---|---|---|---|---|---|---|")
+    def cells(scores: list) -> tuple[list[float], str]:
+        """Each run's mean FID over the draws, and the table's FID / per-seed / adherence cells."""
+        f = [mean(x for x, _ in sc) for sc in scores]
+        a = [100 * mean(y for _, y in sc) for sc in scores]
+        return f, f"{mean(f):.2f} | {' / '.join(f'{v:.2f}' for v in f)} | {mean(a):.1f}%"
+
     for w in one_cfgs:
-        f = [mean(x for x, _ in one[r, w]) for r in args.runs]
-        a = [100 * mean(y for _, y in one[r, w]) for r in args.runs]
-        print(f"| 1 step | {w:g} | - | - | {mean(f):.2f} | {' / '.join(f'{v:.2f}' for v in f)} | {mean(a):.1f}% | - |")
+        print(f"| 1 step | {w:g} | - | - | {cells([one[r, w] for r in args.runs])[1]} | - |")
+    vs = "saved" if args.versus_shift is None else f"{args.versus_shift:g}"
+    vf = "saved" if args.versus_fresh is None else f"{args.versus_fresh:g}"
     for w in (one_cfgs if args.versus > 1 else []):
-        f = [mean(x for x, _ in versus[r, w]) for r in args.runs]
-        a = [100 * mean(y for _, y in versus[r, w]) for r in args.runs]
-        vs = "saved" if args.versus_shift is None else f"{args.versus_shift:g}"
-        vf = "saved" if args.versus_fresh is None else f"{args.versus_fresh:g}"
-        print(f"| {args.versus} steps (reference) | {w:g} | {vs} | {vf} | {mean(f):.2f} | "
-              f"{' / '.join(f'{v:.2f}' for v in f)} | {mean(a):.1f}% | - |")
+        print(f"| {args.versus} steps (reference) | {w:g} | {vs} | {vf} | {cells([versus[r, w] for r in args.runs])[1]} | - |")
     for w, s, a in itertools.product(cfgs, routes, fresh):
-        f = [mean(x for x, _ in multi[r, w, s, a]) for r in args.runs]
-        ad = [100 * mean(y for _, y in multi[r, w, s, a]) for r in args.runs]
+        f, shown_cells = cells([multi[r, w, s, a] for r in args.runs])
         w1 = args.one_step_cfg if args.one_step_cfg is not None else w
         ok = sum(fk <= mean(x for x, _ in ref_scores[r, w1]) for fk, r in zip(f, args.runs))
         shown = f"{s:g}" if isinstance(s, float) else "/".join(f"{m:g}" for m in s)
-        print(f"| {args.steps} steps | {w:g} | {shown} | {a:g} | {mean(f):.2f} | {' / '.join(f'{v:.2f}' for v in f)} | "
-              f"{mean(ad):.1f}% | {ok}/{len(args.runs)} |")
+        print(f"| {args.steps} steps | {w:g} | {shown} | {a:g} | {shown_cells} | {ok}/{len(args.runs)} |")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "draws": args.draws, "first_draw": args.first_draw, "n": args.n, "steps": args.steps,
