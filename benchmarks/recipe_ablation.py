@@ -476,6 +476,23 @@ def report(rows: list[dict], suite: str, guidances: list[str]) -> str:
     return "\n".join(lines)
 
 
+def curve_table(rows: list[dict], guidances: list[str] | None = None) -> str:
+    """The points :func:`plot_curves` draws, as a table: per run with a curve, each checkpoint's
+    training step and seconds and its FID / adherence at 1, 2 and 4 steps."""
+    lines = ["| run | step | training s | 1 step | 2 steps | 4 steps |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        if not r.get("curve") or (guidances is not None and r.get("guidance") not in guidances):
+            continue
+        for c in r["curve"]:
+            cells = " | ".join(f"{c['student'][k]['fid']:.2f} ({100 * c['student'][k]['adherence']:.1f}%)"
+                               for k in ("1", "2", "4"))
+            secs = "-" if c.get("seconds") is None else f"{c['seconds']:.0f}"
+            lines.append(f"| {r['variant']} seed {r['seed']} | {c['step']} | {secs} | {cells} |")
+        lines.append(f"| {r['variant']} seed {r['seed']}: trained | {r.get('trained_steps', r['steps'])} | "
+                     f"{r['train_s']:.0f} (whole run) | - | - | - |")
+    return "\n".join(lines)
+
+
 def plot_curves(rows: list[dict], path: Path, best_fid: float | None, guidances: list[str] | None = None) -> bool:
     """FID (1, 2, 4 steps) against training steps and seconds, one line per run with a curve
     (of the ``guidances`` sets only, when given)."""
@@ -576,6 +593,8 @@ def main() -> None:
     ap.add_argument("--resample", action="store_true",
                     help="re-score the 'default' rows whose few-step sampler (routes, re-noising share) is no "
                          "longer their config's: final students and curve checkpoints, no training; then report")
+    ap.add_argument("--curve-table", action="store_true",
+                    help="with --report: also print the curves' points (FID and adherence per checkpoint, training seconds)")
     ap.add_argument("--write-doc", action="store_true", help="write the tables into docs/results.md")
     ap.add_argument("--baseline", action="append", default=[], metavar="FILE|VARIANT",
                     help="also report VARIANT's rows from another results file (e.g. the faithful suite's)")
@@ -614,6 +633,8 @@ def main() -> None:
         rows = [*extra, *rows]  # first: the table lists it first
     rows = distinct_variants(rows)
     text = report(rows, args.suite, guidances)
+    if args.curve_table:
+        text += "\n\nCurve points (FID (adherence) at each checkpoint's EMA):\n\n" + curve_table(rows, guidances)
     teacher = next((r for r in rows if r["variant"] == "teacher"), None)
     best = min(v["fid"] for v in teacher["teacher"].values()) if teacher else None
     png = ROOT / "docs" / "img" / f"recipe_{args.suite}_curves.png"
