@@ -602,6 +602,8 @@ def main() -> None:
     path = Path(args.results or ROOT / "benchmarks" / "results" / f"{args.suite}.jsonl")
     guidances = [g for g in args.guidance.split(",") if g]
     seeds = [int(s) for s in args.seeds.split(",")]
+    if (args.rescore or args.resample) and not path.is_file():
+        ap.error(f"no results file {path}: --rescore / --resample re-score the rows of a finished run (--results FILE)")
     if args.rescore:
         rescore(path, args.n)
     elif args.resample:
