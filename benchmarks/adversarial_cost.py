@@ -28,7 +28,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     from tbcm.config import DistillConfig, load_config
-    from tbcm.distill import Distiller, peak_memory_mb
+    from tbcm.train import Distiller
+    from tbcm.train.outputs import peak_memory_mb
 
     common = ["threads=1", "text_cache=none"]
     plain = Distiller(load_config(DistillConfig, None, common))

@@ -35,7 +35,7 @@ import torch
 
 from results_doc import write_block
 from tbcm.config import DistillConfig, load_config
-from tbcm.distill import Distiller
+from tbcm.train import Distiller
 from tbcm.evaluation.classifier import digits_split, load_classifier
 from tbcm.evaluation.metrics import FIDReference, adherence
 from tbcm.grids import grid_image, panels, save_png

@@ -23,7 +23,7 @@ import torch
 from sana_real_shape import SANA_600M_512
 from results_doc import write_block
 from tbcm.config import OptimConfig
-from tbcm.distill import make_optimizer
+from tbcm.train.optim import make_optimizer
 
 MB = 2**20
 

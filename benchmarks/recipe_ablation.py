@@ -246,7 +246,7 @@ def resample_row(row: dict) -> dict:
     the row was scored with before is kept under ``"before"``."""
     torch.set_num_threads(1)
     from tbcm.config import DistillConfig, load_config
-    from tbcm.distill import Distiller
+    from tbcm.train import Distiller
     from tbcm.models.bundle import load_bundle
     from tbcm.models.student import Student
 
@@ -293,7 +293,7 @@ def train_and_eval(variant: str, overrides: list[str], guidance: str, seed: int,
     and training seconds)."""
     torch.set_num_threads(1)
     from tbcm.config import DistillConfig, load_config
-    from tbcm.distill import Distiller
+    from tbcm.train import Distiller
 
     scales, w_eval = GUIDANCE[guidance]
     # the step count is in the name: a longer run of the same variant and seed must not overwrite it

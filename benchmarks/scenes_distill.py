@@ -65,7 +65,7 @@ KINDS = {"tbcm": PLAIN, "forward": [*PLAIN, "source=forward", "forward.data=scen
 def train(kind: str, steps: int, seed: int, runs: str) -> dict:
     torch.set_num_threads(1)
     from tbcm.config import DistillConfig, load_config
-    from tbcm.distill import Distiller
+    from tbcm.train import Distiller
 
     out = Path(runs) / f"{kind}_s{seed}_{steps}"  # a longer run of the same kind must not overwrite it
     cfg = load_config(DistillConfig, CONFIG, [f"steps={steps}", f"seed={seed}", "threads=1", *KINDS[kind]])

@@ -56,7 +56,7 @@ import torch
 
 from results_doc import write_block
 from tbcm.config import DistillConfig, load_config
-from tbcm.distill import Distiller
+from tbcm.train import Distiller
 from tbcm.evaluation.classifier import digits_split, load_classifier
 from tbcm.evaluation.metrics import FIDReference, adherence
 from tbcm.previews import seeded_noise, student_samples

@@ -12,7 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from tbcm.config import DistillConfig, load_config
-from tbcm.distill import Distiller
+from tbcm.train import Distiller
 
 
 def distiller(teacher_dir, overrides) -> Distiller:
@@ -38,9 +38,9 @@ def spawn_two(worker, args: tuple, timeout: float, what: str) -> None:
     join_or_kill(mp.start_processes(worker, args=args, nprocs=2, start_method="spawn", join=False), timeout, what)
 
 
-def assert_resume_bit_identical(teacher_dir, overrides, tmp_path, term: str, module: str) -> None:
+def assert_resume_bit_identical(teacher_dir, overrides, tmp_path, term: str) -> None:
     """4 straight steps == 2 steps, a checkpoint, a new distiller loading it, 2 more steps: the
-    student and the term's ``getattr(d, term)[module]`` equal to the bit."""
+    student and the loss term's own network (``d.term(term).module``) equal to the bit."""
     straight = distiller(teacher_dir, overrides)
     for _ in range(4):
         straight.train_step()
@@ -52,12 +52,12 @@ def assert_resume_bit_identical(teacher_dir, overrides, tmp_path, term: str, mod
     resumed.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=False))
     for _ in range(2):
         resumed.train_step()
-    for a, b in ((straight.student, resumed.student), (getattr(straight, term)[module], getattr(resumed, term)[module])):
+    for a, b in ((straight.student, resumed.student), (straight.term(term).module, resumed.term(term).module)):
         for k, v in a.state_dict().items():
             assert torch.equal(v, b.state_dict()[k]), k
 
 
-def _term_worker(rank, world, init_file, teacher_dir, out_file, overrides, term, module, stat):
+def _term_worker(rank, world, init_file, teacher_dir, out_file, overrides, term, stat):
     import faulthandler
     import sys
 
@@ -68,7 +68,7 @@ def _term_worker(rank, world, init_file, teacher_dir, out_file, overrides, term,
         d = distiller(teacher_dir, overrides)
         for _ in range(2):
             stats = d.train_step()
-        torch.save({"term": flat(getattr(d, term)[module]), "student": flat(d.student), "stat": stats[stat]},
+        torch.save({"term": flat(d.term(term).module), "student": flat(d.student), "stat": stats[stat]},
                    f"{out_file}.{rank}")
         del d
         dist.barrier()
@@ -76,10 +76,10 @@ def _term_worker(rank, world, init_file, teacher_dir, out_file, overrides, term,
         dist.destroy_process_group()
 
 
-def two_rank_states(tmp_path, teacher_dir, overrides, term: str, module: str, stat: str) -> tuple[dict, dict]:
+def two_rank_states(tmp_path, teacher_dir, overrides, term: str, stat: str) -> tuple[dict, dict]:
     """Two DDP ranks take 2 steps: each rank's ``{"term", "student", "stat"}`` (flat parameters and
     the last step's ``stats[stat]``)."""
     init_file, out = tempfile.mktemp(dir=tmp_path), tmp_path / "rank"
-    spawn_two(_term_worker, (2, init_file, str(teacher_dir), str(out), list(overrides), term, module, stat), 150,
+    spawn_two(_term_worker, (2, init_file, str(teacher_dir), str(out), list(overrides), term, stat), 150,
               f"{term} run")
     return tuple(torch.load(f"{out}.{r}", weights_only=True) for r in range(2))

@@ -30,7 +30,7 @@ def _tensors(module) -> dict:
 
 def test_only_the_heads_train_and_the_teacher_stays_frozen(tiny_teacher_dir):
     d = _distiller(tiny_teacher_dir)
-    disc = d.adversarial["disc"]
+    disc = d.term("adversarial").module
     teacher_ids = {id(p) for p in d.teacher.parameters()}
     assert not teacher_ids & {id(p) for p in disc.parameters()}
     assert set(disc.state_dict()) == {k for k in disc.state_dict() if k.startswith("heads.")}
@@ -45,7 +45,7 @@ def test_only_the_heads_train_and_the_teacher_stays_frozen(tiny_teacher_dir):
 
 def test_discriminator_gradient_through_the_frozen_teacher_matches_finite_differences(tiny_teacher_dir):
     d = _distiller(tiny_teacher_dir)
-    disc = d.adversarial["disc"].double()
+    disc = d.term("adversarial").module.double()
     d.teacher.F.double()
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, *d.image_shape, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -82,7 +82,7 @@ def test_hinge_loss_and_renoising_closed_forms():
 
 
 def test_resume_with_the_adversarial_term_is_bit_identical(tiny_teacher_dir, tmp_path):
-    assert_resume_bit_identical(tiny_teacher_dir, ADV, tmp_path, "adversarial", "disc")
+    assert_resume_bit_identical(tiny_teacher_dir, ADV, tmp_path, "adversarial")
 
 
 def test_adversarial_config_errors(tiny_teacher_dir):
@@ -91,13 +91,13 @@ def test_adversarial_config_errors(tiny_teacher_dir):
     with pytest.raises(UserError, match="objective.adversarial.blocks"):
         _distiller(tiny_teacher_dir, "objective.adversarial.blocks=[]")
     d = _distiller(tiny_teacher_dir, "objective.adversarial.weight=0")
-    assert d.adversarial is None and "adv_g" not in d.train_step()
+    assert d.term("adversarial") is None and "adv_g" not in d.train_step()
     with pytest.raises(UserError, match="without objective.adversarial"):
         _distiller(tiny_teacher_dir).load_state_dict(copy.deepcopy(d.state_dict()))
 
 
 def test_two_ddp_ranks_keep_identical_heads_and_students(tmp_path, tiny_teacher_dir):
-    a, b = two_rank_states(tmp_path, tiny_teacher_dir, ADV, "adversarial", "disc", "adv_d")
+    a, b = two_rank_states(tmp_path, tiny_teacher_dir, ADV, "adversarial", "adv_d")
     assert torch.equal(a["term"], b["term"]) and torch.equal(a["student"], b["student"])
     assert math.isfinite(a["stat"])
-    assert not torch.equal(flat(_distiller(tiny_teacher_dir).adversarial["disc"]), a["term"])  # the heads did train
+    assert not torch.equal(flat(_distiller(tiny_teacher_dir).term("adversarial").module), a["term"])  # the heads did train

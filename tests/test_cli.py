@@ -73,23 +73,14 @@ def test_distill_then_sample(tmp_path, tiny_teacher_dir, prompts_file, capsys):
     ("steps=many", "steps"),
     ("objective.jvp=magic", "objective.jvp"),
     ("steps", "key=value"),
-    ("pairs.renoised_points=-1", "pairs.renoised_points"),
-    ("pairs.renoised_max_angle=2", "pairs.renoised_max_angle"),
+    ("pairs.renoised_points=2", "'pairs.renoised_points' was removed"),
+    ("objective.endpoint.weight=-1", "objective.endpoint.weight"),
 ])
 def test_bad_config_values_exit_2_and_write_nothing(tmp_path, override, needle, capsys):
     out = tmp_path / "run"
     err = assert_cli_error(["distill", "--out", str(out), override], capsys)
     assert needle in err
     assert not out.exists() and not list(tmp_path.glob(".run*"))
-
-
-def test_cache_refuses_pairs_that_are_not_trajectory_points(tmp_path, capsys):
-    out = tmp_path / "cache"
-    err = assert_cli_error(["trajectories", "--out", str(out), "pairs.renoised_points=2"], capsys)
-    assert "pairs.renoised_points=0" in err and not out.exists()
-    err = assert_cli_error(["distill", "--out", str(tmp_path / "run"), "source=cache", f"cache.dir={out}",
-                            "pairs.renoised_points=2"], capsys)
-    assert "source=cache" in err
 
 
 def test_bad_teacher_and_prompts(tmp_path, tiny_teacher_dir, capsys):

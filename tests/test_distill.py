@@ -3,7 +3,8 @@
 import torch
 
 from tbcm.config import DistillConfig, load_config
-from tbcm.distill import Distiller
+from tbcm.train import Distiller
+from tbcm.train.outputs import save_student
 
 
 def _distiller(teacher_dir, *extra):
@@ -76,7 +77,7 @@ def test_the_sampling_copy_takes_ema_parameters_and_keeps_the_networks_buffers(t
     holds parameters only, the buffer comes from the network as built."""
     d = _distiller(tiny_teacher_dir)
     table = torch.arange(6.0).reshape(2, 3)
-    d._student_template.register_buffer("table", table.clone())
+    d.student_template.register_buffer("table", table.clone())
     d.train_step()
     copy = d.student_for_sampling()
     assert torch.equal(copy.network.table, table)
@@ -120,11 +121,11 @@ def test_the_student_keeps_its_own_route_shift_and_its_generator_samples_on_it(t
     from tbcm.models.bundle import load_bundle
     from tbcm.sampling import student_sample, to_pixels
 
-    d = _distiller(tiny_teacher_dir, "sample.student_shift=1.0", "sample.shift=3.0", "sample.student_fresh_noise=1.0")
+    d = _distiller(tiny_teacher_dir, "sampler.shift=1.0", "sampler.fresh_noise=1.0")
     d.train_step()
-    d.save_student(d.student_for_sampling(), tmp_path / "student")
+    save_student(d, d.student_for_sampling(), tmp_path / "student")
     extra = load_bundle(tmp_path / "student", expect_kind="student").meta.extra
-    assert extra["shift"] == 1.0 and extra["teacher_shift"] == 3.0
+    assert extra["sampler"]["shift"] == 1.0
     gen = load_image_generator(tmp_path / "student", steps=2)
     prompts, seeds = ["a handwritten digit 3", "a handwritten digit 7"], [5, 6]
     got = gen.generate(prompts, seeds)
@@ -148,10 +149,10 @@ def test_the_student_keeps_its_re_noising_and_sample_and_eval_use_it(tiny_teache
     from tbcm.models.bundle import load_bundle
     from tbcm.sampling import student_angles, student_sample, to_pixels
 
-    d = _distiller(tiny_teacher_dir, "sample.student_fresh_noise=0.5")
+    d = _distiller(tiny_teacher_dir, "sampler.fresh_noise=0.5")
     d.train_step()
-    d.save_student(d.student_for_sampling(), tmp_path / "student")
-    assert load_bundle(tmp_path / "student", expect_kind="student").meta.extra["fresh_noise"] == 0.5
+    save_student(d, d.student_for_sampling(), tmp_path / "student")
+    assert load_bundle(tmp_path / "student", expect_kind="student").meta.extra["sampler"]["fresh_noise"] == 0.5
     gen = load_image_generator(tmp_path / "student", steps=2)
     prompts, seeds = ["a handwritten digit 3", "a handwritten digit 7"], [5, 6]
 
@@ -188,10 +189,10 @@ def test_the_student_keeps_its_routes_and_sample_and_eval_use_them(tiny_teacher_
     from tbcm.models.bundle import load_bundle
     from tbcm.sampling import student_angles, student_sample, to_pixels
 
-    d = _distiller(tiny_teacher_dir, "sample.student_routes=[[0.5, 0.1]]", "sample.student_fresh_noise=1.0")
+    d = _distiller(tiny_teacher_dir, "sampler.routes=[[0.5, 0.1]]", "sampler.fresh_noise=1.0")
     d.train_step()
-    d.save_student(d.student_for_sampling(), tmp_path / "student")
-    assert load_bundle(tmp_path / "student", expect_kind="student").meta.extra["routes"] == {"3": [0.5, 0.1]}
+    save_student(d, d.student_for_sampling(), tmp_path / "student")
+    assert load_bundle(tmp_path / "student", expect_kind="student").meta.extra["sampler"]["routes"] == {"3": [0.5, 0.1]}
     gen = load_image_generator(tmp_path / "student", steps=3)
     prompts, seeds = ["a handwritten digit 3", "a handwritten digit 7"], [5, 6]
 
@@ -214,10 +215,10 @@ def test_the_student_keeps_its_routes_and_sample_and_eval_use_them(tiny_teacher_
         runs[name] = json.loads(capsys.readouterr().out)
     assert runs["saved"]["student_routes"] == {"3": [0.5, 0.1]} and runs["none"]["student_routes"] == {}
     assert runs["saved"]["student"] == runs["flag"]["student"] != runs["none"]["student"] == runs["shift"]["student"]
-    with pytest.raises(UserError, match="sample.student_routes"):
-        _distiller(tiny_teacher_dir, "sample.student_routes=[[0.1, 0.5]]")
+    with pytest.raises(UserError, match="sampler.routes"):
+        _distiller(tiny_teacher_dir, "sampler.routes=[[0.1, 0.5]]")
     with pytest.raises(UserError, match="two routes for 3 steps"):
-        _distiller(tiny_teacher_dir, "sample.student_routes=[[0.5, 0.1], [0.6, 0.2]]")
+        _distiller(tiny_teacher_dir, "sampler.routes=[[0.5, 0.1], [0.6, 0.2]]")
 
 
 def test_a_re_noising_share_outside_zero_one_is_refused(tiny_teacher_dir):
@@ -225,5 +226,5 @@ def test_a_re_noising_share_outside_zero_one_is_refused(tiny_teacher_dir):
 
     from tbcm.errors import UserError
 
-    with pytest.raises(UserError, match="sample.student_fresh_noise"):
-        _distiller(tiny_teacher_dir, "sample.student_fresh_noise=1.5")
+    with pytest.raises(UserError, match="sampler.fresh_noise"):
+        _distiller(tiny_teacher_dir, "sampler.fresh_noise=1.5")

@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from tbcm.config import DistillConfig, load_config
-from tbcm.distill import Distiller
+from tbcm.train import Distiller
 from tbcm.pairs.base import Pairs
 from tbcm.pairs.trajectory import TrajectoryConfig, TrajectoryPairSource
 from tests.extra_terms import join_or_kill, spawn_two
@@ -154,7 +154,7 @@ def _assert_same_weights(got, expected):
 def test_two_ranks_with_their_own_prompt_shards_and_generators_match_one_process(tmp_path, tiny_teacher_dir):
     """Through the real pair path: the 2-rank run's union of per-rank batches (each rank's prompt
     slice, noise, routes and CFG draws) taken by one process gives the same weights."""
-    from tbcm.distill import rank_seed
+    from tbcm.pairs.build import rank_seed
     from tbcm.pairs.prompts import PromptSampler
     from tbcm.pairs.trajectory import _concat
 

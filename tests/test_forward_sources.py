@@ -5,7 +5,7 @@ import math
 import torch
 
 from tbcm.config import DistillConfig, load_config
-from tbcm.distill import Distiller
+from tbcm.train import Distiller
 
 from .conftest import assert_close_to_scale
 

@@ -102,7 +102,8 @@ def test_good_intervals_validate():
 
 def test_a_run_guides_its_teacher_in_the_interval_and_records_it_with_the_student(tiny_teacher_dir, tmp_path):
     from tbcm.config import load_config
-    from tbcm.distill import Distiller
+    from tbcm.train import Distiller
+    from tbcm.train.outputs import save_student
 
     cfg = load_config(DistillConfig, None, [f"teacher={tiny_teacher_dir}", "prompts_per_step=2", "pairs.route_points=4",
                                             "pairs.pool_prompts=0", "guidance_interval=[0.0,0.6]", "cfg_scales=[3.0]"])
@@ -113,5 +114,5 @@ def test_a_run_guides_its_teacher_in_the_interval_and_records_it_with_the_studen
     assert outside.any()
     v_cond, _ = _two_passes(d.teacher, pairs.x_t, pairs.t, pairs.cond)
     assert_close_to_scale(pairs.u[outside], v_cond[outside])
-    d.save_student(d.student_for_sampling(), tmp_path / "student")
-    assert load_bundle(tmp_path / "student", expect_kind="student").meta.extra["guidance_interval"] == [0.0, 0.6]
+    save_student(d, d.student_for_sampling(), tmp_path / "student")
+    assert load_bundle(tmp_path / "student", expect_kind="student").meta.extra["sampler"]["guidance_interval"] == [0.0, 0.6]

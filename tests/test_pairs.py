@@ -81,39 +81,6 @@ def test_trajectory_pairs_reuse_the_teacher_velocity_and_drop_the_noise_point(te
     assert src.teacher_calls == 3 * 6
 
 
-def test_noise_point_keeps_the_pure_noise_state_at_pi_over_2_with_the_same_trajectories(teacher):
-    # with pairs.noise_point each trajectory gives K pairs: its noise state sigma_d eps at exactly
-    # pi/2 (the 1-step sampler's input), then the same K - 1 states as without it
-    conds = teacher.encoder.encode([f"a handwritten digit {d}" for d in range(10)])
-    ids = torch.tensor([3, 7])
-
-    def pairs_of(noise_point):
-        src = TrajectoryPairSource(teacher, conds, [1.0, 1.5], (1, 8, 8),
-                                   TrajectoryConfig(route_points=6, noise_point=noise_point),
-                                   generator=torch.Generator().manual_seed(0))
-        src.keep_final = True
-        return src.sample(ids), src.teacher_calls
-
-    (without, calls_without), (with_noise, calls_with) = pairs_of(False), pairs_of(True)
-    assert len(with_noise) == 2 * 6 and calls_with == calls_without == 2 * 6  # no extra teacher call
-    t = with_noise.t.reshape(2, 6)
-    assert torch.all(t[:, 0] == torch.tensor(math.pi / 2, dtype=torch.float32))
-    # the same noise as the rollout without the point (same generator draws): x_t at pi/2 is pure noise
-    eps = with_noise.x_t.reshape(2, 6, 1, 8, 8)[:, 0] / teacher.sigma_d
-    assert abs(float(eps.std()) - 1.0) < 0.3
-    assert torch.equal(with_noise.x_t.reshape(2, 6, 1, 8, 8)[:, 1:].reshape(10, 1, 8, 8), without.x_t)
-    assert torch.equal(with_noise.x0.reshape(2, 6, 1, 8, 8)[:, 0], without.x0.reshape(2, 5, 1, 8, 8)[:, 0])
-    # the first state's tangent is the guided velocity at the noise, and one first-order step from it
-    # lands on the next state
-    again = teacher.velocity(with_noise.x_t[:1], with_noise.t[:1], with_noise.cond.index(torch.tensor([0])),
-                             with_noise.w[:1])
-    assert_close_to_scale(with_noise.u[:1], again)
-    from tbcm.trigflow import trig_step
-
-    nxt = trig_step(with_noise.x_t[0:1], with_noise.u[0:1], with_noise.t[0:1], with_noise.t[1:2])
-    assert_close_to_scale(nxt, with_noise.x_t[1:2])
-
-
 def test_fixed_route_and_blank_filter(teacher):
     conds = teacher.encoder.encode(["a handwritten digit 1"])
     ref = official_reference_route(4, 2.5).float()
@@ -128,62 +95,3 @@ def test_fixed_route_and_blank_filter(teacher):
     assert torch.all(src.keep_mask(far) == 1)  # MSE 4 > threshold: always kept
     near = torch.full((4000, 1, 8, 8), -0.5 * teacher.sigma_d)  # MSE 0.25: dropped with p = 0.5
     assert abs(float(src.keep_mask(near).mean()) - 0.5) < 0.05
-
-
-def test_subset_of_points_per_trajectory(teacher):
-    conds = teacher.encoder.encode(["a handwritten digit 4", "a handwritten digit 5"])
-    cfg = TrajectoryConfig(route_points=8, points_per_trajectory=3)
-    src = TrajectoryPairSource(teacher, conds, [4.0], (1, 8, 8), cfg, generator=torch.Generator().manual_seed(0))
-    pairs = src.sample(torch.tensor([0, 1]))
-    assert len(pairs) == 2 * 3
-    t = pairs.t.reshape(2, 3)
-    assert torch.all(t[:, 1:] < t[:, :-1])  # still in route order
-    assert torch.equal(pairs.prompt_ids, torch.tensor([0, 0, 0, 1, 1, 1]))
-    assert_close_to_scale(pairs.u, teacher.velocity(pairs.x_t, pairs.t, pairs.cond, pairs.w))
-
-
-def test_renoised_points_forward_noise_the_trajectorys_own_final_sample(teacher):
-    conds = teacher.encoder.encode(["a handwritten digit 4", "a handwritten digit 5"])
-    k, m = 6, 4
-    cfg = TrajectoryConfig(route_points=k, renoised_points=m)
-    src = TrajectoryPairSource(teacher, conds, [4.0], (1, 8, 8), cfg, generator=torch.Generator().manual_seed(0))
-    pairs = src.sample(torch.tensor([0, 1]))
-    assert len(pairs) == 2 * (k - 1) + 2 * m and src.teacher_calls == 2 * k + 2 * m
-    on_route = pairs.t[: 2 * (k - 1)].reshape(2, k - 1)
-    x_last = pairs.x_t[: 2 * (k - 1)].reshape(2, k - 1, 1, 8, 8)[:, -1]
-    u_last = pairs.u[: 2 * (k - 1)].reshape(2, k - 1, 1, 8, 8)[:, -1]
-    t_last = on_route[:, -1].view(2, 1, 1, 1)
-    final = torch.cos(t_last) * x_last - torch.sin(t_last) * u_last  # the rollout's exact last step to t = 0
-    x_t, t = pairs.x_t[2 * (k - 1):], pairs.t[2 * (k - 1):]
-    for i in range(2 * m):  # each angle is one of its own trajectory's route points
-        assert torch.isclose(on_route[i // m], t[i]).any()
-    assert torch.equal(pairs.prompt_ids[2 * (k - 1):], torch.tensor([0] * m + [1] * m))
-    tb = t.view(-1, 1, 1, 1)
-    eps = (x_t - torch.cos(tb) * final.repeat_interleave(m, 0)) / (torch.sin(tb) * teacher.sigma_d)
-    assert abs(float(eps.mean())) < 0.15 and 0.85 < float(eps.std()) < 1.15  # forward noise, N(0, 1)
-    assert_close_to_scale(pairs.u, teacher.velocity(pairs.x_t, pairs.t, pairs.cond, pairs.w))
-
-
-def test_renoised_max_angle_re_noises_only_the_route_points_at_or_below_it(teacher):
-    conds = teacher.encoder.encode(["a handwritten digit 4", "a handwritten digit 5"])
-    k, m, limit = 16, 6, 0.4
-    cfg = TrajectoryConfig(route_points=k, renoised_points=m, renoised_max_angle=limit)
-    src = TrajectoryPairSource(teacher, conds, [4.0], (1, 8, 8), cfg, generator=torch.Generator().manual_seed(0))
-    seen = set()
-    for _ in range(5):
-        pairs = src.sample(torch.tensor([0, 1]))
-        on_route = pairs.t[: 2 * (k - 1)].reshape(2, k - 1)
-        t = pairs.t[2 * (k - 1):].reshape(2, m)
-        for i in range(2):
-            low = on_route[i][on_route[i] <= limit]
-            assert len(low) >= 2  # the official route of 16 has about three points below 0.4 rad
-            for a in t[i]:  # each a route point of its own trajectory at or below the limit
-                assert torch.isclose(low, a).any()
-                seen.add(int((low - a).abs().argmin()))
-    assert len(seen) >= 2  # not always the same point
-    # no point that low: the trajectory's lowest point
-    lowest = TrajectoryPairSource(teacher, conds, [4.0], (1, 8, 8),
-                                  TrajectoryConfig(route_points=k, renoised_points=m, renoised_max_angle=1e-6),
-                                  generator=torch.Generator().manual_seed(0)).sample(torch.tensor([0, 1]))
-    last = lowest.t[: 2 * (k - 1)].reshape(2, k - 1)[:, -1]
-    assert torch.equal(lowest.t[2 * (k - 1):], last.repeat_interleave(m))

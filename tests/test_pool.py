@@ -4,7 +4,7 @@ trajectories; the pool survives an exact resume."""
 import torch
 
 from tbcm.config import DistillConfig, load_config
-from tbcm.distill import Distiller
+from tbcm.train import Distiller
 from tbcm.models.bundle import load_bundle
 from tbcm.models.teacher import Teacher
 from tbcm.pairs.pool import TrajectoryPool

@@ -13,7 +13,7 @@ import torch
 from tbcm.checkpoint import list_checkpoints, load_checkpoint
 from tbcm.cli import main
 from tbcm.config import DistillConfig, load_config
-from tbcm.distill import Distiller
+from tbcm.train import Distiller
 from tbcm.errors import TrainingStopped
 
 RUN = ["prompts_per_step=2", "pairs.route_points=4", "sample.seeds=1", "sample.teacher_steps=2",
@@ -26,8 +26,13 @@ def _cli(*args):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def test_sigkilled_run_resumes_to_the_same_weights(tmp_path, tiny_teacher_dir):
-    common = [f"teacher={tiny_teacher_dir}", "steps=12", *RUN]
+ALL_TERMS = ["objective.endpoint.weight=0.1", "objective.adversarial.weight=0.5", "objective.adversarial.samples=2",
+             "objective.distribution_matching.weight=0.1", "objective.distribution_matching.samples=2"]
+
+
+@pytest.mark.parametrize("terms", [[], ALL_TERMS], ids=["scm", "every_term"])
+def test_sigkilled_run_resumes_to_the_same_weights(tmp_path, tiny_teacher_dir, terms):
+    common = [f"teacher={tiny_teacher_dir}", "steps=12", *RUN, *terms]
     straight = tmp_path / "straight"
     assert _cli("distill", "--out", str(straight), "--no-progress", *common).wait(timeout=300) == 0
 
@@ -51,6 +56,10 @@ def test_sigkilled_run_resumes_to_the_same_weights(tmp_path, tiny_teacher_dir):
     for key in ("student", "ema"):
         for name, tensor in a[key].items():
             assert torch.allclose(tensor, b[key][name], atol=1e-6), (key, name)
+    for term, module in (("adversarial", "heads"), ("distribution_matching", "fake")):
+        assert (term in a) == bool(terms) == (term in b)
+        for name, tensor in a.get(term, {}).get(module, {}).items():  # each term's own network
+            assert torch.allclose(tensor, b[term][module][name], atol=1e-6), (term, name)
     steps = [int(line.split(",")[0]) for line in (killed / "metrics.csv").read_text().splitlines()[1:]]
     assert steps == list(range(1, 13))  # no gaps, no duplicates across the restart
     assert len(list_checkpoints(killed / "checkpoints")) == 2  # keep_checkpoints

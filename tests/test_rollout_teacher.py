@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tbcm.config import DistillConfig, load_config
-from tbcm.distill import Distiller
+from tbcm.train import Distiller
 from tbcm.errors import UserError
 from tbcm.models.bundle import load_bundle
 from tbcm.models.teacher import Teacher

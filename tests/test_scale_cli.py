@@ -13,7 +13,7 @@ import torch
 from tbcm.checkpoint import list_checkpoints, load_checkpoint
 from tbcm.cli import main
 from tbcm.config import DistillConfig, load_config
-from tbcm.distill import Distiller
+from tbcm.train import Distiller
 from tbcm.errors import UserError
 
 from .conftest import assert_close_to_scale

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .sampling import rollout
-from .trigflow import forward_noise, training_route
+from .trigflow import forward_noise, jitter_route_official, official_reference_route
 
 
 def equivalent_noise(x_t: Tensor, t: Tensor, x0_hat: Tensor) -> Tensor:
@@ -58,8 +58,7 @@ class BinStats:
 
 @torch.no_grad()
 def discrepancy(teacher, conds, real_x0: Tensor, cfg_scale: float, route_points: int = 16,
-                shift: float = 2.5, bins: int = 6, trajectories: int = 256, seed: int = 0,
-                route_style: str = "official") -> list[BinStats]:
+                shift: float = 2.5, bins: int = 6, trajectories: int = 256, seed: int = 0) -> list[BinStats]:
     """Per-``t``-bin statistics of the equivalent noise in both spaces (see the module docstring).
 
     ``conds``: prompt conditions to roll out (cycled); ``real_x0`` ``[M, C, H, W]`` real samples in
@@ -70,8 +69,7 @@ def discrepancy(teacher, conds, real_x0: Tensor, cfg_scale: float, route_points:
     ids = torch.arange(trajectories) % len(conds)
     cond = conds.index(ids)
     w = torch.full((trajectories,), float(cfg_scale))
-    reference, jitter = training_route(route_style, route_points, shift)
-    route = jitter(reference, gen, trajectories).float()
+    route = jitter_route_official(official_reference_route(route_points, shift), gen, trajectories).float()
     noise = torch.randn((trajectories, *real_x0.shape[1:]), generator=gen)
     traj = rollout(lambda x, t: teacher.velocity(x, t, cond, w), sd * noise, route)
     k = route_points - 1  # drop the pure-noise point, as the pair source does
@@ -138,18 +136,18 @@ def write_report(cfg, out, trajectories: int = 256, bins: int = 6, overwrite: bo
     """``tbcm discrepancy``: the table (markdown + JSON) and the plot (PNG) into folder ``out``.
 
     ``cfg`` is a DistillConfig: teacher, prompts, ``forward.data`` (the real images),
-    ``pairs.route_points`` / ``pairs.shift`` (the route) and ``sample.cfg_scale`` (the guidance).
+    ``pairs.route_points`` / ``pairs.shift`` (the route) and ``sampler.cfg_scale`` (the guidance).
     """
     import json
 
     from .data import load_training_data
-    from .distill import load_teacher_and_prompts
+    from .models.loading import load_teacher_and_prompts
     from .outputs import staged_output_dir
 
     bundle, teacher, _, conds = load_teacher_and_prompts(cfg)
     meta = bundle.meta
     data = load_training_data(cfg.forward.data, meta.image_size, cfg.forward.prompt_template)
-    rows = discrepancy(teacher, conds, meta.sigma_d * data.images, cfg.sample.cfg_scale,
+    rows = discrepancy(teacher, conds, meta.sigma_d * data.images, cfg.sampler.cfg_scale,
                        cfg.pairs.route_points, cfg.pairs.shift, bins, trajectories, cfg.seed)
     with staged_output_dir(out, overwrite) as tmp:
         (tmp / "discrepancy.json").write_text(json.dumps(rows_as_dicts(rows), indent=1) + "\n")

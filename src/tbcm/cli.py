@@ -149,7 +149,7 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_distill(args) -> None:
     from .config import DistillConfig, load_config
     from .distributed import shutdown
-    from .distill import Distiller
+    from .train import Distiller
     from .outputs import check_output_dir
 
     if args.resume:

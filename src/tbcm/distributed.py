@@ -65,6 +65,18 @@ def all_reduce_sum(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return value
 
 
+def average_gradients(params: list[torch.Tensor], info: DistInfo) -> None:
+    """Average the gradients of replicated (not DDP-wrapped) parameters over ranks, in one call."""
+    if not info.enabled:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    flat = all_reduce_sum(torch.cat([g.flatten() for g in grads]), info)
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g) / info.world_size)
+        offset += g.numel()
+
+
 def gather_objects(obj, info: DistInfo) -> list:
     """Every rank's ``obj`` (a list in rank order) on every rank."""
     if not info.enabled:

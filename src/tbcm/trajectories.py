@@ -12,17 +12,14 @@ import torch
 
 from . import distributed as dist_utils
 from .config import DistillConfig
-from .distill import blank_reference, load_teacher_and_prompts
-from .errors import UserError
+from .models.loading import load_teacher_and_prompts
+from .pairs.build import blank_reference
 from .pairs.cache import write_trajectory_cache
 from .pairs.rollout_teacher import rollout_teacher
 from .pairs.trajectory import TrajectoryPairSource
 
 
 def write_cache_from_config(cfg: DistillConfig, out: str | Path, progress: bool = True) -> Path:
-    if cfg.pairs.renoised_points or cfg.pairs.points_per_trajectory or cfg.pairs.noise_point:
-        raise UserError("a trajectory cache stores whole trajectories: set pairs.renoised_points=0, "
-                        "pairs.points_per_trajectory=0 and pairs.noise_point=false for `tbcm trajectories`")
     info = dist_utils.init_distributed(cfg.device)
     bundle, teacher, prompts, conds = load_teacher_and_prompts(cfg, info)
     meta = bundle.meta

@@ -113,21 +113,8 @@ def reference_route(num_points: int, shift: float) -> Tensor:
     return route
 
 
-def jitter_route(route: Tensor, generator: torch.Generator | None = None, batch: int = 1) -> Tensor:
-    """Stratified jitter, tbcm's first convention (``pairs.route=tbcm_v1``).
-
-    For ``route`` ``[K]`` (decreasing, ``route[0] = pi/2``) with the end point 0 appended, angle
-    ``i >= 1`` is drawn from ``(route[i+1], route[i]]`` -- the interval it opens.  Each interval
-    gets exactly one point, so the result stays strictly decreasing and covers ``(0, route[1]]``:
-    the interval ``(route[1], pi/2)`` next to pure noise is never drawn.
-    Returns ``[batch, K]`` (float64), one independent route per row.
-    """
-    ends = torch.cat([route, route.new_zeros(1)])
-    return _draw_in_intervals(route[:1], ends[2:], ends[1:-1], generator, batch)
-
-
 def jitter_route_official(route: Tensor, generator: torch.Generator | None = None, batch: int = 1) -> Tensor:
-    """Stratified jitter of hustvl/TBCM (``sample_ordered_timesteps_from_ref``, ``pairs.route=official``).
+    """Stratified jitter of hustvl/TBCM (``sample_ordered_timesteps_from_ref``), the training route's.
 
     Angle ``j >= 1`` is drawn from ``(route[j], route[j-1])``, the interval *above* reference point
     ``j``: the first trained angle lies just below ``pi/2`` and the last above ``route[K-1]``
@@ -166,19 +153,6 @@ def official_reference_route(num_points: int, shift: float, num_train_timesteps:
     route = torch.atan(sigma / (1 - sigma).clamp(min=1e-300))
     route[0] = HALF_PI
     return route
-
-
-ROUTES = ("official", "tbcm_v1")
-
-
-def training_route(style: str, num_points: int, shift: float) -> tuple[Tensor, callable]:
-    """``(reference [K], jitter)`` of a training-route convention: ``"official"`` (hustvl/TBCM) or
-    ``"tbcm_v1"`` (tbcm's first: one shift, jitter below each point, angles in ``(0, route[1]]``)."""
-    if style == "official":
-        return official_reference_route(num_points, shift), jitter_route_official
-    if style == "tbcm_v1":
-        return reference_route(num_points, shift), jitter_route
-    raise ValueError(f"unknown route {style!r}; choose one of {ROUTES}")
 
 
 def sampling_angles(steps: int, shift: float) -> list[float]:

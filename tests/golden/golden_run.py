@@ -22,8 +22,8 @@ HERE = Path(__file__).parent
 GOLDEN = HERE / "golden.json"
 CONFIG = HERE.parent.parent / "configs" / "distill_digits.yaml"
 # short, single-threaded, a small preview grid: the training maths is what is compared
-COMMON = ["steps=20", "log_every=1", "checkpoint_every=10", "threads=1", "sample.seeds=1",
-          "sample.teacher_steps=2"]
+COMMON = ["steps=20", "log_every=1", "checkpoint_every=10", "threads=1", "preview.seeds=1",
+          "preview.teacher_steps=2"]
 CASES = {
     "default": [],
     "adversarial": ["objective.adversarial.weight=0.5", "objective.adversarial.samples=4"],
@@ -37,7 +37,7 @@ TIMING = {"pairs_per_s", "seconds", "peak_mem_mb", "pool_mb"}
 def run_case(name: str, out: Path, overrides=(), config: Path = CONFIG) -> dict:
     """Train one case into ``out`` and return its fingerprint: metrics rows and weight sums."""
     from tbcm.config import DistillConfig, load_config
-    from tbcm.distill import Distiller
+    from tbcm.train import Distiller
 
     torch.set_num_threads(1)
     cfg = load_config(DistillConfig, config, [*COMMON, *CASES[name], *overrides])

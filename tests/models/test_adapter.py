@@ -94,7 +94,7 @@ def test_the_checked_start_measures_the_student_against_the_teacher_and_refuses_
     import pytest
 
     from tbcm.config import DistillConfig, load_config
-    from tbcm.distill import Distiller
+    from tbcm.train import Distiller
     from tbcm.errors import UserError
 
     d = Distiller(load_config(DistillConfig, None, [f"teacher={tiny_teacher_dir}", "prompts_per_step=2",

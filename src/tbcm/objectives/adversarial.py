@@ -31,7 +31,9 @@ import torch
 import torch.nn.functional as Fn
 from torch import Tensor, nn
 
+from ..errors import UserError
 from ..trigflow import angle_from_flow_time
+from .terms import ExtraInputs, StepBatch, TermContext, TrainedTerm
 
 
 @dataclass
@@ -44,6 +46,18 @@ class AdversarialConfig:
     t_mean: float = 0.0  # re-noising: flow time tau = sigmoid(N(t_mean, t_std))
     t_std: float = 1.0
     start_step: int = 0  # the term joins after this many sCM-only steps
+
+    def check(self, cfg, check) -> None:
+        check(math.isfinite(self.weight) and self.weight >= 0, "objective.adversarial.weight", self.weight, ">= 0 (0 = off)")
+        check(len(self.blocks) > 0, "objective.adversarial.blocks", self.blocks, "a non-empty list of teacher block indices")
+        check(math.isfinite(self.lr) and self.lr > 0, "objective.adversarial.lr", self.lr, "a positive number")
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "objective.adversarial.betas", self.betas,
+              "two numbers in [0, 1)")
+        check(self.samples >= 1, "objective.adversarial.samples", self.samples, "a positive integer")
+        check(math.isfinite(self.t_std) and self.t_std > 0, "objective.adversarial.t_std", self.t_std, "a positive number")
+        check(self.start_step >= 0, "objective.adversarial.start_step", self.start_step, ">= 0")
+        check(self.weight == 0 or cfg.source == "trajectory", "objective.adversarial.weight", self.weight,
+              "0 unless source=trajectory (the real side is the teacher's own final samples)")
 
 
 def teacher_blocks(network: nn.Module) -> nn.ModuleList:
@@ -131,3 +145,77 @@ def one_step_sample(F: Tensor, noise: Tensor, sigma_d: float) -> Tensor:
 
 def hinge_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     return Fn.relu(1 - real_logits).mean() + Fn.relu(1 + fake_logits).mean()
+
+
+def fake_sample_inputs(batch: StepBatch, samples: int, ctx: TermContext, gen: torch.Generator) -> tuple[ExtraInputs, Tensor]:
+    """``((noise [K,C,H,W], t = pi/2 [K], cond, w [K]), idx [K])``: inputs of the student's 1-step
+    samples with the prompt and guidance of ``samples`` spread pairs (ridden along the gradient
+    forward), and which pairs they are."""
+    pairs, device = batch.pairs, ctx.device
+    idx = pick(len(pairs), samples).to(device)
+    noise = torch.randn((idx.numel(), *ctx.image_shape), generator=gen).to(device)
+    t = torch.full((idx.numel(),), math.pi / 2, device=device)
+    return (noise, t, pairs.cond.index(idx), pairs.w[idx]), idx
+
+
+class AdversarialTerm(TrainedTerm):
+    """The hinge generator loss of the student's 1-step samples against the heads on the frozen
+    teacher; after the backward, the heads' own step on the detached features."""
+
+    name = "adversarial"
+    needs_trajectory_end = True
+    in_loss_stat = False
+    saved_as = "heads"
+    seed_offset = 11
+
+    def __init__(self, ctx: TermContext, cfg: AdversarialConfig):
+        super().__init__(ctx, cfg.weight)
+        self.cfg = cfg
+        probe = (torch.zeros(1, *ctx.image_shape, device=ctx.device), torch.ones(1, device=ctx.device),
+                 ctx.conds.index(torch.zeros(1, dtype=torch.long, device=ctx.device)))
+        try:
+            disc = TeacherDiscriminator(ctx.teacher.F, list(cfg.blocks), probe).to(ctx.device)
+        except (ValueError, IndexError) as exc:
+            raise UserError(f"objective.adversarial.blocks={list(cfg.blocks)}: {exc}") from None
+        self.setup(disc, cfg.lr, cfg.betas)
+        self._inputs = self._real = self._d_step = None
+
+    def prepare(self, batch: StepBatch) -> ExtraInputs | None:
+        self._d_step = None
+        if batch.step < self.cfg.start_step:
+            return None
+        self._inputs, idx = fake_sample_inputs(batch, self.cfg.samples, self.ctx, self.generator)
+        self._real = batch.pairs.x0[idx]
+        return self._inputs
+
+    def loss(self, batch: StepBatch, F: Tensor, logvar: Tensor, extra_F: Tensor | None) -> tuple[Tensor | None, dict]:
+        zero = torch.zeros((), device=F.device)
+        if extra_F is None:  # before start_step
+            return None, {"adv_g": zero, "adv_d": zero}
+        sd, disc, gen = self.ctx.sigma_d, self.module, self.generator
+        fake, real, cond = one_step_sample(extra_F, self._inputs[0], sd), self._real, self._inputs[2]
+        s = renoise_angles(fake.shape[0], self.cfg, gen).to(self.ctx.device)
+        eps = torch.randn(fake.shape, generator=gen).to(self.ctx.device)  # the same noise for real and fake
+        fake_feats = disc.features(renoise(fake, s, eps, sd) / sd, s, cond)
+        g_loss = -disc.logits(fake_feats).mean()
+
+        def d_step() -> Tensor:
+            # the heads, on the fake's features detached (no second teacher forward on the fakes)
+            self.optimizer.zero_grad(set_to_none=True)  # drop what the generator loss left on the heads
+            with torch.no_grad():
+                real_feats = disc.features(renoise(real, s, eps, sd) / sd, s, cond)
+            d_loss = hinge_d_loss(disc.logits(real_feats), disc.logits([f.detach() for f in fake_feats]))
+            d_loss.backward()
+            self.average_gradients(disc.parameters())  # replicated heads
+            self.optimizer.step()
+            return d_loss.detach()
+
+        self._d_step = d_step
+        self._inputs = self._real = None
+        return g_loss, {"adv_g": g_loss.detach(), "adv_d": zero}
+
+    def after_backward(self) -> dict:
+        if self._d_step is None:
+            return {}
+        out, self._d_step = {"adv_d": self._d_step()}, None
+        return out

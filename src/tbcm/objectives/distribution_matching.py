@@ -26,10 +26,17 @@ adversarial term does); the teacher runs twice per sample (guided), the fake sco
 
 from __future__ import annotations
 
+import copy
+import math
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+
+from ..models.student import Student
+from ..trigflow import consistency_fn, forward_noise
+from .adversarial import fake_sample_inputs, one_step_sample, renoise_angles
+from .terms import ExtraInputs, StepBatch, TermContext, TrainedTerm
 
 
 @dataclass
@@ -42,6 +49,17 @@ class DistributionMatchingConfig:
     t_mean: float = 0.0  # re-noising: flow time tau = sigmoid(N(t_mean, t_std))
     t_std: float = 1.0
     start_step: int = 0  # the generator term joins after this many steps (the fake score trains from step 0)
+
+    def check(self, cfg, check) -> None:
+        name = "objective.distribution_matching"
+        check(math.isfinite(self.weight) and self.weight >= 0, f"{name}.weight", self.weight, ">= 0 (0 = off)")
+        check(self.samples >= 1, f"{name}.samples", self.samples, "a positive integer")
+        check(math.isfinite(self.lr) and self.lr > 0, f"{name}.lr", self.lr, "a positive number")
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{name}.betas", self.betas,
+              "two numbers in [0, 1)")
+        check(self.critic_steps >= 1, f"{name}.critic_steps", self.critic_steps, "a positive integer")
+        check(math.isfinite(self.t_std) and self.t_std > 0, f"{name}.t_std", self.t_std, "a positive number")
+        check(self.start_step >= 0, f"{name}.start_step", self.start_step, ">= 0")
 
 
 def dmd_direction(x0: Tensor, x0_real: Tensor, x0_fake: Tensor) -> Tensor:
@@ -61,3 +79,74 @@ def fake_score_target(x0: Tensor, eps: Tensor, s: Tensor, sigma_d: float) -> Ten
     """The TrigFlow ``F`` of ``x_s = cos s x0 + sin s sigma_d eps``: ``(dx_s/ds) / sigma_d = cos s eps - sin s x0 / sigma_d``."""
     shape = (-1,) + (1,) * (x0.dim() - 1)
     return torch.cos(s).view(shape) * eps - torch.sin(s).view(shape) * x0 / sigma_d
+
+
+class DistributionMatchingTerm(TrainedTerm):
+    """rCM's score regulariser: the DMD generator loss of the student's 1-step samples, and after
+    the backward the fake score's own flow-matching steps on the detached samples."""
+
+    name = "distribution_matching"
+    in_loss_stat = False
+    saved_as = "fake"
+    seed_offset = 13
+
+    def __init__(self, ctx: TermContext, cfg: DistributionMatchingConfig):
+        super().__init__(ctx, cfg.weight)
+        self.cfg = cfg
+        # a Student module for its (x_norm, t, cond, w) call; only its F network trains
+        fake = Student(copy.deepcopy(ctx.student_template), ctx.sigma_d, ctx.timestep_scale).to(ctx.device)
+        self.setup(fake.train(), cfg.lr, cfg.betas, params=fake.F.parameters())
+        self._inputs = self._critic_step = None
+
+    def prepare(self, batch: StepBatch) -> ExtraInputs:
+        # the fake score follows the student from step 0; the generator term joins at start_step
+        self._inputs, _ = fake_sample_inputs(batch, self.cfg.samples, self.ctx, self.generator)
+        return self._inputs
+
+    def loss(self, batch: StepBatch, F: Tensor, logvar: Tensor, extra_F: Tensor) -> tuple[Tensor | None, dict]:
+        g_loss, self._critic_step = self.generator_loss(self._inputs, extra_F)
+        self._inputs = None
+        return (g_loss if batch.step >= self.cfg.start_step else None), {"dmd_g": g_loss.detach()}
+
+    def generator_loss(self, inputs: ExtraInputs, F_noise: Tensor) -> tuple[Tensor, callable]:
+        """``(DMD generator loss, critic_step)`` of the student's 1-step samples from ``inputs``
+        (noise ``[K,C,H,W]`` at pi/2, cond, w ``[K]``) given its F there ``[K,C,H,W]`` (with
+        gradients); ``critic_step()`` then trains the fake score on the detached samples."""
+        m, sd, net, gen, device = self.cfg, self.ctx.sigma_d, self.module, self.generator, self.ctx.device
+        fake = one_step_sample(F_noise, inputs[0], sd)
+        cond, w = inputs[2], inputs[3]
+        x0 = fake.detach()
+
+        def noised():
+            s = renoise_angles(x0.shape[0], m, gen).to(device)
+            eps = torch.randn(x0.shape, generator=gen).to(device)
+            return s, eps, forward_noise(x0, s, sd * eps)
+
+        s, eps, x_s = noised()
+        # one fake-score forward (with grad) serves the direction (detached) and the first critic update
+        F_fake = net(x_s / sd, s, cond, w)
+        x0_real = consistency_fn(x_s, s, self.ctx.teacher.velocity(x_s, s, cond, w) / sd, sd)
+        x0_fake = consistency_fn(x_s, s, F_fake.detach(), sd)
+        g_loss = dmd_generator_loss(fake, dmd_direction(x0, x0_real, x0_fake))
+
+        def critic_step() -> Tensor:
+            total = torch.zeros((), device=device)
+            for i in range(m.critic_steps):
+                if i == 0:
+                    F_i, s_i, eps_i = F_fake, s, eps
+                else:
+                    s_i, eps_i, x_i = noised()
+                    F_i = net(x_i / sd, s_i, cond, w)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss = ((F_i - fake_score_target(x0, eps_i, s_i, sd)) ** 2).mean()
+                loss.backward()
+                self.average_gradients(net.F.parameters())
+                self.optimizer.step()
+                total = total + loss.detach()
+            return total / m.critic_steps
+
+        return g_loss, critic_step
+
+    def after_backward(self) -> dict:
+        out, self._critic_step = {"dmd_fake": self._critic_step()}, None
+        return out

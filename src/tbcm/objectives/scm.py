@@ -19,25 +19,20 @@ constant target.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-from ..models.condition import TextCondition
 from ..pairs.base import Pairs
-from .adversarial import AdversarialConfig
-from .distribution_matching import DistributionMatchingConfig
+from .terms import LossTerm, StepBatch, TermContext
 
 JVP_BACKENDS = ("autograd", "finite_difference")
 TANGENT_NORMS = ("l2", "rms")
 # Pairs at or above this angle are pure-noise points (t = pi/2 in float32 is 1.5707964; the
 # route's jittered interior points are below it by far more than 1e-6 but for a chance of ~1e-5)
 NOISE_POINT_ANGLE = math.pi / 2 - 1e-6
-
-
-ENDPOINT_WEIGHT = 0.1  # objective.endpoint_weight's value with source=trajectory when left unset
 
 
 @dataclass
@@ -51,22 +46,17 @@ class SCMConfig:
     prior_weight: bool = True  # hustvl/TBCM's 1 / (sigma_d tan t); measured best (docs/results.md)
     jvp: str = "autograd"  # "autograd" (torch.func.jvp) or "finite_difference"
     fd_eps: float = 1e-3  # step of the central finite difference, in units of the tangent
-    # The trajectory-endpoint term: endpoint_weight * mean over kept pairs of |f(x_t, t) - x0|^2 /
-    # sigma_d^2 (per element), x0 the pair's own trajectory end. The rollout is a teacher ODE solve,
-    # so f(x_t, t) = x0 is the consistency condition itself, with a weight (sin^2 t in F units) that
-    # is largest next to pi/2 -- where the sCM tangent (a cos t factor) and the prior weight
-    # (1 / tan t) both vanish and nothing else pins the 1-step sample's F. 0 = off. None (the
-    # default) = the recipe's: tbcm.config.validate makes it ENDPOINT_WEIGHT with source=trajectory
-    # (1-step adherence +0.5 to +1 point on the digits, docs/results.md) and 0 with the other
-    # sources, which have no trajectory end; the loss alone reads None as 0
-    endpoint_weight: float | None = None
-    # The endpoint term only on pairs at t >= this angle (radians; 0 = every pair): the 1-step
-    # sample is drawn at pi/2, where the sCM loss is weakest, while at lower angles the sCM loss
-    # already constrains F; the term's sum is still divided by all kept pairs.
-    endpoint_min_angle: float = 0.0
-    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)  # off unless weight > 0
-    # rCM's score regulariser: a DMD term with a fake score trained on the student's samples
-    distribution_matching: DistributionMatchingConfig = field(default_factory=DistributionMatchingConfig)
+
+    def check(self, cfg, check) -> None:
+        check(self.jvp in JVP_BACKENDS, "objective.jvp", self.jvp, f"one of {', '.join(JVP_BACKENDS)}")
+        check(self.tangent_norm in TANGENT_NORMS, "objective.tangent_norm", self.tangent_norm,
+              f"one of {', '.join(TANGENT_NORMS)}")
+        check(self.tangent_norm_c >= 0, "objective.tangent_norm_c", self.tangent_norm_c, ">= 0")
+        check(self.warmup_steps >= 0, "objective.warmup_steps", self.warmup_steps, ">= 0")
+        check(self.calm_down_end >= self.calm_down_start >= 0, "objective.calm_down_end", self.calm_down_end,
+              ">= objective.calm_down_start >= 0")
+        check(0 <= self.calm_down_to <= 1, "objective.calm_down_to", self.calm_down_to, "in [0, 1]")
+        check(math.isfinite(self.fd_eps) and self.fd_eps > 0, "objective.fd_eps", self.fd_eps, "a positive number")
 
 
 def tangent_ratio(step: int, cfg: SCMConfig) -> float:
@@ -129,26 +119,9 @@ def normalise_tangent(g: Tensor, norm: str, c: float) -> tuple[Tensor, Tensor]:
     return g / _bc(size + c, g), g_rms
 
 
-def scm_loss(student, pairs: Pairs, sigma_d: float, r: float, cfg: SCMConfig, jvp_student=None,
-             denominator: float | Tensor | None = None, bf16: bool = False,
-             extra: tuple | None = None, extra_out: list | None = None) -> tuple[Tensor, dict]:
-    """sCM loss on a batch of pairs.
-
-    ``student(x_norm, t, cond, w, with_logvar=True) -> (F, logvar)`` is the gradient path (it may
-    be a DDP wrapper); ``jvp_student(x_norm, t, cond, w) -> F`` the stop-gradient path (default:
-    ``student``; pass the unwrapped module under DDP).  The loss is
-    ``sum(mask * loss_i) / denominator`` with ``denominator`` the number of kept pairs by default;
-    under DDP pass ``global kept pairs / world size`` so averaged gradients equal the global mean.
-    ``bf16`` runs the gradient forward under bfloat16 autocast; the JVP and the target
-    ``F- + g`` stay in fp32 (forward-mode AD in bf16 loses the small differences the target is
-    made of); the residual's ``F-`` is the gradient forward's own detached output.  Returns the scalar loss (with gradients into the student's parameters) and
-    statistics as detached 0-d tensors (``loss``, ``mse``, ``g_rms``, ``kept``).
-
-    ``extra = (x_norm [K,...], t [K], cond, w [K])`` rides along in the gradient forward (one call:
-    the adversarial term's fake samples); its ``F`` ``[K, ...]`` (with gradients) is appended to
-    ``extra_out``.
-    """
-    jvp_student = student if jvp_student is None else jvp_student
+def scm_target(jvp_student, pairs: Pairs, sigma_d: float, r: float, cfg: SCMConfig) -> tuple[Tensor, Tensor]:
+    """``(g, rms(g))``: the normalised sCM tangent ``[B, ...]`` of each pair, from the JVP of the
+    stop-gradient student ``jvp_student(x_norm, t, cond, w) -> F`` (fp32, no graph kept)."""
     x_t, t, u = pairs.x_t, pairs.t.to(pairs.x_t.dtype), pairs.u
     cos, sin = _bc(torch.cos(t), x_t), _bc(torch.sin(t), x_t)
 
@@ -163,48 +136,75 @@ def scm_loss(student, pairs: Pairs, sigma_d: float, r: float, cfg: SCMConfig, jv
         F_minus, dF_minus = jvp_finite_difference(F_of, primals, tangents, cfg.fd_eps)
     else:
         raise ValueError(f"unknown JVP backend {cfg.jvp!r}; choose one of {JVP_BACKENDS}")
+    return normalise_tangent(scm_tangent(F_minus, dF_minus, x_t, u, t, sigma_d, r), cfg.tangent_norm,
+                             cfg.tangent_norm_c)
 
-    g, g_rms = normalise_tangent(scm_tangent(F_minus, dF_minus, x_t, u, t, sigma_d, r), cfg.tangent_norm,
-                                 cfg.tangent_norm_c)
 
-    inputs = (*primals, pairs.cond, pairs.w)
-    if extra is not None:
-        inputs = (torch.cat([primals[0], extra[0]]), torch.cat([t, extra[1].to(t.dtype)]),
-                  TextCondition.cat([pairs.cond, extra[2]]), torch.cat([pairs.w, extra[3]]))
-    with torch.autocast(device_type=x_t.device.type, dtype=torch.bfloat16, enabled=bf16):
-        F, logvar = student(*inputs, with_logvar=True)
-    if extra is not None:
-        n = x_t.shape[0]
-        extra_out.append(F[n:].to(F_minus.dtype))
-        F, logvar = F[:n], logvar[:n]
-    F = F.to(F_minus.dtype)
+def scm_residual_loss(F: Tensor, logvar: Tensor, g: Tensor, pairs: Pairs, sigma_d: float, cfg: SCMConfig,
+                      denom: Tensor) -> tuple[Tensor, dict]:
+    """``(loss, stats)`` of the gradient forward's ``F`` ``[B, ...]`` (fp32, with gradients) and
+    ``logvar`` ``[B]`` against the target ``sg(F) + g``: ``sum(mask * loss_i) / denom``."""
+    t = pairs.t.to(pairs.x_t.dtype)
     # sg(F), not the JVP's F-: under bf16 the two differ by rounding that would bias every target
     per_sample = (F - F.detach() - g).pow(2).flatten(1).mean(1)
     logvar = logvar.to(per_sample.dtype)
     weight = 1.0 / (sigma_d * torch.tan(t)) if cfg.prior_weight else torch.ones_like(t)
     loss_i = torch.exp(-logvar) * weight * per_sample + logvar
     mask = pairs.mask.to(loss_i.dtype)
-    # Pure-noise points (t = pi/2, pairs.noise_point) carry no sCM term: its weight is exactly zero
-    # there, and the logvar alone would be driven to -inf. They are still counted in the denominator.
+    # A pure-noise point (t = pi/2) carries no sCM term: its weight is exactly zero there, and the
+    # logvar alone would be driven to -inf. It still counts in the denominator.
     scm_mask = mask * (pairs.t < NOISE_POINT_ANGLE).to(mask.dtype)
-    if denominator is None:
-        denom = mask.sum().clamp(min=1.0)
-    else:  # a number or a tensor (the all-reduced count under DDP): no host sync either way
-        denom = torch.as_tensor(denominator, dtype=loss_i.dtype, device=loss_i.device).clamp(min=1e-12)
     loss = (loss_i * scm_mask).sum() / denom
-    endpoint = None
-    if cfg.endpoint_weight:  # None (unresolved) or 0: off
-        if pairs.x0 is None:
-            raise ValueError("objective.endpoint_weight needs each pair's trajectory end (pairs.x0); "
-                             "the pair source must keep it (keep_final)")
-        f = cos * x_t - sin * sigma_d * F  # the consistency function, with gradients through F
-        endpoint = (f - pairs.x0.to(f.dtype)).pow(2).flatten(1).mean(1) / sigma_d**2
-        end_mask = mask * (pairs.t >= cfg.endpoint_min_angle).to(mask.dtype)
-        loss = loss + cfg.endpoint_weight * (endpoint * end_mask).sum() / denom
     # 0-d tensors, not floats: a float() here would stall a GPU before the backward pass; the
     # trainer copies them to the host together with the gradient norm, once per step.
-    stats = {"loss": loss.detach(), "mse": (per_sample.detach() * scm_mask).sum() / scm_mask.sum().clamp(min=1.0),
-             "g_rms": g_rms.mean(), "kept": mask.mean()}
-    if endpoint is not None:
-        stats["endpoint"] = (endpoint.detach() * end_mask).sum() / end_mask.sum().clamp(min=1.0)
-    return loss, stats
+    return loss, {"mse": (per_sample.detach() * scm_mask).sum() / scm_mask.sum().clamp(min=1.0), "kept": mask.mean()}
+
+
+def scm_loss(student, pairs: Pairs, sigma_d: float, r: float, cfg: SCMConfig, jvp_student=None,
+             denominator: float | Tensor | None = None, bf16: bool = False) -> tuple[Tensor, dict]:
+    """sCM loss on a batch of pairs (what :class:`ScmTerm` computes inside the trainer's one
+    gradient forward, as a function).
+
+    ``student(x_norm, t, cond, w, with_logvar=True) -> (F, logvar)`` is the gradient path (it may
+    be a DDP wrapper); ``jvp_student(x_norm, t, cond, w) -> F`` the stop-gradient path (default:
+    ``student``; pass the unwrapped module under DDP).  The loss is
+    ``sum(mask * loss_i) / denominator`` with ``denominator`` the number of kept pairs by default;
+    under DDP pass ``global kept pairs / world size`` so averaged gradients equal the global mean.
+    ``bf16`` runs the gradient forward under bfloat16 autocast; the JVP and the target
+    ``F- + g`` stay in fp32 (forward-mode AD in bf16 loses the small differences the target is
+    made of); the residual's ``F-`` is the gradient forward's own detached output.  Returns the
+    scalar loss (with gradients into the student's parameters) and statistics as detached 0-d
+    tensors (``loss``, ``mse``, ``g_rms``, ``kept``).
+    """
+    g, g_rms = scm_target(student if jvp_student is None else jvp_student, pairs, sigma_d, r, cfg)
+    x_t = pairs.x_t
+    with torch.autocast(device_type=x_t.device.type, dtype=torch.bfloat16, enabled=bf16):
+        F, logvar = student(x_t / sigma_d, pairs.t.to(x_t.dtype), pairs.cond, pairs.w, with_logvar=True)
+    F = F.to(g.dtype)
+    loss, stats = scm_residual_loss(F, logvar, g, pairs, sigma_d, cfg, StepBatch(pairs, 0, r, denominator).denom(F))
+    return loss, {"loss": loss.detach(), **stats, "g_rms": g_rms.mean()}
+
+
+class ScmTerm(LossTerm):
+    """The sCM loss, always on (weight 1): the JVP target before the gradient forward, the
+    residual on the pairs' rows after it."""
+
+    name = "scm"
+
+    def __init__(self, ctx: TermContext):
+        super().__init__(ctx, 1.0)
+        self._g = self._g_rms = None
+
+    @classmethod
+    def build(cls, ctx: TermContext) -> "ScmTerm":
+        return cls(ctx)
+
+    def prepare(self, batch: StepBatch) -> None:
+        self._g, self._g_rms = scm_target(self.ctx.student, batch.pairs, self.ctx.sigma_d, batch.r, self.ctx.cfg.objective)
+
+    def loss(self, batch: StepBatch, F: Tensor, logvar: Tensor, extra_F) -> tuple[Tensor, dict]:
+        loss, stats = scm_residual_loss(F, logvar, self._g, batch.pairs, self.ctx.sigma_d, self.ctx.cfg.objective,
+                                        batch.denom(F))
+        stats["g_rms"] = self._g_rms.mean()
+        self._g = self._g_rms = None
+        return loss, stats

@@ -15,15 +15,14 @@ class Pairs:
     """``N`` training pairs in TrigFlow units.
 
     * ``x_t``  ``[N, C, H, W]`` unnormalised TrigFlow states;
-    * ``t``    ``[N]`` TrigFlow angles (radians, in ``(0, pi/2)``; exactly pi/2 for a trajectory's
-      pure-noise point, kept only with ``pairs.noise_point``);
+    * ``t``    ``[N]`` TrigFlow angles (radians, in ``(0, pi/2)``);
     * ``u``    ``[N, C, H, W]`` guided teacher velocity ``dx_t/dt`` at ``(x_t, t)`` (the tangent);
     * ``cond`` the prompt condition of each pair (batch ``N``);
     * ``w``    ``[N]`` CFG scale the tangent was computed with (the student's guidance input);
     * ``mask`` ``[N]`` loss weight in ``{0, 1}`` (0 = dropped by a filter);
     * ``prompt_ids`` ``[N]`` index of each pair's prompt in the prompt list (for caches);
     * ``x0``   ``[N, C, H, W]`` the final sample of each pair's teacher trajectory, or ``None``
-      (kept only when something needs it: the adversarial term's real side).
+      (kept only when a loss term needs it: the endpoint target, the adversarial term's real side).
     """
 
     x_t: Tensor
@@ -37,6 +36,12 @@ class Pairs:
 
     def __len__(self) -> int:
         return self.x_t.shape[0]
+
+    def to(self, device) -> "Pairs":
+        """The same pairs on ``device`` (``prompt_ids`` stay where they are: an index of the list)."""
+        return Pairs(self.x_t.to(device), self.t.to(device), self.u.to(device), self.cond.to(device),
+                     self.w.to(device), self.mask.to(device), self.prompt_ids,
+                     None if self.x0 is None else self.x0.to(device))
 
 
 class PairSource(Protocol):

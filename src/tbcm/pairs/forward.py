@@ -32,6 +32,13 @@ class ForwardConfig:
     pool_size: int = 512  # `teacher_x0`: teacher samples made up front
     pool_steps: int = 16  # ... with this many guided teacher steps each
 
+    def check(self, cfg, check) -> None:
+        check(self.p_std > 0, "forward.p_std", self.p_std, "a positive number")
+        check(self.pool_size >= 1, "forward.pool_size", self.pool_size, "a positive integer")
+        check(self.pool_steps >= 1, "forward.pool_steps", self.pool_steps, "a positive integer")
+        check("{label}" in self.prompt_template, "forward.prompt_template", self.prompt_template,
+              "a text containing {label}")
+
 
 class ForwardNoisePairSource:
     """Pairs from forward-noised clean samples ``x0`` ``[N, C, H, W]`` (TrigFlow space).

@@ -282,7 +282,7 @@ def test_degenerate_filter_compares_with_the_vaes_black_latent(sana_dir, prompts
     from diffusers import AutoencoderDC
 
     from tbcm.config import DistillConfig, load_config
-    from tbcm.distill import Distiller
+    from tbcm.train import Distiller
 
     d = Distiller(load_config(DistillConfig, None, [f"teacher={sana_dir}", f"prompts={prompts_file}",
                                                     "pairs.blank_threshold=1.0", "pairs.route_points=3", "threads=1",
