@@ -4,6 +4,7 @@
     tbcm distill --resume DIR [key=value ...]
     tbcm trajectories --out DIR [--config FILE] [key=value ...]
     tbcm sample --student DIR (--prompt TEXT | --prompts FILE) [--steps N] [--n N] [--seed S] [--device D] --out X.png
+                [--cfg W] [--shift S] [--fresh-noise A] [--routes STEPS:A/B/..|none]
     tbcm teacher train --out DIR [--data PATH] [--config FILE] [--overwrite] [key=value ...]
     tbcm eval DIR [--steps 1,2,4] [--n N] [--teacher 16,32] [--cfg 4.5] [--seed S] [--json]
     tbcm eval DIR --reference ROOT --inception FILE --clip DIR [--steps 1,2,4] [--n N] [--batch B] [--json]
@@ -57,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=1, help="sampling steps (1, 2, 4, ...)")
     s.add_argument("--n", type=int, default=1, help="images per prompt (grid columns)")
     s.add_argument("--seed", type=int, default=0, help="seed of the first image; image j uses seed + j")
-    s.add_argument("--cfg", type=float, default=None, help="guidance scale input (default: the run's)")
+    s.add_argument("--cfg", type=float, default=None, help="guidance scale input (default: the student's)")
+    _sampler_flags(s)
     s.add_argument("--scale", type=int, default=4, help="pixel upscaling of the PNG")
     s.add_argument("--out", required=True, help="output PNG (rows: prompts, columns: seeds)")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
@@ -100,14 +102,7 @@ def _parser() -> argparse.ArgumentParser:
                    "--teacher-cfg: the scales it was trained on)")
     e.add_argument("--seed", type=int, default=0, help="image j of prompt i uses seed + i n + j, for its noise "
                    "and its re-noising (with --reference image i uses seed + i)")
-    e.add_argument("--fresh-noise", type=float, default=None, help="multi-step re-noising: 1 = fresh noise (sCM, "
-                   "SanaSprintPipeline), 0 = the noise implied by the state, between = a mix (default: the one "
-                   "saved with the student)")
-    e.add_argument("--shift", type=float, default=None, help="the student's route shift (default: the one saved "
-                   "with it); its 2-step middle angle is arctan(shift) rad")
-    e.add_argument("--routes", default=None, metavar="STEPS:A/B/..,..|none", help="explicit routes (middle "
-                   "angles in rad) for some step counts, e.g. 4:0.337/0.116/0.04; 'none': the shifted route at "
-                   "every count (default: the routes saved with the student, unless --shift is given)")
+    _sampler_flags(e)
     e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     e.add_argument("--reference", metavar="ROOT", help="MJHQ-30k style folder (meta_data.json, <category>/<id>.jpg): "
                    "FID and CLIP score of the student on its prompts")
@@ -144,6 +139,31 @@ def _parser() -> argparse.ArgumentParser:
     sj.add_argument("--overwrite", action="store_true")
     sj.add_argument("--no-progress", action="store_true")
     return p
+
+
+def _sampler_flags(p: argparse.ArgumentParser) -> None:
+    """The student sampler's overrides ``tbcm sample`` and ``tbcm eval`` share (with ``--cfg``)."""
+    p.add_argument("--fresh-noise", type=float, default=None, help="multi-step re-noising: 1 = fresh noise (sCM, "
+                   "SanaSprintPipeline), 0 = the noise implied by the state, between = a mix (default: the one "
+                   "saved with the student)")
+    p.add_argument("--shift", type=float, default=None, help="the student's route shift (default: the one saved "
+                   "with it); its 2-step middle angle is arctan(shift) rad")
+    p.add_argument("--routes", default=None, metavar="STEPS:A/B/..,..|none", help="explicit routes (middle "
+                   "angles in rad) for some step counts, e.g. 4:0.337/0.116/0.04; 'none': the shifted route at "
+                   "every count (default: the routes saved with the student, unless --shift is given)")
+
+
+def _sampler_overrides(args) -> dict:
+    """``--cfg`` / ``--shift`` / ``--fresh-noise`` / ``--routes`` as
+    :meth:`tbcm.sampler.StudentSampler.overridden` keywords (``None``: the student's own), checked
+    here so bad values are refused before any model loads."""
+    from .sampler import StudentSampler
+    from .sampling import parse_routes
+
+    overrides = {"cfg_scale": args.cfg, "shift": args.shift, "fresh_noise": args.fresh_noise,
+                 "routes": None if args.routes is None else parse_routes(args.routes)}
+    StudentSampler().overridden(**overrides)  # raises UserError on a bad value
+    return overrides
 
 
 def cmd_distill(args) -> None:
@@ -220,7 +240,7 @@ def cmd_sample(args) -> None:
     from .models.bundle import load_bundle
     from .models.student import Student
     from .previews import student_samples
-    from .sampling import fresh_noise_share, saved_routes
+    from .sampler import StudentSampler
 
     if args.steps < 1 or args.n < 1:
         raise UserError(f"--steps and --n must be at least 1 (got --steps {args.steps} --n {args.n})")
@@ -229,20 +249,21 @@ def cmd_sample(args) -> None:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise UserError(f"--out {out} must end in .png")
+    overrides = _sampler_overrides(args)
     student_dir, _ = find_student(args.student)  # a run folder or a student folder
     bundle = load_bundle(student_dir, expect_kind="student")
+    sampler = StudentSampler.from_extra(bundle.meta.extra).overridden(**overrides)
     prompts = [args.prompt] if args.prompt is not None else read_prompts_file(args.prompts)
     if hasattr(bundle.encoder, "token_ids"):
         bundle.encoder.token_ids(prompts)  # validate every prompt before generating anything
     student = Student.from_bundle(bundle).eval().to(pick_device(args.device))
-    cfg_scale = args.cfg if args.cfg is not None else float(bundle.meta.extra.get("default_cfg_scale", 4.5))
-    shift = float(bundle.meta.extra.get("shift", 2.5))
-    fresh = fresh_noise_share(bundle.meta.extra)  # the re-noising saved with the student
     with torch.no_grad():
-        pixels = student_samples(student, bundle.encoder, prompts, cfg_scale, args.steps, args.n, shift, args.seed,
-                                 decode=bundle.decode, fresh_noise=fresh, routes=saved_routes(bundle.meta.extra))
+        pixels = student_samples(student, bundle.encoder, prompts, sampler, args.steps, args.n, first_seed=args.seed,
+                                 decode=bundle.decode)
     save_png(grid_image(pixels, rows=len(prompts), scale=args.scale), out)  # atomic
-    print(f"wrote {out} ({len(prompts)} prompt(s) x {args.n}, {args.steps} step(s), cfg {cfg_scale})")
+    angles = ", ".join(f"{a:.3g}" for a in sampler.angles(args.steps))
+    print(f"wrote {out} ({len(prompts)} prompt(s) x {args.n}, {args.steps} step(s) at angles {angles} rad, "
+          f"cfg {sampler.cfg_scale:g}, fresh noise {sampler.fresh_noise:g})")
 
 
 def _counts(option: str, text: str) -> list[int]:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 
 from .models.builtin.text import PromptEncoder
-from .sampling import student_angles, student_sample, teacher_sample, to_pixels
+from .sampler import StudentSampler
+from .sampling import teacher_sample, to_pixels
 
 
 def seeded_noise(seeds: int, rows: int, shape: tuple[int, ...], first_seed: int = 0) -> torch.Tensor:
@@ -63,15 +64,29 @@ def teacher_samples(teacher, prompts: list[str], cfg_scale: float, steps: int, s
     return _pixels(teacher_sample(teacher, cond, w, noise, steps=steps, shift=shift), teacher.sigma_d, decode)
 
 
-def student_samples(student, encoder: PromptEncoder, prompts: list[str], cfg_scale: float, steps: int,
-                    seeds: int, shift: float = 2.5, first_seed: int = 0, decode=None,
-                    fresh_noise: float = 1.0, independent: bool = False,
-                    routes: dict | None = None) -> torch.Tensor:
-    """Pixels ``[len(prompts) * seeds, C, H, W]`` from the ``steps``-step student sampler
-    (``fresh_noise``: see :func:`tbcm.sampling.student_sample`; ``routes``: explicit routes per step
-    count, :func:`tbcm.sampling.student_angles`). ``independent``: each image its
-    own generator for its initial noise and its re-noising (:func:`teacher_samples`); the same
-    initial noise as the teacher's independent set."""
+def student_samples(student, encoder: PromptEncoder, prompts: list[str], sampler: StudentSampler, steps: int,
+                    seeds: int, *legacy_args, first_seed: int = 0, decode=None, independent: bool = False,
+                    **legacy_kwargs) -> torch.Tensor:
+    """Pixels ``[len(prompts) * seeds, C, H, W]`` in ``[-1, 1]`` from ``sampler`` run for ``steps``
+    student calls (its guidance input, angles in radians and re-noising:
+    :meth:`tbcm.sampler.StudentSampler.sample`); row-major (prompt, seed).
+
+    Noise as :func:`teacher_samples`: column ``j`` shares seed ``first_seed + j`` across prompts
+    (the re-noising of later steps from one generator seeded ``first_seed + 10000``), or with
+    ``independent`` each image its own generator for its initial noise and its re-noising (the
+    same initial noise as the teacher's independent set). ``decode`` as :func:`teacher_samples`.
+
+    The old call ``student_samples(student, encoder, prompts, cfg_scale, steps, seeds, shift=2.5,
+    first_seed=0, decode=None, fresh_noise=1.0, independent=False, routes=None)`` still works.
+    """
+    if not isinstance(sampler, StudentSampler):
+        # TODO(sampler): remove once distill/evaluate pass a StudentSampler
+        sampler, first_seed, decode, independent = _legacy_arguments(
+            sampler, legacy_args, legacy_kwargs, first_seed, decode, independent)
+    elif legacy_args or legacy_kwargs:
+        raise TypeError("student_samples() with a StudentSampler takes steps, seeds and then only the keywords "
+                        "first_seed, decode, independent: set cfg_scale / shift / fresh_noise / routes on the sampler "
+                        f"(got {len(legacy_args)} more positional argument(s), keywords {sorted(legacy_kwargs)})")
     device = _device(student)
     cond = encoder.encode(prompts).to(device).repeat_interleave(seeds)
     if independent:
@@ -80,6 +95,29 @@ def student_samples(student, encoder: PromptEncoder, prompts: list[str], cfg_sca
     else:
         noise = seeded_noise(seeds, len(prompts), _shape(student.network), first_seed).to(device)
         gen = torch.Generator().manual_seed(first_seed + 10_000)  # noise of the later steps
-    w = torch.full((noise.shape[0],), float(cfg_scale), device=device)
-    x0 = student_sample(student, cond, w, noise, student_angles(steps, shift, routes), generator=gen, fresh_noise=fresh_noise)
-    return _pixels(x0, student.sigma_d, decode)
+    return _pixels(sampler.sample(student, cond, noise, steps, generator=gen), student.sigma_d, decode)
+
+
+# TODO(sampler): remove once distill/evaluate pass a StudentSampler
+_LEGACY_POSITIONS = ("shift", "first_seed", "decode", "fresh_noise", "independent", "routes")
+
+
+def _legacy_arguments(cfg_scale, args: tuple, kwargs: dict, first_seed, decode, independent):
+    """The old signature's ``(cfg_scale, ..., shift, first_seed, decode, fresh_noise, independent,
+    routes)`` as ``(StudentSampler, first_seed, decode, independent)``; the old defaults (shift 2.5,
+    fresh noise 1, no explicit routes)."""
+    if len(args) > len(_LEGACY_POSITIONS):
+        raise TypeError(f"student_samples() takes at most {6 + len(_LEGACY_POSITIONS)} positional arguments")
+    unknown = sorted(set(kwargs) - {"shift", "fresh_noise", "routes"})
+    if unknown:
+        raise TypeError(f"student_samples() got unexpected keyword arguments {unknown}")
+    given = dict(zip(_LEGACY_POSITIONS, args))
+    if clash := sorted(set(given) & set(kwargs)):
+        raise TypeError(f"student_samples() got multiple values for {clash}")
+    given.update(kwargs)
+    first_seed = given.get("first_seed", first_seed)
+    decode = given.get("decode", decode)
+    independent = given.get("independent", independent)
+    sampler = StudentSampler(cfg_scale=cfg_scale, shift=given.get("shift", 2.5),
+                             fresh_noise=given.get("fresh_noise", 1.0), routes=given.get("routes") or {})
+    return sampler, first_seed, decode, independent

@@ -345,3 +345,23 @@ def test_streamed_encodings_are_sharded_read_per_batch_and_repaired(sana_dir, tm
     assert torch.equal(enc.encode(prompts[:2]).embeds, full.embeds[:2])
     with pytest.raises(UserError, match="freed"):
         enc.encode(["a photo of a boat"])
+
+
+def test_the_exported_sampling_record_is_the_student_samplers():
+    """``tbcm_sampling.json`` from the sampler object: the pipeline's 2-step middle angle is the
+    sampler's own (its explicit 2-step route here, not arctan(shift)), 4 steps the pipeline's even
+    spacing beside the 4-step route ``tbcm sample`` runs, and the sampler read back whole."""
+    from tbcm.models.families.sana.export import sampling_record
+    from tbcm.sampler import StudentSampler
+
+    sampler = StudentSampler(cfg_scale=3.0, shift=1.0, fresh_noise=0.5, routes={2: [0.4], 4: [0.9, 0.5, 0.2]})
+    record = json.loads(json.dumps(sampling_record(sampler)))  # as written to the file
+    assert record["guidance_scale"] == 3.0 and record["fresh_noise"] == 0.5 and record["pipeline_fresh_noise"] == 1.0
+    assert record["call"]["2"]["intermediate_timesteps"] == 0.4 and record["call"]["4"]["intermediate_timesteps"] is None
+    assert record["angles"]["2"] == record["tbcm_angles"]["2"] == [math.pi / 2, 0.4, 0.0]
+    assert record["angles"]["4"] == [math.pi / 2 * (1 - i / 4) for i in range(5)]
+    assert record["tbcm_angles"]["4"] == [math.pi / 2, 0.9, 0.5, 0.2, 0.0]
+    assert record["tbcm_angles"]["1"] == record["angles"]["1"] == [math.pi / 2, 0.0]
+    assert StudentSampler.from_extra({"sampler": record["sampler"]}) == sampler
+    shifted = sampling_record(sampler.overridden(shift=2.5))  # no 2-step route: arctan(shift)
+    assert shifted["call"]["2"]["intermediate_timesteps"] == pytest.approx(math.atan(2.5))

@@ -10,11 +10,13 @@ Step counts. ``SCMScheduler`` takes ``intermediate_timesteps`` only for 2 steps 
 other count; custom ``timesteps`` cannot be passed through ``SanaSprintPipeline.__call__`` in
 diffusers 0.42 (``retrieve_timesteps`` omits ``num_inference_steps``, which
 ``SCMScheduler.set_timesteps`` requires). So :func:`pipeline_call_kwargs` gives, per step count:
-1 step ``[pi/2, 0]``; 2 steps tbcm's own intermediate angle; other counts the pipeline's even
-spacing (``linspace(pi/2, 0, n + 1)``, not tbcm's shifted route -- ``tbcm sample`` uses the
-shifted route, or an explicit route saved with ``sample.student_routes``). ``tbcm_sampling.json``
-in the exported folder lists them for 1, 2 and 4 steps with the angles each one runs (``angles``)
-beside the angles ``tbcm sample`` runs (``tbcm_angles``).
+1 step ``[pi/2, 0]``; 2 steps the student sampler's own middle angle
+(:meth:`tbcm.sampler.StudentSampler.angles`: its explicit 2-step route if it has one, else
+``arctan(shift)``); other counts the pipeline's even spacing (``linspace(pi/2, 0, n + 1)``, not
+tbcm's shifted route -- ``tbcm sample`` uses the shifted route, or an explicit route saved with
+``sample.student_routes``). ``tbcm_sampling.json`` in the exported folder lists them for 1, 2 and
+4 steps with the angles each one runs (``angles``) beside the angles ``tbcm sample`` runs
+(``tbcm_angles``), and the student's sampler (``sampler``).
 
 Re-noising. ``SCMScheduler`` re-noises between steps with fresh noise. A student saved with
 ``sample.student_fresh_noise < 1`` (part of the noise its state implies, tbcm's sampler) makes
@@ -29,22 +31,39 @@ import math
 from pathlib import Path
 
 from ....errors import UserError, brief
-from ....sampling import fresh_noise_share, saved_routes, student_angles
+from ....sampler import StudentSampler
 
 
-def pipeline_call_kwargs(steps: int, shift: float = 2.5) -> dict:
-    """``SanaSprintPipeline.__call__`` arguments for ``steps`` steps (see the module notes)."""
+def pipeline_call_kwargs(steps: int, sampler: StudentSampler | None = None) -> dict:
+    """``SanaSprintPipeline.__call__`` arguments for ``steps`` steps of ``sampler`` (default: a
+    :class:`~tbcm.sampler.StudentSampler` of shift 2.5); see the module notes. ``intermediate_timesteps``
+    is the sampler's own 2-step middle angle (radians), ``None`` at other counts."""
     if steps < 1:
         raise UserError(f"steps must be >= 1 (got {steps})")
-    intermediate = float(student_angles(2, shift)[1]) if steps == 2 else None
+    intermediate = float((sampler or StudentSampler()).angles(2)[1]) if steps == 2 else None
     return {"num_inference_steps": steps, "max_timesteps": math.pi / 2, "intermediate_timesteps": intermediate}
 
 
-def pipeline_angles(steps: int, shift: float = 2.5) -> list[float]:
-    """The angles (radians, pi/2 .. 0) ``SanaSprintPipeline`` runs with :func:`pipeline_call_kwargs`."""
+def pipeline_angles(steps: int, sampler: StudentSampler | None = None) -> list[float]:
+    """The ``steps + 1`` angles (radians, pi/2 .. 0) ``SanaSprintPipeline`` runs with :func:`pipeline_call_kwargs`."""
     if steps == 2:
-        return [math.pi / 2, float(student_angles(2, shift)[1]), 0.0]
+        return [math.pi / 2, float((sampler or StudentSampler()).angles(2)[1]), 0.0]
     return [math.pi / 2 * (1 - i / steps) for i in range(steps + 1)]
+
+
+def sampling_record(sampler: StudentSampler, counts: tuple[int, ...] = (1, 2, 4)) -> dict:
+    """What ``tbcm_sampling.json`` holds for a student sampled by ``sampler``: the guidance input
+    (``guidance_scale``), the pipeline's call arguments (``call``) and the angles they run
+    (``angles``, radians) beside the angles ``tbcm sample`` runs (``tbcm_angles``) per step count,
+    both re-noising shares, and the sampler itself (``sampler``: :meth:`~tbcm.sampler.StudentSampler.to_dict`)."""
+    return {"guidance_scale": sampler.cfg_scale,
+            # SCMScheduler re-noises with fresh noise only: with fresh_noise < 1, tbcm sample's
+            # multi-step images differ from the pipeline's (1 step is the same)
+            "fresh_noise": sampler.fresh_noise, "pipeline_fresh_noise": 1.0,
+            "call": {str(n): pipeline_call_kwargs(n, sampler) for n in counts},
+            "angles": {str(n): pipeline_angles(n, sampler) for n in counts},
+            "tbcm_angles": {str(n): sampler.angles(n) for n in counts},
+            "sampler": sampler.to_dict()}
 
 
 def export_pipeline(bundle, folder: Path, out: Path) -> str:
@@ -62,16 +81,9 @@ def export_pipeline(bundle, folder: Path, out: Path) -> str:
     pipe = SanaSprintPipeline(tokenizer=bundle.encoder.tokenizer, text_encoder=bundle.encoder.text_encoder,
                               vae=vae, transformer=transformer,
                               scheduler=SCMScheduler(sigma_data=bundle.meta.sigma_d, prediction_type="trigflow"))
-    shift = float(bundle.meta.extra.get("shift", 2.5))
-    fresh = fresh_noise_share(bundle.meta.extra)
-    routes = saved_routes(bundle.meta.extra)
-    sampling = {"guidance_scale": float(bundle.meta.extra.get("default_cfg_scale", 4.5)),
-                # SCMScheduler re-noises with fresh noise only: with fresh_noise < 1, tbcm sample's
-                # multi-step images differ from the pipeline's (1 step is the same)
-                "fresh_noise": fresh, "pipeline_fresh_noise": 1.0,
-                "call": {str(n): pipeline_call_kwargs(n, shift) for n in (1, 2, 4)},
-                "angles": {str(n): pipeline_angles(n, shift) for n in (1, 2, 4)},
-                "tbcm_angles": {str(n): student_angles(n, shift, routes) for n in (1, 2, 4)}}
+    sampler = StudentSampler.from_extra(bundle.meta.extra)
+    sampling = sampling_record(sampler)
+    fresh = sampler.fresh_noise
     pipe.save_pretrained(str(folder), safe_serialization=True)
     (Path(folder) / "tbcm_sampling.json").write_text(json.dumps(sampling, indent=2) + "\n")
     differs = "" if fresh == 1.0 else (
