@@ -14,8 +14,8 @@ from tbcm.cli import main
 
 from .conftest import assert_cli_error
 
-FAST = ["steps=2", "prompts_per_step=2", "pairs.route_points=4", "sample.seeds=2", "sample.teacher_steps=3",
-        "sample.prompts=[a handwritten digit 3,a handwritten digit 8]", "log_every=1"]
+FAST = ["steps=2", "prompts_per_step=2", "pairs.route_points=4", "preview.seeds=2", "preview.teacher_steps=3",
+        "preview.prompts=[a handwritten digit 3,a handwritten digit 8]", "log_every=1"]
 
 
 @pytest.fixture
@@ -135,11 +135,11 @@ def test_teacher_train_on_npz_feeds_distill(tmp_path, capsys):
     prompts = tmp_path / "p.txt"
     prompts.write_text("a toy cat\na toy dog\n")
     rc = main(["distill", "--out", str(tmp_path / "run"), "--no-progress", f"teacher={teacher}",
-               f"prompts={prompts}", "steps=1", "prompts_per_step=2", "pairs.route_points=3", "sample.seeds=1",
-               "sample.teacher_steps=2"])
+               f"prompts={prompts}", "steps=1", "prompts_per_step=2", "pairs.route_points=3", "preview.seeds=1",
+               "preview.teacher_steps=2"])
     assert rc == 0
     err = assert_cli_error(["distill", "--out", str(tmp_path / "run2"), f"teacher={teacher}", f"prompts={prompts}",
-                "sample.prompts=[a toy bird]"], capsys)
+                "preview.prompts=[a toy bird]"], capsys)
     assert "'bird'" in err
 
 
@@ -153,13 +153,13 @@ def test_console_script_reports_one_line_and_exit_code_2(tmp_path):
 def test_overrides_may_follow_flags_and_cuda_without_cuda_is_one_line(tmp_path, tiny_teacher_dir, capsys):
     out = tmp_path / "run"
     argv = ["distill", "--out", str(out), f"teacher={tiny_teacher_dir}", "steps=1", "--no-progress",
-            "threads=1", "prompts_per_step=1", "pairs.route_points=3", "sample.seeds=1", "sample.teacher_steps=2",
-            "sample.student_steps=[1]"]
+            "threads=1", "prompts_per_step=1", "pairs.route_points=3", "preview.seeds=1", "preview.teacher_steps=2",
+            "preview.student_steps=[1]"]
     assert main(argv) == 0  # key=value after a flag is an override, not "unrecognized arguments"
     import yaml
 
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert saved["threads"] == 1 and saved["steps"] == 1 and saved["sample"]["seeds"] == 1
+    assert saved["threads"] == 1 and saved["steps"] == 1 and saved["preview"]["seeds"] == 1
     if not torch.cuda.is_available():
         err = assert_cli_error(["distill", "--out", str(tmp_path / "gpu"), f"teacher={tiny_teacher_dir}",
                                 "device=cuda"], capsys)

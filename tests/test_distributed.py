@@ -156,7 +156,6 @@ def test_two_ranks_with_their_own_prompt_shards_and_generators_match_one_process
     slice, noise, routes and CFG draws) taken by one process gives the same weights."""
     from tbcm.pairs.build import rank_seed
     from tbcm.pairs.prompts import PromptSampler
-    from tbcm.pairs.trajectory import _concat
 
     torch.set_num_threads(1)
     single = Distiller(_cfg(tiny_teacher_dir, "ddp", *REAL))
@@ -170,7 +169,7 @@ def test_two_ranks_with_their_own_prompt_shards_and_generators_match_one_process
         s.keep_final = True  # the default's endpoint term reads each pair's trajectory end
     start = {k: v.clone() for k, v in single.student.state_dict().items()}
     for _ in range(2):
-        stats = single.train_step(_concat(*(s.next_pairs(cfg.prompts_per_step) for s in sources)))
+        stats = single.train_step(Pairs.cat([s.next_pairs(cfg.prompts_per_step) for s in sources]))
     expected = single.student.state_dict()
     assert max(float((expected[k] - start[k]).abs().max()) for k in expected) > 1e-4
     got = _two_process_weights(tmp_path, tiny_teacher_dir, "ddp", real_source=True)
@@ -179,8 +178,8 @@ def test_two_ranks_with_their_own_prompt_shards_and_generators_match_one_process
     _assert_same_weights(got, expected)
 
 
-RUN = ["steps=30", "checkpoint_every=1", "keep_checkpoints=40", "log_every=1", "sample.seeds=1",
-       "sample.teacher_steps=2", "sample.student_steps=[1]", "sample.prompts=[a digit 1]"]
+RUN = ["steps=30", "checkpoint_every=1", "keep_checkpoints=40", "log_every=1", "preview.seeds=1",
+       "preview.teacher_steps=2", "preview.student_steps=[1]", "preview.prompts=[a digit 1]"]
 
 
 def _run_worker(rank, world, init_file, teacher_dir, out, resume):

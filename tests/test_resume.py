@@ -16,8 +16,8 @@ from tbcm.config import DistillConfig, load_config
 from tbcm.train import Distiller
 from tbcm.errors import TrainingStopped
 
-RUN = ["prompts_per_step=2", "pairs.route_points=4", "sample.seeds=1", "sample.teacher_steps=2",
-       "sample.student_steps=[1]", "log_every=1", "checkpoint_every=2", "keep_checkpoints=2", "threads=1"]
+RUN = ["prompts_per_step=2", "pairs.route_points=4", "preview.seeds=1", "preview.teacher_steps=2",
+       "preview.student_steps=[1]", "log_every=1", "checkpoint_every=2", "keep_checkpoints=2", "threads=1"]
 
 
 def _cli(*args):
@@ -146,10 +146,10 @@ def test_relative_paths_are_saved_absolute_so_resume_works_from_elsewhere(tmp_pa
 
 
 def test_progress_grids_during_training_leave_the_run_bit_identical(tmp_path, tiny_teacher_dir):
-    common = [f"teacher={tiny_teacher_dir}", "steps=4", *RUN, "sample.prompts=[a handwritten digit 1]"]
+    common = [f"teacher={tiny_teacher_dir}", "steps=4", *RUN, "preview.prompts=[a handwritten digit 1]"]
     plain, watched = tmp_path / "plain", tmp_path / "watched"
     assert main(["distill", "--out", str(plain), "--no-progress", *common]) == 0
-    assert main(["distill", "--out", str(watched), "--no-progress", *common, "sample_every=2"]) == 0
+    assert main(["distill", "--out", str(watched), "--no-progress", *common, "preview.every=2"]) == 0
     assert sorted(p.name for p in (watched / "samples").iterdir()) == ["step_00000002.png"]  # the end has samples.png
     a = load_checkpoint(list_checkpoints(plain / "checkpoints")[-1])
     b = load_checkpoint(list_checkpoints(watched / "checkpoints")[-1])

@@ -18,8 +18,8 @@ from tbcm.errors import UserError
 
 from .conftest import assert_close_to_scale
 
-SMALL = ["prompts_per_step=2", "pairs.route_points=4", "sample.seeds=1", "sample.teacher_steps=2",
-         "sample.student_steps=[1]", "log_every=1", "threads=1"]
+SMALL = ["prompts_per_step=2", "pairs.route_points=4", "preview.seeds=1", "preview.teacher_steps=2",
+         "preview.student_steps=[1]", "log_every=1", "threads=1"]
 
 
 def test_torchrun_two_processes_end_to_end(tmp_path, tiny_teacher_dir):

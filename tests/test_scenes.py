@@ -175,7 +175,7 @@ def test_the_scenes_config_distils_the_shipped_teacher_and_eval_reports_both_spl
     run = tmp_path / "run"
     assert main(["distill", "--out", str(run), "--config", str(CONFIGS / "distill_scenes.yaml"), "--no-progress",
                  "steps=1", "prompts_per_step=1", "pairs.pool_prompts=0", "pairs.route_points=3", "threads=1",
-                 "sample.seeds=1", "sample.teacher_steps=2", "sample.student_steps=[1]"]) == 0
+                 "preview.seeds=1", "preview.teacher_steps=2", "preview.student_steps=[1]"]) == 0
     capsys.readouterr()
     assert main(["eval", str(run), "--steps", "1", "--n", "1", "--teacher", "2", "--teacher-cfg", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

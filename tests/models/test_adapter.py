@@ -95,6 +95,7 @@ def test_the_checked_start_measures_the_student_against_the_teacher_and_refuses_
 
     from tbcm.config import DistillConfig, load_config
     from tbcm.train import Distiller
+    from tbcm.train.start_check import start_error
     from tbcm.errors import UserError
 
     d = Distiller(load_config(DistillConfig, None, [f"teacher={tiny_teacher_dir}", "prompts_per_step=2",
@@ -104,6 +105,6 @@ def test_the_checked_start_measures_the_student_against_the_teacher_and_refuses_
     after = d.source.state_dict()
     assert torch.equal(before["generator"], after["generator"])  # training will see the same pairs
     d.student.F.timestep_scale = 1.0  # the student now reads tau where the teacher reads 1000 tau
-    assert d.start_error() > 0.01
+    assert start_error(d) > 0.01
     with pytest.raises(UserError, match="teacher_time_multiplier"):
         d.check_start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+import torch
 from torch import Tensor
 
 from ..models.condition import TextCondition
@@ -36,6 +37,15 @@ class Pairs:
 
     def __len__(self) -> int:
         return self.x_t.shape[0]
+
+    @staticmethod
+    def cat(batches: "list[Pairs]") -> "Pairs":
+        """One batch of the pairs of ``batches``, in order (``x0`` kept only if every batch has it)."""
+        x0 = None if any(b.x0 is None for b in batches) else torch.cat([b.x0 for b in batches])
+        ids = None if any(b.prompt_ids is None for b in batches) else torch.cat([b.prompt_ids for b in batches])
+        return Pairs(torch.cat([b.x_t for b in batches]), torch.cat([b.t for b in batches]),
+                     torch.cat([b.u for b in batches]), TextCondition.cat([b.cond for b in batches]),
+                     torch.cat([b.w for b in batches]), torch.cat([b.mask for b in batches]), ids, x0)
 
     def to(self, device) -> "Pairs":
         """The same pairs on ``device`` (``prompt_ids`` stay where they are: an index of the list)."""

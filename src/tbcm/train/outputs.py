@@ -69,8 +69,7 @@ def grid_panels(tr, student: Student) -> list[tuple[str, torch.Tensor]]:
               grid_image(teacher_samples(teacher, prompts, sampler.cfg_scale, p.teacher_steps, p.seeds,
                                          tr.cfg.pairs.shift, decode=decode), rows))]
     for n in p.student_steps:
-        pixels = student_samples(student, tr.encoder, prompts, sampler.cfg_scale, n, p.seeds, sampler.shift,
-                                 decode=decode, fresh_noise=sampler.fresh_noise, routes=sampler.routes)
+        pixels = student_samples(student, tr.encoder, prompts, sampler, n, p.seeds, decode=decode)
         named.append((f"student {n} step{'s' if n > 1 else ''}", grid_image(pixels, rows)))
     return named
 

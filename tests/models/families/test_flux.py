@@ -151,7 +151,7 @@ def test_distill_a_flux_teacher_end_to_end(flux_dir, teacher, tmp_path):
     prompts.write_text("\n".join([*PROMPTS, "a green bird", "a small house in the city"]) + "\n")
     out = tmp_path / "run"
     rc = main(["distill", "--out", str(out), f"teacher={flux_dir}", f"prompts={prompts}", "steps=2",
-               "prompts_per_step=2", f"text_cache={tmp_path / 'cache'}", "sample.seeds=1", "sample.teacher_steps=2",
+               "prompts_per_step=2", f"text_cache={tmp_path / 'cache'}", "preview.seeds=1", "preview.teacher_steps=2",
                "pairs.route_points=4"])
     assert rc == 0
     assert yaml.safe_load((out / "student" / "model.yaml").read_text())["family"] == "flux"

@@ -182,8 +182,8 @@ def test_distill_export_and_generate_with_sana_sprint_pipeline(sana_dir, prompts
 
     run, cache = tmp_path / "run", tmp_path / "text"
     rc = main(["distill", "--out", str(run), "--no-progress", f"teacher={sana_dir}", f"prompts={prompts_file}",
-               "steps=3", "prompts_per_step=2", "pairs.route_points=4", f"text_cache={cache}", "sample.seeds=1",
-               "sample.teacher_steps=2", "sample.student_steps=[1,2]", "optim.lr=1e-3", "optim.warmup_steps=0",
+               "steps=3", "prompts_per_step=2", "pairs.route_points=4", f"text_cache={cache}", "preview.seeds=1", "sampler.shift=0.25",
+               "preview.teacher_steps=2", "preview.student_steps=[1,2]", "optim.lr=1e-3", "optim.warmup_steps=0",
                # a random 1000-tau teacher: the refitted dense time embedding is ~7% off (see the
                # checked-start test); export is what this test is about
                "start_check_max_error=0"])
@@ -217,9 +217,9 @@ def test_distill_export_and_generate_with_sana_sprint_pipeline(sana_dir, prompts
                       use_resolution_binning=False, output_type="pt", **kwargs).images
         assert images.shape == (2, 3, 32, 32) and torch.isfinite(images).all()
     assert sampling["angles"]["1"] == [math.pi / 2, 0.0]
-    # the 2-step middle angle is the student's own route's (sample.student_shift), not the teacher's
-    shift = student_bundle.meta.extra["shift"]
-    assert shift == 0.25 and student_bundle.meta.extra["teacher_shift"] == 2.5
+    # the 2-step middle angle is the student's own route's (sampler.shift), not the teacher's
+    shift = student_bundle.meta.extra["sampler"]["shift"]
+    assert shift == 0.25 and student_bundle.meta.extra["sampler"]["teacher_route_shift"] == 2.5
     assert abs(sampling["angles"]["2"][1] - math.atan(shift)) < 1e-6
     assert sampling["tbcm_angles"]["2"] == sampling["angles"]["2"]  # no explicit route saved: the same 2 steps
 
@@ -253,7 +253,7 @@ def test_the_checked_start_refuses_a_1000_tau_teacher_the_student_cannot_match(s
                                                                              tmp_path, capsys):
     run = tmp_path / "run"
     common = [f"prompts={prompts_file}", f"text_cache={tmp_path / 'text'}", "steps=1", "prompts_per_step=1",
-              "pairs.route_points=3", "sample.teacher_steps=2", "sample.seeds=1", "sample.student_steps=[1]"]
+              "pairs.route_points=3", "preview.teacher_steps=2", "preview.seeds=1", "preview.student_steps=[1]"]
     assert main(["distill", "--out", str(run), "--no-progress", f"teacher={sana_dir}", *common]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after the prompt-encoding progress bar
     assert err.startswith("tbcm: error: ") and "teacher_time_multiplier" in err and "away from the teacher" in err and not run.exists()
@@ -273,7 +273,7 @@ def test_the_documented_sana_config_runs_with_local_paths(sprint_dir, prompts_fi
     run = tmp_path / "run"
     rc = main(["distill", "--config", str(config), "--out", str(run), "--no-progress", f"teacher={sprint_dir}",
                f"prompts={prompts_file}", f"text_cache={tmp_path / 'text'}", "steps=1", "device=cpu",
-               "sample.teacher_steps=2", "sample.seeds=1", "sample.student_steps=[1]"])
+               "preview.teacher_steps=2", "preview.seeds=1", "preview.student_steps=[1]"])
     assert rc == 0
     assert load_bundle(run / "student", expect_kind="student", text_cache=None).meta.family == "sana"
 
@@ -310,7 +310,7 @@ def test_the_sanapipeline_config_loads_and_names_its_differences():
     root = Path(__file__).resolve().parents[3] / "configs"
     sprint = load_config(DistillConfig, root / "distill_sana.yaml")
     plain = load_config(DistillConfig, root / "distill_sana_pipeline.yaml")
-    assert sprint.optim.name == plain.optim.name == "came" and sprint.pairs.route == "official"
+    assert sprint.optim.name == plain.optim.name == "came" and sprint.pairs.jitter and plain.pairs.jitter
     assert (sprint.teacher_time_multiplier, plain.teacher_time_multiplier) == (1.0, 0.0)
     assert sprint.cfg_scales == [4.0, 4.5, 5.0] and sprint.optim.lr == 1e-5 and sprint.optim.grad_clip == 0.1
 

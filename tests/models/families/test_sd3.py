@@ -140,7 +140,7 @@ def test_distill_sample_eval_and_export_an_sd3_student(sd3_dir, teacher, tmp_pat
     prompts.write_text("\n".join([*PROMPTS, "a green bird", "a small house in the city"]) + "\n")
     out = tmp_path / "run"
     rc = main(["distill", "--out", str(out), f"teacher={sd3_dir}", f"prompts={prompts}", "steps=2",
-               "prompts_per_step=2", f"text_cache={tmp_path / 'cache'}", "sample.seeds=1", "sample.teacher_steps=2",
+               "prompts_per_step=2", f"text_cache={tmp_path / 'cache'}", "preview.seeds=1", "preview.teacher_steps=2",
                "pairs.route_points=4", "pairs.blank_threshold=0.01"])
     assert rc == 0
     captured = capsys.readouterr()
