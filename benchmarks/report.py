@@ -63,8 +63,8 @@ def quality_part(store: Store, smoke: bool) -> list[str]:
     for n in tune:
         out += [tables.quality_section(records, n, "tune"), ""]
     if not tune:
-        out += ["Nothing measured on the tune split yet "
-                "(`python benchmarks/quality.py --suite SUITE --split tune`).", ""]
+        out += [*wrap("Nothing measured on the tune split yet "
+                      "(`python benchmarks/quality.py --suite SUITE --split tune`)."), ""]
     return out
 
 
@@ -74,7 +74,7 @@ def sampler_part(store: Store, smoke: bool) -> list[str]:
     for n in tables.labels(records, smoke):
         out += [tables.sampler_section(records, n), ""]
     if not records:
-        out += ["No sampler setting measured yet (`python benchmarks/sampler.py --suite SUITE ...`).", ""]
+        out += [*wrap("No sampler setting measured yet (`python benchmarks/sampler.py --suite SUITE ...`)."), ""]
     return out
 
 
@@ -86,7 +86,7 @@ def curves_part(store: Store, smoke: bool, doc: Path) -> list[str]:
             if any(r["label"] == n and r["split"] == split for r in records):
                 out += [tables.curves_section(records, n, split, doc), ""]
     if not records:
-        out += ["No curve measured yet (`python benchmarks/curves.py --suite SUITE --every 400`).", ""]
+        out += [*wrap("No curve measured yet (`python benchmarks/curves.py --suite SUITE --every 400`)."), ""]
     return out
 
 
@@ -96,8 +96,8 @@ def cost_part(store: Store, smoke: bool) -> list[str]:
     for r in records:
         out += [tables.cost_section(r), ""]
     if not records:
-        out += ["Not measured yet under this harness (`python benchmarks/cost.py`: TBCM with the pool, "
-                "TBCM with per-step rollouts, the forward-noised sCM baseline).", ""]
+        out += [*wrap("Not measured yet under this harness (`python benchmarks/cost.py`: TBCM with the pool, "
+                      "TBCM with per-step rollouts, the forward-noised sCM baseline)."), ""]
     return out
 
 
@@ -140,10 +140,11 @@ def gpu_part(store: Store) -> list[str]:
     rows = store.latest(srs.STORE_TABLE)
     out = [srs.HEADING, ""]
     if not rows:
-        return out + [f"Not measured yet under this harness. The prepared GPU checks ({GPU_SCRIPTS}; "
-                      "`benchmarks/sana_real_shape.py`, `benchmarks/gpu_jvp_check.py`) run on a lent machine; "
-                      "`python benchmarks/sana_real_shape.py --no-measure --gpu-json FILE --write-results` then "
-                      "records their result here. The earlier measurements are in the notebook.", ""]
+        return out + [*wrap(f"Not measured yet under this harness. The prepared GPU checks ({GPU_SCRIPTS}; "
+                            "`benchmarks/sana_real_shape.py`, `benchmarks/gpu_jvp_check.py`) run on a lent "
+                            "machine; `python benchmarks/sana_real_shape.py --no-measure --gpu-json FILE "
+                            "--write-results` then records their result here. The earlier measurements are in "
+                            "the notebook."), ""]
     text = "\n".join(line for line in srs.render(rows[-1]["slots"]).splitlines()
                      if not line.startswith(f"<!-- {srs.BLOCK}:data"))  # the data lives in the store
     return out + [text.rstrip(), "", f"Recorded: {tables.provenance(rows[-1:])}.", ""]
