@@ -11,7 +11,8 @@ whole process's). One record per run (``cost.jsonl``). ``--plan`` prints the tra
 memory arithmetic for Sana students instead (docs/scaling.md; not a measurement).
 
     python benchmarks/cost.py                                   # the three default variants
-    python benchmarks/cost.py --variant "tbcm digits_default" --variant "dmd digits_default objective.distribution_matching.weight=0.05"
+    python benchmarks/cost.py --variant "tbcm digits_default" \
+        --variant "dmd digits_default objective.distribution_matching.weight=0.05"
     python benchmarks/cost.py --plan --gpus 8 32
     python benchmarks/cost.py --smoke
 """
@@ -36,7 +37,8 @@ from benchmarks.quality import SMOKE  # noqa: E402
 
 # name, suite, overrides: TBCM as shipped (a pool of 64 prompts), TBCM rolling out each step's own
 # prompts, and the sCM baseline on forward-noised real digits (one guided teacher call per pair)
-VARIANTS = ["tbcm_pool digits_default", "tbcm_rollout digits_default pairs.pool_prompts=0", "scm_forward digits_forward"]
+VARIANTS = ["tbcm_pool digits_default", "tbcm_rollout digits_default pairs.pool_prompts=0",
+            "scm_forward digits_forward"]
 
 # --plan: nominal parameter counts from the model names, and the Gemma-2 2B text encoder
 GB = 1e9
@@ -170,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                      "peak_rss_mb": peak, "base_rss_mb": runs[name][0]["base_rss_mb"], "measurements": runs[name]})
     names = [v[0] for v in variants]
     record = {"key": f"cost|{'|'.join(names)}|smoke={args.smoke}", "label": "cost", "smoke": args.smoke,
-              "variants": rows, "steps": args.steps, "warmup": args.warmup, "rounds": 1 if args.same_process else args.rounds,
+              "variants": rows, "steps": args.steps, "warmup": args.warmup,
+              "rounds": 1 if args.same_process else args.rounds,
               "threads": args.threads, "isolated": not args.same_process, "manifest": manifest(cmd, configs=cfgs)}
     store.append("cost", record)
     print(tables.cost_section(record))

@@ -35,7 +35,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--draws", type=int, default=1, help="evaluation draws 0..N-1 per point (default 1)")
     ap.add_argument("--n", type=int, default=None, help="images per class (default: the judge's)")
     ap.add_argument("--steps", default="1,2,4", help="student step counts")
-    ap.add_argument("--png", default=None, help="the plot (default docs/img/curves_SUITE_SPLIT.png; with --smoke, in RUNS)")
+    ap.add_argument("--png", default=None,
+                    help="the plot (default docs/img/curves_SUITE_SPLIT.png; with --smoke, in RUNS)")
     ap.add_argument("--name", default=None, help="the row's name (default: the suite and its --set overrides)")
     cli.add_common(ap)
     args = ap.parse_args(argv)
@@ -98,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         for point in runner.checkpoint_students(run, d):
             score = score_run(point["dir"], args.split, draws, steps, args.n)
             points.append({"step": point["step"], "seconds": point["seconds"], "student": score["student"]})
-            print(f"  step {point['step']}: " + ", ".join(f"{k} steps {s['fid']:.2f}" for k, s in score["student"].items()),
-                  flush=True)
+            fids = ", ".join(f"{k} steps {s['fid']:.2f}" for k, s in score["student"].items())
+            print(f"  step {point['step']}: FID {fids}", flush=True)
         store.append("curves", {"key": f"curve|{name}|{args.split}|seed={seed}", "label": name, "suite": stem,
                                 "split": args.split, "smoke": args.smoke, "train_seed": seed, "every": args.every,
                                 "draws": draws, "n_per_class": score["n_per_class"], "run": str(run.dir),

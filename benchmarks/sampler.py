@@ -34,7 +34,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", default="digits_default", help="a pinned suite (benchmarks/suites/NAME.yaml)")
     ap.add_argument("--cfg", default="", help="guidance inputs w (default: the saved one)")
-    ap.add_argument("--shift", default="", help="route shifts; a shift drops the saved explicit routes (default: saved)")
+    ap.add_argument("--shift", default="",
+                    help="route shifts; a shift drops the saved explicit routes (default: saved)")
     ap.add_argument("--fresh", default="", help="re-noising shares of fresh noise in [0, 1] (default: saved)")
     ap.add_argument("--routes", default="",
                     help="';'-separated alternatives of explicit routes, each as `tbcm eval --routes` "
@@ -84,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
             score = score_run(run.dir, SPLIT, draws, steps, args.n, sampler=setting)
             chosen = {k: score["sampler"][k] for k in ("cfg_scale", "shift", "fresh_noise", "routes")}
             per_run.append({"train_seed": run.seed, "config_hash": run.hash, "student": score["student"]})
-        print(f"[{name}] {json.dumps(chosen)}: " + ", ".join(
-            f"{k} steps {sum(p['student'][k]['fid'] for p in per_run) / len(per_run):.2f}" for k in per_run[0]["student"]),
-            flush=True)
+        fids = ", ".join(f"{k} steps {sum(p['student'][k]['fid'] for p in per_run) / len(per_run):.2f}"
+                         for k in per_run[0]["student"])
+        print(f"[{name}] {json.dumps(chosen)}: FID {fids}", flush=True)
         store.append("sampler", {"key": f"sampler|{name}|{json.dumps(chosen, sort_keys=True)}|steps={args.steps}",
                                  "label": name, "suite": Path(args.suite).stem, "split": SPLIT, "smoke": args.smoke,
                                  "draws": draws, "n_per_class": score["n_per_class"], "setting": chosen,

@@ -148,7 +148,8 @@ def test_report_prints_the_same_text_from_the_same_store(bench, tmp_path):
     text = first.read_text()
     assert text == second.read_text() == report.render(store, smoke=True, doc=first.resolve())
     for needle in (f"**{NAME} (smoke)**, tune split", "| student | 1 | 3 |", "| teacher (best on tune) | 2 | 1 |",
-                   "| w | shift | fresh noise |", "| training step | seconds | 1 step |", "| tbcm_pool | digits_default |"):
+                   "| w | shift | fresh noise |", "| training step | seconds | 1 step |",
+                   "| tbcm_pool | digits_default |"):
         assert needle in text
     assert str(runs.parent) not in text and "/tmp" not in text  # no path outside the repository
     # smoke rows stay out of docs/results.md: without --smoke the store reads as not measured

@@ -63,7 +63,8 @@ def config_dict(cfg) -> dict:
 def manifest(argv: list[str], config=None, configs: dict | None = None) -> dict:
     """What made a record: commit, the resolved ``config`` (or ``configs``, ``{name: config}`` for a
     side-by-side run), command line, machine, date."""
-    dirty = _git("status", "--porcelain", "--", "src", "configs", "benchmarks")
+    # uncommitted code or configs (the store's own files, which every record changes, do not count)
+    dirty = _git("status", "--porcelain", "--", "src", "configs", "benchmarks", ":(exclude)benchmarks/results")
     resolved = ({name: config_dict(c) for name, c in configs.items()} if configs is not None
                 else config_dict(config) if config is not None else None)
     return {"git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(dirty) if dirty is not None else None,

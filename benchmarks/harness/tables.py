@@ -74,7 +74,8 @@ def teacher_best(records: list[dict], label: str, split: str) -> tuple[dict | No
     """The teacher's best setting, chosen on the tune split when it has been scored there, and its
     scores on ``split``: ``(scores with "steps" and "cfg", where it was chosen)``."""
     def find(which: str):
-        return next((r for r in records if r["kind"] == "teacher" and r["label"] == label and r["split"] == which), None)
+        return next((r for r in records if r["kind"] == "teacher" and r["label"] == label and r["split"] == which),
+                    None)
 
     here, tune = find(split), find("tune")
     if here is None:
