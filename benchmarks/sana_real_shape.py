@@ -46,9 +46,11 @@ setup (weights included) on a GPU; on a CPU the process's peak resident set sinc
     python benchmarks/sana_real_shape.py --full --json gpu.json      # GPU: depth 28, bf16 (gpu_side_by_side.sh)
     python benchmarks/sana_real_shape.py --no-measure --gpu-json gpu.json --write-results  # merge later
 
-Prints markdown tables and the ratios; ``--json`` writes the result, ``--write-results`` replaces the
-marked block of docs/results.md (the other device's slot comes from ``--cpu-json`` / ``--gpu-json``
-or, failing that, is kept from the current block; with neither it reads "not measured").
+Prints markdown tables and the ratios; ``--json`` writes the result, ``--write-results`` records the
+CPU and GPU slots in the results store (``benchmarks/results/sana_real_shape.jsonl``), which
+``python benchmarks/report.py --write docs/results.md`` prints (the other device's slot comes from
+``--cpu-json`` / ``--gpu-json`` or, failing that, is kept from the last record; with neither it reads
+"not measured").
 """
 
 from __future__ import annotations
@@ -58,16 +60,13 @@ import datetime
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from results_doc import write_block
-
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "results.md"
+STORE_TABLE = "sana_real_shape"  # the results store's table (benchmarks/harness/store.py)
 BLOCK = "sana_side_by_side"
 HEADING = "## Sana-0.6B shapes side by side: TBCM with and without the pool vs sCM, 512 and 1024 px"
 PAPER = {"time": 0.58, "memory": 0.36}  # TBCM / sCM: "about 42% less time and 64% less memory"
@@ -577,11 +576,29 @@ def render(slots: dict) -> str:
     return "\n".join(lines)
 
 
+def _store():
+    if str(ROOT) not in sys.path:  # `benchmarks.harness` from the repository root
+        sys.path.insert(0, str(ROOT))
+    from benchmarks.harness.store import Store
+
+    return Store()
+
+
 def doc_slots() -> dict:
-    if not DOC.is_file():
-        return {}
-    m = re.search(rf"<!-- {BLOCK}:data (\{{.*?\}}) -->", DOC.read_text(), flags=re.DOTALL)
-    return json.loads(m.group(1)) if m else {}
+    """The CPU and GPU slots recorded last in the results store."""
+    rows = _store().latest(STORE_TABLE)
+    return dict(rows[-1]["slots"]) if rows else {}
+
+
+def record_slots(slots: dict) -> None:
+    """Append the slots to the results store, with a manifest (report.py prints them)."""
+    from benchmarks.harness.store import manifest
+
+    store = _store()
+    store.append(STORE_TABLE, {"key": BLOCK, "label": BLOCK, "slots": {k: v for k, v in slots.items() if v is not None},
+                               "manifest": manifest(["python", "benchmarks/sana_real_shape.py", *sys.argv[1:]])})
+    print(f"recorded in {store.path(STORE_TABLE).relative_to(ROOT)}; "
+          "docs/results.md: python benchmarks/report.py --write docs/results.md")
 
 
 def main() -> None:
@@ -606,7 +623,8 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="the GPU run: depth 28, bf16, cuda, sequential")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker (0: torch's default)")
     ap.add_argument("--json", type=Path, help="write the result here")
-    ap.add_argument("--write-results", action="store_true", help="replace the marked block in docs/results.md")
+    ap.add_argument("--write-results", action="store_true",
+                    help="record the result in the results store (report.py prints it in docs/results.md)")
     ap.add_argument("--cpu-json", type=Path, help="a CPU result (from --json) to show in the doc")
     ap.add_argument("--gpu-json", type=Path, help="a GPU result (from --json) to show in the doc")
     ap.add_argument("--no-measure", action="store_true", help="measure nothing; render the doc from the JSON files")
@@ -658,8 +676,7 @@ def main() -> None:
             print(f"note: other processes took CPU time ({', '.join(f'{k} {v:.0%}' for k, v in shares.items())} "
                   "of a core): wall times are inflated; the cases were interleaved, so alike")
     if args.write_results:
-        write_block(BLOCK, render(slots), HEADING)
-        print(f"wrote {DOC.relative_to(ROOT)}")
+        record_slots(slots)
 
 
 if __name__ == "__main__":

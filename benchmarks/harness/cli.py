@@ -1,0 +1,47 @@
+"""What every entry point shares: the common options and the command line the manifest records."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .store import ROOT, Store
+
+DEFAULT_RUNS = ROOT / "runs" / "bench"  # run folders (ignored by git: /runs/)
+
+
+def add_common(ap: argparse.ArgumentParser, runs: bool = True) -> None:
+    ap.add_argument("--store", default=None,
+                    help="the results store folder (default benchmarks/results/; with --smoke, RUNS/smoke_store)")
+    if runs:
+        ap.add_argument("--runs", default=str(DEFAULT_RUNS), help="where run folders go (default runs/bench/)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    ap.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="config overrides on top of the pinned suite (recorded in the manifest; they name the row)")
+    ap.add_argument("--smoke", action="store_true", help="a tiny budget, to check the pipeline end to end")
+
+
+def store_of(args) -> Store:
+    if args.store:
+        return Store(args.store)
+    if args.smoke:  # smoke records never land in the real store
+        return Store(Path(getattr(args, "runs", DEFAULT_RUNS)) / "smoke_store")
+    return Store()
+
+
+def label(suite: str, overrides) -> str:
+    """A row's name: the suite, and its overrides if any."""
+    name = Path(suite).stem
+    return name if not overrides else f"{name} + {' '.join(sorted(overrides))}"
+
+
+def command(script: str, argv: list[str]) -> list[str]:
+    return ["python", f"benchmarks/{script}", *argv]
+
+
+def floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]

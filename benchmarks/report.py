@@ -1,0 +1,177 @@
+"""docs/results.md from the results store: the current state only, every table printed from the
+records of quality.py, curves.py, sampler.py and cost.py (the last record of each key), each
+naming its command, commit, machine and date. The same store gives the same text.
+
+    python benchmarks/report.py                              # print
+    python benchmarks/report.py --write docs/results.md      # what the repository holds
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import textwrap
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: the repository root on the path, for `benchmarks.harness`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.harness import splits, tables  # noqa: E402
+from benchmarks.harness.store import ROOT, Store  # noqa: E402
+from benchmarks.harness.suites import SUITES_DIR, suite_names  # noqa: E402
+
+DOC = ROOT / "docs" / "results.md"
+GPU_SCRIPTS = "`bash benchmarks/gpu_session.sh`, `bash benchmarks/gpu_side_by_side.sh`"
+
+
+def suite_summary(name: str) -> str:
+    """The leading comment of ``benchmarks/suites/NAME.yaml`` up to its "Pinned" line, without the name."""
+    words = []
+    for line in (SUITES_DIR / f"{name}.yaml").read_text().splitlines():
+        if not line.startswith("#") or line.lstrip("# ").startswith("Pinned"):
+            break
+        words.append(line.lstrip("#").strip())
+    text = " ".join(words)
+    return text.split(": ", 1)[1] if text.startswith(f"{name}: ") else text
+
+
+def _split_text(split: str) -> str:
+    seeds = splits.train_seeds(split)
+    return (f"training seeds {', '.join(map(str, seeds))}; evaluation draws of {splits.DRAW_STRIDE:,} image "
+            f"seeds each, from seed {splits.draw_seed(split, 0):,}")
+
+
+def quality_part(store: Store, smoke: bool) -> list[str]:
+    records = [r for r in store.latest("quality") if smoke or not r.get("smoke")]
+    names = tables.labels(records, smoke)
+    out = ["## Quality: the confirm split", ""]
+    measured = [n for n in names if any(r["label"] == n and r["split"] == "confirm" and r["kind"] == "student"
+                                        for r in records)]
+    for n in measured:
+        out += [tables.quality_section(records, n, "confirm"), ""]
+    missing = [s for s in suite_names() if s not in measured]
+    if missing:
+        out += ["Not measured yet under the tune/confirm protocol:", "",
+                "| suite | recipe | status | command |", "|---|---|---|---|"]
+        out += [f"| {s} | {suite_summary(s)} | not measured yet under the tune/confirm protocol | "
+                f"`python benchmarks/quality.py --suite {s} --split confirm` |" for s in missing]
+        out.append("")
+    tune = [n for n in names if any(r["label"] == n and r["split"] == "tune" and r["kind"] == "student"
+                                    for r in records)]
+    out += ["## Quality: the tune split (where choices are made; not a reported figure)", ""]
+    for n in tune:
+        out += [tables.quality_section(records, n, "tune"), ""]
+    if not tune:
+        out += [*wrap("Nothing measured on the tune split yet "
+                      "(`python benchmarks/quality.py --suite SUITE --split tune`)."), ""]
+    return out
+
+
+def sampler_part(store: Store, smoke: bool) -> list[str]:
+    records = [r for r in store.latest("sampler") if smoke or not r.get("smoke")]
+    out = ["## The few-step sampler (tune split)", ""]
+    for n in tables.labels(records, smoke):
+        out += [tables.sampler_section(records, n), ""]
+    if not records:
+        out += [*wrap("No sampler setting measured yet (`python benchmarks/sampler.py --suite SUITE ...`)."), ""]
+    return out
+
+
+def curves_part(store: Store, smoke: bool, doc: Path) -> list[str]:
+    records = [r for r in store.latest("curves") if smoke or not r.get("smoke")]
+    out = ["## FID against training steps", ""]
+    for n in tables.labels(records, smoke):
+        for split in splits.SPLITS:
+            if any(r["label"] == n and r["split"] == split for r in records):
+                out += [tables.curves_section(records, n, split, doc), ""]
+    if not records:
+        out += [*wrap("No curve measured yet (`python benchmarks/curves.py --suite SUITE --every 400`)."), ""]
+    return out
+
+
+def cost_part(store: Store, smoke: bool) -> list[str]:
+    records = [r for r in store.latest("cost") if smoke or not r.get("smoke")]
+    out = ["## Training cost on CPU", ""]
+    for r in records:
+        out += [tables.cost_section(r), ""]
+    if not records:
+        out += [*wrap("Not measured yet under this harness (`python benchmarks/cost.py`: TBCM with the pool, "
+                      "TBCM with per-step rollouts, the forward-noised sCM baseline)."), ""]
+    return out
+
+
+def render(store: Store, smoke: bool = False, doc: Path = DOC) -> str:
+    lines = [
+        "# Results",
+        "",
+        "<!-- Generated by `python benchmarks/report.py --write docs/results.md` from the results store "
+        "(benchmarks/results/*.jsonl); edit the harness or rerun a benchmark, not this file. -->",
+        "",
+        *wrap("The current state only. Every table is printed from the results store by "
+        "`python benchmarks/report.py`, and names the command that measured it, the commit, the machine "
+        "and the date. The measurements before this harness (2026-12-04 and earlier), chosen and reported "
+        "on the same evaluation draws and training seeds, are frozen in [notebook/](notebook/README.md)."),
+        "",
+        *wrap("Protocol. Every choice (recipe, sampler, guidance, the teacher's best setting) is made on the "
+        f"**tune** split ({_split_text('tune')}); every reported figure comes from the **confirm** split "
+        f"({_split_text('confirm')}): the mean and standard error over training seeds, with the per-seed "
+        "values. A target counts as met only when the confirm mean plus one standard error is within it; "
+        "otherwise the table says \"not shown\". FID and adherence come from `tbcm eval` (digits: the "
+        "shipped classifier; scenes: the shipped judge)."),
+        "",
+        *quality_part(store, smoke),
+        *sampler_part(store, smoke),
+        *curves_part(store, smoke, doc),
+        *cost_part(store, smoke),
+        *gpu_part(store),
+    ]
+    return strip_paths("\n".join(lines).rstrip() + "\n")
+
+
+def wrap(text: str) -> list[str]:
+    return textwrap.wrap(text, width=100, break_long_words=False, break_on_hyphens=False)
+
+
+def gpu_part(store: Store) -> list[str]:
+    """The Sana-shape side-by-side rows ``sana_real_shape.py --write-results`` recorded, or a stub."""
+    from benchmarks import sana_real_shape as srs
+
+    rows = store.latest(srs.STORE_TABLE)
+    out = [srs.HEADING, ""]
+    if not rows:
+        return out + [*wrap(f"Not measured yet under this harness. The prepared GPU checks ({GPU_SCRIPTS}; "
+                            "`benchmarks/sana_real_shape.py`, `benchmarks/gpu_jvp_check.py`) run on a lent "
+                            "machine; `python benchmarks/sana_real_shape.py --no-measure --gpu-json FILE "
+                            "--write-results` then records their result here. The earlier measurements are in "
+                            "the notebook."), ""]
+    text = "\n".join(line for line in srs.render(rows[-1]["slots"]).splitlines()
+                     if not line.startswith(f"<!-- {srs.BLOCK}:data"))  # the data lives in the store
+    return out + [text.rstrip(), "", f"Recorded: {tables.provenance(rows[-1:])}.", ""]
+
+
+def strip_paths(text: str) -> str:
+    """No path outside the repository in a doc: an absolute path (a run folder, a teacher given by
+    path, a JSON file on a lent machine) is shown by its last component."""
+    return re.sub(r"(?<![\w.:/])/(?:[\w.+-]+/)+([\w.+-]+)", r"\1", text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--store", default=None, help="the results store folder (default benchmarks/results/)")
+    ap.add_argument("--write", default=None, help="write the text here (docs/results.md) instead of printing it")
+    ap.add_argument("--smoke", action="store_true", help="include smoke rows (never in docs/results.md)")
+    args = ap.parse_args(argv)
+    store = Store(args.store) if args.store else Store()
+    doc = Path(args.write).resolve() if args.write else DOC
+    text = render(store, args.smoke, doc)
+    if args.write:
+        Path(args.write).write_text(text)
+        print(f"wrote {args.write}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

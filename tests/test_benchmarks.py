@@ -1,0 +1,180 @@
+"""The benchmark harness and a smoke of each entry point on the tiny teacher (seconds, not minutes).
+
+One module-scoped pipeline runs every entry point once into one results store (quality, then the
+sampler on the same tune run, curves, cost), on the tiny teacher of tests/conftest.py; the tests
+read that store: the manifests, each table's records, and that report.py prints the same text twice.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmarks import cost, curves, quality, report, sampler
+from benchmarks.harness import splits
+from benchmarks.harness.score import score_run
+from benchmarks.harness.store import MANIFEST_KEYS, ROOT, Store
+from benchmarks.harness.suites import SUITES_DIR, load_suite, suite_names
+from tbcm.config import DistillConfig, _all_keys
+from tbcm.models.bundle import Bundle, ModelMeta, save_bundle
+from tests.conftest import tiny_encoder, tiny_network
+
+NAME = "tiny"
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """Every entry point's smoke, once, into one store: ``(store, teacher dir, runs dir, capsys-free)``.
+    The teacher is tests/conftest.py's tiny teacher (as ``tiny_teacher_dir`` builds it), here shared
+    by the whole module so the pipeline runs once."""
+    root = tmp_path_factory.mktemp("bench")
+    net, enc = tiny_network(), tiny_encoder()
+    meta = ModelMeta(kind="teacher", sigma_d=0.5, channels=1, image_size=8, network=net.config.to_dict(),
+                     prompt_encoder=enc.config())
+    teacher = save_bundle(Bundle(meta, net, enc), root / "teacher")
+    store, runs = root / "store", root / "runs"
+    common = ["--smoke", "--store", str(store), "--set", f"teacher={teacher}"]
+    where = [*common, "--runs", str(runs), "--name", NAME]
+    assert quality.main([*where, "--steps", "1,2"]) == 0
+    assert sampler.main([*where, "--steps", "2", "--fresh", "0.5,1"]) == 0
+    assert curves.main([*where, "--steps", "1", "--png", str(root / "curves.png")]) == 0
+    assert cost.main([*common, "--same-process"]) == 0
+    return Store(store), teacher, runs, root
+
+
+def _check_manifest(m: dict, script: str) -> None:
+    assert set(m) == set(MANIFEST_KEYS)
+    assert re.fullmatch(r"[0-9a-f]{40}", m["git_commit"]) and isinstance(m["git_dirty"], bool)
+    assert m["command"].startswith(f"python benchmarks/{script} --smoke")
+    assert {"cpu", "cores", "torch", "python", "platform"} <= set(m["machine"]) and m["machine"]["cores"] >= 1
+    assert datetime.datetime.fromisoformat(m["date"]).tzinfo is not None
+
+
+def _whole(config: dict) -> set[str]:
+    keys = set()
+
+    def walk(tree, prefix=""):
+        for k, v in tree.items():
+            keys.add(prefix + k)
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+    walk(config)
+    return keys
+
+
+def test_quality_stores_each_student_and_the_teacher_with_a_manifest(bench):
+    store, teacher, runs, _ = bench
+    rows = store.latest("quality")
+    assert [r["kind"] for r in rows] == ["student", "teacher"]
+    student, tscore = rows[0], rows[1]["score"]
+    for r in rows:
+        _check_manifest(r["manifest"], "quality.py")
+        config = r["manifest"]["config"]
+        assert _whole(config) == set(_all_keys(DistillConfig))  # the resolved full config, every key
+        assert config["teacher"] == str(teacher) and config["seed"] == splits.train_seeds("tune")[0]
+    assert student["label"] == f"{NAME} (smoke)" and student["split"] == "tune" and student["smoke"]
+    assert student["train_seed"] == 100 and Path(student["run"]).is_relative_to(runs)
+    score = student["score"]
+    assert score["seeds"] == [splits.draw_seed("tune", 0)] and score["n_per_class"] == 2
+    assert set(score["student"]) == {"1", "2"} and score["sampler"]["cfg_scale"] == 3.0  # the suite's saved sampler
+    assert score["per_draw"][0]["seed"] == splits.draw_seed("tune", 0)
+    assert set(tscore["teacher"]) == {"2"} and set(tscore["teacher"]["2"]) == {"1.0"}
+    assert student["training"]["steps"] == 6
+
+
+def test_a_finished_run_is_not_trained_again_and_scores_the_same(bench):
+    store, teacher, runs, _ = bench
+    student = store.latest("quality")[0]
+    run = Path(student["run"])
+    before = (run / "metrics.csv").stat().st_mtime_ns
+    assert quality.main(["--smoke", "--store", str(store.root), "--runs", str(runs), "--name", NAME,
+                         "--set", f"teacher={teacher}", "--steps", "1,2", "--teacher-steps", ""]) == 0
+    assert (run / "metrics.csv").stat().st_mtime_ns == before
+    again = store.latest("quality")[0]  # the same key: the new record replaces the old in latest()
+    assert again["score"]["student"] == student["score"]["student"]
+    assert len(store.read("quality")) == 3
+
+
+def test_sampler_scores_each_setting_on_the_tune_runs(bench):
+    store, *_ = bench
+    rows = store.latest("sampler")
+    assert [r["setting"]["fresh_noise"] for r in rows] == [0.5, 1.0]
+    assert all(r["split"] == "tune" and r["per_run"][0]["train_seed"] == 100 for r in rows)
+    for r in rows:
+        _check_manifest(r["manifest"], "sampler.py")
+    # the saved sampler (fresh noise 0.5) is what quality.py scored; the other share samples otherwise
+    assert rows[0]["per_run"][0]["student"]["2"] == store.latest("quality")[0]["score"]["student"]["2"]
+    assert rows[1]["per_run"][0]["student"]["2"] != rows[0]["per_run"][0]["student"]["2"]
+
+
+def test_curves_score_every_checkpoint_and_plot(bench):
+    store, _, _, root = bench
+    (row,) = store.latest("curves")
+    _check_manifest(row["manifest"], "curves.py")
+    assert [p["step"] for p in row["points"]] == [3, 6] and row["manifest"]["config"]["checkpoint_every"] == 3
+    assert all(set(p["student"]) == {"1"} and p["seconds"] > 0 for p in row["points"])
+    assert (root / "curves.png").stat().st_size > 0
+    # the last checkpoint's student is the run's own final student
+    final = score_run(Path(row["run"]), "tune", [0], (1,), 2)
+    assert final["student"]["1"]["fid"] == pytest.approx(row["points"][-1]["student"]["1"]["fid"])
+
+
+def test_cost_compares_the_variants_in_one_run(bench):
+    store, *_ = bench
+    (row,) = store.latest("cost")
+    _check_manifest(row["manifest"], "cost.py")
+    names = [v["name"] for v in row["variants"]]
+    assert names == ["tbcm_pool", "tbcm_rollout", "scm_forward"] and set(row["manifest"]["config"]) == set(names)
+    configs = row["manifest"]["config"]
+    assert configs["scm_forward"]["source"] == "forward" and configs["tbcm_rollout"]["pairs"]["pool_prompts"] == 0
+    assert all(v["ms_per_step"] > 0 and v["pairs_per_step"] > 0 for v in row["variants"])
+
+
+def test_cost_plan_prints_the_memory_arithmetic(capsys):
+    assert cost.main(["--plan", "--gpus", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "| Sana 0.6B | 8 | 12.0 | 1.50 | 1.2 | 5.2 |" in out
+
+
+def test_report_prints_the_same_text_from_the_same_store(bench, tmp_path):
+    store, teacher, runs, _ = bench
+    first, second = tmp_path / "a.md", tmp_path / "b.md"
+    for out in (first, second):
+        assert report.main(["--store", str(store.root), "--smoke", "--write", str(out)]) == 0
+    text = first.read_text()
+    assert text == second.read_text() == report.render(store, smoke=True, doc=first.resolve())
+    for needle in (f"**{NAME} (smoke)**, tune split", "| student | 1 | 3 |", "| teacher (best on tune) | 2 | 1 |",
+                   "| w | shift | fresh noise |", "| training step | seconds | 1 step |",
+                   "| tbcm_pool | digits_default |"):
+        assert needle in text
+    assert str(runs.parent) not in text and "/tmp" not in text  # no path outside the repository
+    # smoke rows stay out of docs/results.md: without --smoke the store reads as not measured
+    assert "not measured yet under the tune/confirm protocol" in report.render(store, smoke=False)
+    assert f"{NAME} (smoke)" not in report.render(store, smoke=False)
+
+
+def test_docs_results_md_is_the_report_of_the_repositorys_store():
+    doc = ROOT / "docs" / "results.md"
+    assert doc.read_text() == report.render(Store(), doc=doc), \
+        "docs/results.md is generated: python benchmarks/report.py --write docs/results.md"
+    assert not re.search(r"(?<![\w.:/])/(?:work|tmp|root|home)/", doc.read_text())
+
+
+@pytest.mark.parametrize("name", suite_names())
+def test_every_suite_is_a_whole_pinned_config(name):
+    path = SUITES_DIR / f"{name}.yaml"
+    assert _whole(yaml.safe_load(path.read_text())) == set(_all_keys(DistillConfig)), "write every key (suites.pin)"
+    assert "Pinned" in path.read_text().split("teacher:")[0]
+    load_suite(name)
+
+
+def test_score_run_is_the_only_caller_of_evaluate():
+    callers = [p.relative_to(ROOT).as_posix() for p in (ROOT / "benchmarks").rglob("*.py")
+               if re.search(r"\bevaluate\(", p.read_text()) or "import evaluate" in p.read_text()]
+    assert callers == ["benchmarks/harness/score.py"]
+    assert set(splits.train_seeds("tune")).isdisjoint(splits.train_seeds("confirm"))
+    assert splits.draw_seed("confirm", 0) > splits.draw_seed("tune", splits.DRAWS_PER_SPLIT - 1)
