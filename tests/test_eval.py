@@ -298,8 +298,10 @@ def test_eval_teacher_at_best_is_chosen_on_a_tune_draw_and_scored_on_the_reporte
     assert r["seed"] == draw_seed("confirm", 1) and (r["split"], r["draw"]) == ("confirm", 1)
     assert b["tune"] == {**b["tune"], "split": "tune", "draw": 0, "seed": draw_seed("tune", 0)}
     assert not b["selected_on_reported_images"]
-    # 2 step counts x 2 shifts x (w 1 once, w 2 guided in the run's interval or everywhere)
-    assert len(b["tried"]) == 12 and b["grid"] == {"steps": [2, 3], "shifts": [1.0, 2.5], "cfgs": [1.0, 2.0],
+    # 2 step counts x 2 shifts x (w 1 once, w 2 guided in the run's interval or everywhere), then the
+    # teacher as copied (4 points, shift 2.5, w 2 in the run's interval): the best is never worse than it
+    assert b["tried"][-1] == {**b["tried"][-1], "steps": 4, "shift": 2.5, "cfg": 2.0, "guidance_interval": [0.0, 0.5]}
+    assert len(b["tried"]) == 13 and b["grid"] == {"steps": [2, 3], "shifts": [1.0, 2.5], "cfgs": [1.0, 2.0],
                                                    "intervals": ["run", "none"]}
     assert {tuple(t["guidance_interval"]) for t in b["tried"] if t["cfg"] == 2.0} == {(0.0, 0.5), ()}
     chosen = min(b["tried"], key=lambda t: t["fid"])
@@ -357,3 +359,33 @@ def test_eval_split_draws_are_seeds_and_bad_new_flags_are_one_line_errors(tmp_pa
     assert "--prompts" in assert_cli_error([*base, "--fidelity", "--prompts", str(tmp_path / "p.txt")], capsys)
     assert "--clip" in assert_cli_error([*base, "--clip", str(tmp_path)], capsys)
     assert "--fresh-noise" in assert_cli_error([*base, "--fresh-noise", "2"], capsys)
+
+
+def test_teacher_grid_settings_and_the_copied_teacher():
+    import math
+
+    from tbcm.evaluation.teachers import TeacherGrid, TeacherSetting, copied_setting, parse_interval
+    from tbcm.sampler import StudentSampler
+
+    sampler = StudentSampler(cfg_scale=3.0, cfg_scales=[1.0, 2.0, 3.0], guidance_interval=[0.0, 0.5],
+                             teacher_route_points=16, teacher_route_shift=2.5)
+    copied = copied_setting(sampler, 3.0)
+    assert torch.equal(copied.route(), sampler.teacher_route())  # the route of the training rollouts
+    assert copied.interval == (0.0, 0.5) and copied.to_dict()["guidance_interval"] == [0.0, 0.5]
+    default = TeacherGrid().settings(sampler)
+    # 4 step counts x 2 shifts x (w 1 once + w 2, 3 in the run's interval or everywhere); it holds the copied one
+    assert len(default) == 4 * 2 * 5 and copied in default
+    assert all(s.interval is None for s in default if s.cfg == 1.0)
+    narrow = TeacherGrid(steps=(32,), shifts=(1.0,), cfgs=(1.0,), intervals=("none",)).settings(sampler)
+    assert narrow == [TeacherSetting(32, 1.0, 1.0, None), copied]
+    assert TeacherSetting(8, 1.0, 1.0, (0.0, 0.5)).canonical() == TeacherSetting(8, 1.0, 1.0, None)
+    assert parse_interval("run", [0.0, 0.5]) == (0.0, 0.5) and parse_interval("run", []) is None
+    assert parse_interval("none", [0.0, 0.5]) is None and parse_interval("0.1:0.9", []) == (0.1, 0.9)
+    for bad in ("0.9:0.1", "x", "0:2"):
+        with pytest.raises(UserError, match="--best-interval"):
+            parse_interval(bad, [])
+    for grid, flag in ((TeacherGrid(steps=()), "--best-steps"), (TeacherGrid(shifts=(0.0,)), "--best-shift"),
+                       (TeacherGrid(cfgs=(-1.0,)), "--best-cfg"), (TeacherGrid(draw=40), "--best-draw")):
+        with pytest.raises(UserError, match=flag):
+            grid.check()
+    assert TeacherSetting(1, 2.5, 1.0).route().tolist() == [math.pi / 2]  # one point: one step from pi/2 to 0

@@ -58,8 +58,11 @@ def teacher_route(points: int, shift: float) -> Tensor:
 def teacher_fn(teacher, route: Tensor, cfg: float, interval: list[float] | tuple | None) -> SampleFn:
     """The teacher's PF-ODE solve from ``sigma_d * noise`` through ``route`` ``[K]`` (radians) to 0
     (:func:`tbcm.sampling.rollout`, first order), guided with scale ``cfg`` inside ``interval``
-    ``(lo, hi]`` (radians; empty or ``None``: at every angle) and conditional elsewhere."""
+    ``(lo, hi]`` (radians; empty or ``None``: at every angle) and conditional elsewhere. Guidance 1
+    is the conditional teacher: it runs without the unconditional pass (half the calls)."""
     interval = tuple(interval) if interval else None
+    if float(cfg) == 1.0:  # guided by 1 nowhere: interval_guided_F skips the null half of the batch
+        interval = (0.0, math.pi / 2)
 
     def sample(cond, noise: Tensor, gens) -> Tensor:
         before = teacher.guidance_interval

@@ -49,6 +49,11 @@ class TeacherSetting:
         return {"steps": self.steps, "shift": self.shift, "cfg": self.cfg,
                 "guidance_interval": list(self.interval) if self.interval else []}
 
+    def canonical(self) -> "TeacherSetting":
+        """The same sampler with guidance 1 written unguided (``interval=None``): the conditional
+        teacher, whatever the interval, so two spellings of it compare equal."""
+        return TeacherSetting(self.steps, self.shift, self.cfg, None) if self.cfg == 1.0 else self
+
     def label(self) -> str:
         where = "everywhere" if self.interval is None else f"in ({self.interval[0]:g}, {self.interval[1]:g}]"
         return f"{self.steps} steps, shift {self.shift:g}, w {self.cfg:g} {where}"
@@ -101,8 +106,10 @@ class TeacherGrid:
             raise UserError(f"--best-draw {self.draw}: a tune draw from 0 to {DRAWS_PER_SPLIT - 1}")
 
     def settings(self, sampler) -> list[TeacherSetting]:
-        """The distinct settings, in grid order. Guidance 1 is the conditional teacher whatever the
-        interval, so it runs once (interval ``None``)."""
+        """The distinct settings, in grid order, then the teacher as copied at the student's guidance
+        (:func:`copied_setting`) if the grid lacks it: the teacher at its best is never worse, on the
+        tune draw, than the one the student copies. Guidance 1 is the conditional teacher whatever
+        the interval, so it runs once (interval ``None``)."""
         cfgs = self.cfgs if self.cfgs is not None else sorted({1.0, *sampler.cfg_scales})
         intervals = list(dict.fromkeys(parse_interval(i, sampler.guidance_interval) for i in self.intervals))
         out: list[TeacherSetting] = []
@@ -110,10 +117,11 @@ class TeacherGrid:
             for shift in self.shifts:
                 for w in cfgs:
                     for interval in intervals:
-                        s = TeacherSetting(int(steps), float(shift), float(w), None if float(w) == 1.0 else interval)
+                        s = TeacherSetting(int(steps), float(shift), float(w), interval).canonical()
                         if s not in out:
                             out.append(s)
-        return out
+        copied = copied_setting(sampler, sampler.cfg_scale).canonical()
+        return out if copied in out else [*out, copied]
 
     def to_dict(self, sampler) -> dict:
         cfgs = self.cfgs if self.cfgs is not None else sorted({1.0, *sampler.cfg_scales})
