@@ -215,25 +215,33 @@ def test_eval_draws_every_image_from_its_own_seed_as_tbcm_sample_does(tmp_path):
     # image j of prompt i is seed i n + j (its initial noise and its re-noising), whatever the
     # batch split: the same images `tbcm sample --seed` gives, and no seed shared across prompts
     # (independent samples, as FID assumes)
+    from tbcm.evaluation.draws import Encodings, ImageDraw, sample_draw, student_fn
     from tbcm.generate import load_image_generator, to_uint8_rgb
-    from tbcm.previews import student_samples
-    from tbcm.models.student import Student
     from tbcm.models.bundle import load_bundle
+    from tbcm.models.student import Student
+    from tbcm.sampler import StudentSampler
+    from tbcm.sampling import to_pixels
 
     folder = _student_dir(tmp_path / "student")
     bundle = load_bundle(folder, expect_kind="student")
     student = Student.from_bundle(bundle).eval()
+    sampler = StudentSampler.from_extra(bundle.meta.extra).overridden(cfg_scale=2.0)
     prompts, n = ["a handwritten digit 3", "a handwritten digit 7"], 3
+
+    def draw(ps, first, steps=2, batch=128):
+        return sample_draw(ImageDraw(tuple(ps), n, first), student_fn(student, sampler, steps),
+                           Encodings(ps, bundle.encoder), (1, 8, 8), batch=batch)
+
     with torch.no_grad():
-        together = student_samples(student, bundle.encoder, prompts, 2.0, 2, n, 2.5, 10, independent=True)
-        apart = torch.cat([student_samples(student, bundle.encoder, [p], 2.0, 2, n, 2.5, 10 + i * n, independent=True)
-                           for i, p in enumerate(prompts)])
+        together = draw(prompts, 10)
+        apart = torch.cat([draw([p], 10 + i * n) for i, p in enumerate(prompts)])
+        in_pairs = draw(prompts, 10, batch=2)
         gen = load_image_generator(folder, steps=2, cfg_scale=2.0, shift=2.5)
         sampled = gen.generate([p for p in prompts for _ in range(n)], list(range(10, 10 + 2 * n)))
-        twice = student_samples(student, bundle.encoder, prompts[:1] * 2, 2.0, 1, n, 2.5, 10, independent=True)
+        twice = draw(prompts[:1] * 2, 10, steps=1)
     # equal up to the float rounding of another batch size (a different seed would differ by ~1)
-    assert (together - apart).abs().max() < 1e-4
-    assert (sampled.int() - to_uint8_rgb(together).int()).abs().max() <= 1
+    assert (together - apart).abs().max() < 1e-4 and (together - in_pairs).abs().max() < 1e-4
+    assert (sampled.int() - to_uint8_rgb(to_pixels(together, 0.5)).int()).abs().max() <= 1
     # the same prompt twice, 1 step: its j-th images differ (one seed per column would repeat them)
     assert (twice[0] - twice[n]).abs().max() > 1e-3
 

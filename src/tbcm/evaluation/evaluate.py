@@ -28,6 +28,7 @@ the headline is against the teacher at its best.
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -360,8 +361,9 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
         key = (setting, on.seed)
         if key not in teacher_x0:
             fn = teacher_fn(teacher, setting.route(), setting.cfg, setting.interval)
-            with tqdm(total=len(on), desc=f"teacher {setting.label()}", **bar_opts) as own:
-                teacher_x0[key] = sample_draw(on, fn, t_enc, shape, device, batch, bar if bar is not None else own)
+            own = tqdm(total=len(on), desc=f"teacher {setting.label()}", **bar_opts) if bar is None else nullcontext(bar)
+            with own as used:
+                teacher_x0[key] = sample_draw(on, fn, t_enc, shape, device, batch, used)
         return teacher_x0[key]
 
     def scores_of(x0: torch.Tensor) -> dict:
@@ -404,7 +406,8 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
         with tqdm(total=len(settings) * len(tune), desc="teacher at its best (tune draw)", **bar_opts) as bar:
             for setting in settings:
                 tried.append({**setting.to_dict(), **scores_of(teacher_images(setting, tune, bar))})
-                teacher_x0.pop((setting, tune.seed), None)  # only the chosen one is sampled again
+                if tune.seed != images.seed:  # keep memory flat: only the chosen one is sampled again
+                    teacher_x0.pop((setting, tune.seed), None)
         best = min(range(len(settings)), key=lambda i: tried[i]["fid"])
         chosen = settings[best]
         result["teacher_at_best"] = {
