@@ -283,11 +283,11 @@ def _counts(option: str, text: str) -> list[int]:
     return values
 
 
-def _scales(option: str, text: str) -> list[float]:
+def _scales(option: str, text: str, what: str = "guidance scales") -> list[float]:
     try:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise UserError(f"{option} {text!r} is not a comma-separated list of guidance scales: e.g. {option} 1,1.5,2") from None
+        raise UserError(f"{option} {text!r} is not a comma-separated list of {what}: e.g. {option} 1,1.5,2") from None
 
 
 def cmd_eval(args) -> None:
@@ -316,7 +316,7 @@ def cmd_eval(args) -> None:
     grid = None
     if args.teacher_best:
         grid = TeacherGrid(steps=tuple(_counts("--best-steps", args.best_steps)),
-                           shifts=tuple(_scales("--best-shift", args.best_shift)),
+                           shifts=tuple(_scales("--best-shift", args.best_shift, "route shifts")),
                            cfgs=tuple(_scales("--best-cfg", args.best_cfg)) if args.best_cfg else None,
                            intervals=tuple(v.strip() for v in args.best_interval.split(",") if v.strip()),
                            draw=args.best_draw)
