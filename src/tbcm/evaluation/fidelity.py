@@ -28,9 +28,10 @@ import torch
 from torch import Tensor
 
 
-def _mean_se(values: Tensor) -> tuple[float, float]:
+def _mean_se(values: Tensor) -> tuple[float, float | None]:
+    """Mean and standard error over images (``None`` for one image: JSON has no NaN)."""
     values = values.double()
-    se = float(values.std() / math.sqrt(values.numel())) if values.numel() > 1 else float("nan")
+    se = float(values.std() / math.sqrt(values.numel())) if values.numel() > 1 else None
     return float(values.mean()), se
 
 
@@ -47,7 +48,7 @@ def latent_error(student_x0: Tensor, teacher_x0: Tensor, sigma_d: float, n: int)
     """Paired latent error of ``[N, C, H, W]`` TrigFlow-space samples (row-major, ``n`` per prompt).
 
     ``latent_mse``: mean over images of ``mean((x_s - x_t)^2) / sigma_d^2``; ``latent_mse_se`` its
-    standard error over images; ``latent_mse_unpaired``: the same between independent teacher samples.
+    standard error over images (``None`` for one image); ``latent_mse_unpaired``: the same between independent teacher samples.
     """
     if student_x0.shape != teacher_x0.shape:
         raise ValueError(f"student samples {tuple(student_x0.shape)} but teacher samples {tuple(teacher_x0.shape)}")
