@@ -215,24 +215,185 @@ def test_eval_draws_every_image_from_its_own_seed_as_tbcm_sample_does(tmp_path):
     # image j of prompt i is seed i n + j (its initial noise and its re-noising), whatever the
     # batch split: the same images `tbcm sample --seed` gives, and no seed shared across prompts
     # (independent samples, as FID assumes)
+    from tbcm.evaluation.draws import Encodings, ImageDraw, sample_draw, student_fn
     from tbcm.generate import load_image_generator, to_uint8_rgb
-    from tbcm.previews import student_samples
-    from tbcm.models.student import Student
     from tbcm.models.bundle import load_bundle
+    from tbcm.models.student import Student
+    from tbcm.sampler import StudentSampler
+    from tbcm.sampling import to_pixels
 
     folder = _student_dir(tmp_path / "student")
     bundle = load_bundle(folder, expect_kind="student")
     student = Student.from_bundle(bundle).eval()
+    sampler = StudentSampler.from_extra(bundle.meta.extra).overridden(cfg_scale=2.0)
     prompts, n = ["a handwritten digit 3", "a handwritten digit 7"], 3
+
+    def draw(ps, first, steps=2, batch=128):
+        return sample_draw(ImageDraw(tuple(ps), n, first), student_fn(student, sampler, steps),
+                           Encodings(ps, bundle.encoder), (1, 8, 8), batch=batch)
+
     with torch.no_grad():
-        together = student_samples(student, bundle.encoder, prompts, 2.0, 2, n, 2.5, 10, independent=True)
-        apart = torch.cat([student_samples(student, bundle.encoder, [p], 2.0, 2, n, 2.5, 10 + i * n, independent=True)
-                           for i, p in enumerate(prompts)])
+        together = draw(prompts, 10)
+        apart = torch.cat([draw([p], 10 + i * n) for i, p in enumerate(prompts)])
+        in_pairs = draw(prompts, 10, batch=2)
         gen = load_image_generator(folder, steps=2, cfg_scale=2.0, shift=2.5)
         sampled = gen.generate([p for p in prompts for _ in range(n)], list(range(10, 10 + 2 * n)))
-        twice = student_samples(student, bundle.encoder, prompts[:1] * 2, 2.0, 1, n, 2.5, 10, independent=True)
+        twice = draw(prompts[:1] * 2, 10, steps=1)
     # equal up to the float rounding of another batch size (a different seed would differ by ~1)
-    assert (together - apart).abs().max() < 1e-4
-    assert (sampled.int() - to_uint8_rgb(together).int()).abs().max() <= 1
+    assert (together - apart).abs().max() < 1e-4 and (together - in_pairs).abs().max() < 1e-4
+    assert (sampled.int() - to_uint8_rgb(to_pixels(together, 0.5)).int()).abs().max() <= 1
     # the same prompt twice, 1 step: its j-th images differ (one seed per column would repeat them)
     assert (twice[0] - twice[n]).abs().max() > 1e-3
+
+
+# -- the teacher as copied, the teacher at its best, the data floor, tune/confirm draws -------------
+
+def _sampler_run(tmp_path, teacher_dir, **sampler):
+    """A run whose student saved a sampler (what the trainer saves): guidance input 2, trained on
+    1 and 2, its teacher guided in (0, 0.5], rollouts on 4 points of the reference route."""
+    from tbcm.sampler import StudentSampler
+
+    settings = {"cfg_scale": 2.0, "cfg_scales": [1.0, 2.0], "guidance_interval": [0.0, 0.5],
+                "teacher_route_points": 4, **sampler}
+    run = tmp_path / "run"
+    student = _student_dir(run / "student")
+    meta = yaml.safe_load((student / "model.yaml").read_text())
+    meta["extra"] = {"sampler": StudentSampler(**settings).to_dict()}
+    (student / "model.yaml").write_text(yaml.safe_dump(meta))
+    (run / "config.yaml").write_text(yaml.safe_dump({"teacher": str(teacher_dir)}))
+    return run
+
+
+def test_eval_teacher_as_copied_is_the_rollout_on_the_students_training_route(tmp_path, tiny_teacher_dir, capsys):
+    from tbcm.evaluation.evaluate import PROMPTS, DigitsSuite
+    from tbcm.models.bundle import load_bundle
+    from tbcm.models.teacher import Teacher
+    from tbcm.sampling import rollout, to_pixels
+    from tbcm.trigflow import official_reference_route
+
+    run = _sampler_run(tmp_path, tiny_teacher_dir)
+    assert main(["eval", str(run), "--steps", "1", "--n", "2", "--teacher-copied", "--seed", "7", "--json",
+                 "--device", "cpu"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    c = r["teacher_as_copied"]
+    route = official_reference_route(4, 2.5)
+    assert (c["steps"], c["shift"], c["cfg"], c["guidance_interval"]) == (4, 2.5, 2.0, [0.0, 0.5])
+    assert c["angles"] == pytest.approx(route.tolist()) and c["angles"][-1] < 0.01  # down to 0.0063 rad
+    assert set(c["sweep"]) == {"2.0", "1.0"} and c["sweep"]["2.0"]["fid"] == c["fid"]
+    assert r["ratio_vs_copied"]["1"] == pytest.approx(r["student"]["1"]["fid"] / c["fid"])
+    assert r["sampler"]["teacher_route_points"] == 4 and r["cfg_scale"] == 2.0
+    # by hand: image k seeded 7 + k, the rollout through the route then to 0, guided only in (0, 0.5]
+    teacher = Teacher.from_bundle(load_bundle(tiny_teacher_dir, expect_kind="teacher"))
+    teacher.guidance_interval = (0.0, 0.5)
+    noise = torch.stack([torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(7 + k)) for k in range(20)])
+    cond = teacher.encoder.encode([p for p in PROMPTS for _ in range(2)])
+    with torch.no_grad():
+        x0 = rollout(lambda x, t: teacher.velocity(x, t, cond, torch.full((20,), 2.0)), 0.5 * noise,
+                     route.float().expand(20, -1)).final
+    assert c["fid"] == pytest.approx(DigitsSuite().score(to_pixels(x0, 0.5), 2)["fid"], rel=1e-4)
+
+
+def test_eval_teacher_at_best_is_chosen_on_a_tune_draw_and_scored_on_the_reported_one(tmp_path, tiny_teacher_dir,
+                                                                                      capsys):
+    from tbcm.evaluation.splits import draw_seed
+
+    run = _sampler_run(tmp_path, tiny_teacher_dir)
+    argv = ["eval", str(run), "--steps", "1", "--n", "2", "--teacher-best", "--best-steps", "2,3", "--best-shift",
+            "1,2.5", "--best-cfg", "1,2", "--no-progress", "--device", "cpu"]
+    assert main([*argv, "--split", "confirm", "--draw", "1", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    b = r["teacher_at_best"]
+    assert r["seed"] == draw_seed("confirm", 1) and (r["split"], r["draw"]) == ("confirm", 1)
+    assert b["tune"] == {**b["tune"], "split": "tune", "draw": 0, "seed": draw_seed("tune", 0)}
+    assert not b["selected_on_reported_images"]
+    # 2 step counts x 2 shifts x (w 1 once, w 2 guided in the run's interval or everywhere), then the
+    # teacher as copied (4 points, shift 2.5, w 2 in the run's interval): the best is never worse than it
+    assert b["tried"][-1] == {**b["tried"][-1], "steps": 4, "shift": 2.5, "cfg": 2.0, "guidance_interval": [0.0, 0.5]}
+    assert len(b["tried"]) == 13 and b["grid"] == {"steps": [2, 3], "shifts": [1.0, 2.5], "cfgs": [1.0, 2.0],
+                                                   "intervals": ["run", "none"]}
+    assert {tuple(t["guidance_interval"]) for t in b["tried"] if t["cfg"] == 2.0} == {(0.0, 0.5), ()}
+    chosen = min(b["tried"], key=lambda t: t["fid"])
+    assert {k: b[k] for k in ("steps", "shift", "cfg", "guidance_interval")} == \
+        {k: chosen[k] for k in ("steps", "shift", "cfg", "guidance_interval")}
+    assert b["tune"]["fid"] == chosen["fid"] and b["fid"] != chosen["fid"]  # reported on other images
+    assert r["headline_ratio"] == r["ratio_vs_best"]
+    assert r["ratio_vs_best"]["1"] == pytest.approx(r["student"]["1"]["fid"] / b["fid"])
+    assert "teacher_as_copied" in r and "ratio_vs_copied" in r  # ratios against both
+    # chosen and reported on the tune draw itself: the same numbers, and flagged
+    assert main([*argv, "--split", "tune", "--json"]) == 0
+    same = json.loads(capsys.readouterr().out)["teacher_at_best"]
+    assert same["selected_on_reported_images"] and same["fid"] == same["tune"]["fid"]
+    assert main([*argv, "--split", "tune"]) == 0
+    table = capsys.readouterr().out
+    assert "chosen on these same images" in table and "the teacher at its best (headline)" in table
+
+
+def test_eval_reports_the_data_floor_with_as_many_real_images(tmp_path, capsys):
+    from tbcm.evaluation.evaluate import DigitsSuite
+
+    student = _student_dir(tmp_path / "student")
+    assert main(["eval", str(student), "--steps", "1", "--n", "3", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    floor = r["data_floor"]
+    assert floor["images"] == 30 and floor["per_prompt"] == 3 and 0 < floor["fid"]
+    suite = DigitsSuite()
+    assert floor == suite.data_floor(3)
+    capped = suite.data_floor(500)  # the training split has 114 to 123 images per digit
+    assert capped["per_prompt"] == 114 and capped["images"] == 1140
+    assert capped["fid"] < floor["fid"]  # more images, less small-sample bias
+    assert main(["eval", str(student), "--steps", "1", "--n", "3"]) == 0
+    assert "data floor: FID" in capsys.readouterr().out
+
+
+def test_eval_split_draws_are_seeds_and_bad_new_flags_are_one_line_errors(tmp_path, capsys):
+    from tbcm.evaluation.splits import draw_seed
+
+    student = _student_dir(tmp_path / "student")
+    base = ["eval", str(student), "--steps", "1", "--n", "1", "--json"]
+    assert main([*base, "--split", "confirm", "--draw", "2"]) == 0
+    by_split = json.loads(capsys.readouterr().out)
+    assert main([*base, "--seed", str(draw_seed("confirm", 2))]) == 0
+    by_seed = json.loads(capsys.readouterr().out)
+    assert by_split["student"] == by_seed["student"] and by_seed["draw_of_seed"] == {"split": "confirm", "draw": 2}
+    assert "--seed" in assert_cli_error([*base, "--split", "tune", "--seed", "1"], capsys)
+    assert "--split" in assert_cli_error([*base, "--draw", "1"], capsys)
+    assert "--draw" in assert_cli_error([*base, "--split", "tune", "--draw", "40"], capsys)
+    assert "--split 'test'" in assert_cli_error([*base, "--split", "test"], capsys)
+    assert "--teacher-best" in assert_cli_error([*base, "--best-steps", "16"], capsys)
+    assert "--best-interval" in assert_cli_error([*base, "--teacher-best", "--best-interval", "0.5:0.2"], capsys)
+    assert "--best-steps" in assert_cli_error([*base, "--teacher-best", "--best-steps", "0"], capsys)
+    assert "--inception" in assert_cli_error([*base, "--inception", str(tmp_path / "w.pth")], capsys)
+    (tmp_path / "p.txt").write_text("a handwritten digit 3\n")
+    assert "--prompts" in assert_cli_error([*base, "--fidelity", "--prompts", str(tmp_path / "p.txt")], capsys)
+    assert "--clip" in assert_cli_error([*base, "--clip", str(tmp_path)], capsys)
+    assert "--fresh-noise" in assert_cli_error([*base, "--fresh-noise", "2"], capsys)
+
+
+def test_teacher_grid_settings_and_the_copied_teacher():
+    import math
+
+    from tbcm.evaluation.teachers import TeacherGrid, TeacherSetting, copied_setting, parse_interval
+    from tbcm.sampler import StudentSampler
+
+    sampler = StudentSampler(cfg_scale=3.0, cfg_scales=[1.0, 2.0, 3.0], guidance_interval=[0.0, 0.5],
+                             teacher_route_points=16, teacher_route_shift=2.5)
+    copied = copied_setting(sampler, 3.0)
+    assert torch.equal(copied.route(), sampler.teacher_route())  # the route of the training rollouts
+    assert copied.interval == (0.0, 0.5) and copied.to_dict()["guidance_interval"] == [0.0, 0.5]
+    default = TeacherGrid().settings(sampler)
+    # 4 step counts x 2 shifts x (w 1 once + w 2, 3 in the run's interval or everywhere); it holds the copied one
+    assert len(default) == 4 * 2 * 5 and copied in default
+    assert all(s.interval is None for s in default if s.cfg == 1.0)
+    narrow = TeacherGrid(steps=(32,), shifts=(1.0,), cfgs=(1.0,), intervals=("none",)).settings(sampler)
+    assert narrow == [TeacherSetting(32, 1.0, 1.0, None), copied]
+    assert TeacherSetting(8, 1.0, 1.0, (0.0, 0.5)).canonical() == TeacherSetting(8, 1.0, 1.0, None)
+    assert parse_interval("run", [0.0, 0.5]) == (0.0, 0.5) and parse_interval("run", []) is None
+    assert parse_interval("none", [0.0, 0.5]) is None and parse_interval("0.1:0.9", []) == (0.1, 0.9)
+    for bad in ("0.9:0.1", "x", "0:2"):
+        with pytest.raises(UserError, match="--best-interval"):
+            parse_interval(bad, [])
+    for grid, flag in ((TeacherGrid(steps=()), "--best-steps"), (TeacherGrid(shifts=(0.0,)), "--best-shift"),
+                       (TeacherGrid(cfgs=(-1.0,)), "--best-cfg"), (TeacherGrid(draw=40), "--best-draw")):
+        with pytest.raises(UserError, match=flag):
+            grid.check()
+    assert TeacherSetting(1, 2.5, 1.0).route().tolist() == [math.pi / 2]  # one point: one step from pi/2 to 0

@@ -296,3 +296,19 @@ def test_eval_reference_bad_input_exits_2_with_one_line(stand_ins, tmp_path, cap
     assert "--n" in assert_cli_error(["eval", run, "--reference", ref, *full, "--n", "1"], capsys)
     assert "--batch" in assert_cli_error(["eval", run, "--reference", ref, *full, "--batch", "0"], capsys)
     assert "--teacher" in assert_cli_error(["eval", run, "--reference", ref, *full, "--teacher", "4"], capsys)
+
+
+def test_eval_reference_with_fidelity_adds_the_student_against_its_teacher(stand_ins, capsys):
+    argv = ["eval", str(stand_ins["run"]), "--reference", str(stand_ins["reference"]), "--inception",
+            str(stand_ins["inception"]), "--clip", str(stand_ins["clip"]), "--n", "2", "--steps", "1",
+            "--seed", "2", "--no-progress", "--fidelity", "--json"]
+    assert main(argv) == 0
+    r = json.loads(capsys.readouterr().out)
+    fid = r["fidelity"]
+    # the run has no config.yaml: its teacher is the built-in one; the sampler the student saved (legacy keys)
+    assert fid["images"] == 2 and fid["features"] == "FID Inception pool3" and fid["cfg_scale"] == 4.5
+    assert fid["teacher"]["steps"] == 16 and fid["teacher"]["guidance_interval"] == []
+    e = fid["steps"]["1"]
+    assert np.isfinite(e["fid_to_teacher"]) and e["latent_mse"] > 0 and "label_agreement" not in e
+    assert "fidelity to the teacher as copied" in format_realscale_table(r)
+    assert "--split" in assert_cli_error([*argv[:-1], "--split", "tune"], capsys)

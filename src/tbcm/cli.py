@@ -6,8 +6,10 @@
     tbcm sample --student DIR (--prompt TEXT | --prompts FILE) [--steps N] [--n N] [--seed S] [--device D] --out X.png
                 [--cfg W] [--shift S] [--fresh-noise A] [--routes STEPS:A/B/..|none]
     tbcm teacher train --out DIR [--data PATH] [--config FILE] [--overwrite] [key=value ...]
-    tbcm eval DIR [--steps 1,2,4] [--n N] [--teacher 16,32] [--cfg 4.5] [--seed S] [--json]
-    tbcm eval DIR --reference ROOT --inception FILE --clip DIR [--steps 1,2,4] [--n N] [--batch B] [--json]
+    tbcm eval DIR [--steps 1,2,4] [--n N] [--teacher 16,32] [--cfg 4.5] [--seed S | --split tune|confirm --draw K]
+              [--teacher-copied] [--teacher-best [--best-steps ..]] [--fidelity] [--full] [--json]
+    tbcm eval DIR --fidelity [--prompts FILE] [--inception FILE] [--n N] [--json]     (Sana, FLUX, SD3 students)
+    tbcm eval DIR --reference ROOT --inception FILE --clip DIR [--steps 1,2,4] [--n N] [--batch B] [--fidelity] [--json]
     tbcm classifier train --out DIR [--steps N] [--seed S] [--overwrite]
     tbcm scenes judge-train --out DIR [--steps N] [--seed S] [--overwrite]
     tbcm export RUN --format diffusers --out DIR [--overwrite]
@@ -85,32 +87,58 @@ def _parser() -> argparse.ArgumentParser:
     dc.add_argument("--overwrite", action="store_true")
     dc.add_argument("overrides", nargs="*", metavar="key=value")
 
-    e = sub.add_parser("eval", help="FID and prompt adherence of a digits or scenes student (and its teacher); "
-                       "with --reference FID and CLIP score on an MJHQ-30k style folder")
+    e = sub.add_parser("eval", help="FID and prompt adherence of a digits or scenes student, its teacher as copied "
+                       "and at its best, fidelity to the teacher (any family), the data floor; with --reference FID "
+                       "and CLIP score on an MJHQ-30k style folder")
     e.set_defaults(func=cmd_eval)
     e.add_argument("dir", metavar="DIR", help="a `tbcm distill` run folder or its student/ folder")
     e.add_argument("--steps", default="1,2,4", help="student step counts, comma-separated (default 1,2,4)")
     e.add_argument("--n", type=int, default=None,
-                   help="images per digit (default 100) or per scenes prompt (default 32); with --reference the first N reference images (default all)")
-    e.add_argument("--teacher", help="also the run's teacher (config.yaml, else builtin) at these step counts, e.g. 16,32")
+                   help="images per digit (default 100), per scenes prompt (default 32) or per prompt with --fidelity "
+                   "on another family (default 1); with --reference the first N reference images (default all)")
+    e.add_argument("--teacher", help="also the run's teacher (config.yaml, else builtin) at these step counts, e.g. "
+                   "16,32, on the route family of the student's training rollouts")
     e.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the student's)")
     e.add_argument("--teacher-cfg", default=None, help="sweep the teacher's guidance at the --teacher step counts "
                    "(default 16), e.g. 0.5,1,1.25,1.5,2,3,4.5; reports its best and the student-best / teacher-best ratio")
-    e.add_argument("--teacher-interval", default=None, metavar="LO,HI|none", help="guide the teacher only at "
+    e.add_argument("--teacher-interval", default=None, metavar="LO,HI|none", help="guide the --teacher rows only at "
                    "angles in (LO, HI] rad, 'none' at every angle (default: the interval the student was distilled with)")
     e.add_argument("--student-cfg", default=None, help="sweep the student's guidance input (default with "
                    "--teacher-cfg: the scales it was trained on)")
-    e.add_argument("--seed", type=int, default=0, help="image j of prompt i uses seed + i n + j, for its noise "
-                   "and its re-noising (with --reference image i uses seed + i)")
+    e.add_argument("--seed", type=int, default=None, help="image j of prompt i uses seed + i n + j, for its noise "
+                   "and its re-noising (with --reference image i uses seed + i); default 0")
+    e.add_argument("--split", metavar="tune|confirm", default=None, help="take the images of a fixed "
+                   "evaluation draw instead of --seed: choose on tune, report confirm (tbcm.evaluation.splits)")
+    e.add_argument("--draw", type=int, default=None, help="with --split: the draw, 0-39 (default 0)")
+    e.add_argument("--teacher-copied", action="store_true", help="also the teacher the student copies: the route, "
+                   "guidance interval and guidance of its training rollouts (and over the scales it was trained on)")
+    e.add_argument("--teacher-best", action="store_true", help="also the teacher at its best over --best-steps, "
+                   "--best-shift, --best-cfg, --best-interval, chosen on a tune draw, scored on this one "
+                   "(and the teacher as copied); the headline ratio is against it")
+    e.add_argument("--best-steps", default="16,32,64,128", help="--teacher-best: step counts (default 16,32,64,128)")
+    e.add_argument("--best-shift", default="1,2.5", help="--teacher-best: route shifts (default 1,2.5)")
+    e.add_argument("--best-cfg", default=None, help="--teacher-best: guidance scales (default: 1 and the scales the "
+                   "student was trained on)")
+    e.add_argument("--best-interval", default="run,none", help="--teacher-best: guidance intervals, each 'run' (the "
+                   "student's), 'none' (every angle) or LO:HI rad (default run,none)")
+    e.add_argument("--best-draw", type=int, default=0, help="--teacher-best: the tune draw it is chosen on (default 0)")
+    e.add_argument("--fidelity", action="store_true", help="also fidelity to the teacher as copied, no data needed: "
+                   "paired error from the same noise and FID against the teacher's samples (any family)")
+    e.add_argument("--full", action="store_true", help="--teacher-best and --fidelity (and so the teacher as copied)")
+    e.add_argument("--prompts", metavar="FILE", help="--fidelity of a student that is neither digits nor scenes: "
+                   "its prompts (default: the first 128 of the run's prompts file)")
+    e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where the networks run (auto: cuda if available)")
     _sampler_flags(e)
     e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     e.add_argument("--reference", metavar="ROOT", help="MJHQ-30k style folder (meta_data.json, <category>/<id>.jpg): "
                    "FID and CLIP score of the student on its prompts")
-    e.add_argument("--inception", metavar="FILE", help="with --reference: local FID Inception weights "
-                   "(pt_inception-2015-12-05-6726825d.pth)")
+    e.add_argument("--inception", metavar="FILE", help="local FID Inception weights "
+                   "(pt_inception-2015-12-05-6726825d.pth): with --reference, or for --fidelity of a latent student")
     e.add_argument("--clip", metavar="DIR", help="with --reference: local CLIP folder (e.g. openai/clip-vit-large-patch14)")
-    e.add_argument("--batch", type=int, default=None, help="with --reference: images per batch (default 16)")
-    e.add_argument("--no-progress", action="store_true", help="with --reference: no progress bars")
+    e.add_argument("--batch", type=int, default=None, help="images per sampler call (default 128; 16 with "
+                   "--reference or for a latent student)")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     x = sub.add_parser("export", help="write a student as a diffusers pipeline folder (Sana: SanaSprintPipeline)")
     x.set_defaults(func=cmd_export)
@@ -276,32 +304,63 @@ def _counts(option: str, text: str) -> list[int]:
     return values
 
 
-def _scales(option: str, text: str) -> list[float]:
+def _scales(option: str, text: str, what: str = "guidance scales") -> list[float]:
     try:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise UserError(f"{option} {text!r} is not a comma-separated list of guidance scales: e.g. {option} 1,1.5,2") from None
+        raise UserError(f"{option} {text!r} is not a comma-separated list of {what}: e.g. {option} 1,1.5,2") from None
 
 
 def cmd_eval(args) -> None:
     import json
 
+    if args.full:  # with --reference there is no judge to find the teacher's best with: fidelity alone
+        args.fidelity, args.teacher_best = True, args.reference is None
+    if not args.teacher_best:
+        for flag, value, default in (("--best-steps", args.best_steps, "16,32,64,128"),
+                                     ("--best-shift", args.best_shift, "1,2.5"), ("--best-cfg", args.best_cfg, None),
+                                     ("--best-interval", args.best_interval, "run,none"),
+                                     ("--best-draw", args.best_draw, 0)):
+            if value != default:
+                raise UserError(f"{flag} sets the search of --teacher-best: add --teacher-best (or drop {flag})")
     if args.reference is not None:
         return cmd_eval_realscale(args)
-    for flag, value in (("--inception", args.inception), ("--clip", args.clip), ("--batch", args.batch),
-                        ("--no-progress", args.no_progress or None)):
-        if value is not None:
-            raise UserError(f"{flag} belongs to the real-scale evaluation: add --reference ROOT (or drop {flag})")
+    if args.clip is not None:
+        raise UserError("--clip belongs to the real-scale evaluation: add --reference ROOT (or drop --clip)")
+    if args.inception is not None and not args.fidelity:
+        raise UserError("--inception belongs to the real-scale evaluation: add --reference ROOT, or --fidelity "
+                        "(FID of a latent student against its teacher), or drop --inception")
     from .evaluation import evaluate, format_table
+    from .evaluation.teachers import TeacherGrid
     from .sampling import parse_routes
 
+    grid = None
+    if args.teacher_best:
+        grid = TeacherGrid(steps=tuple(_counts("--best-steps", args.best_steps)),
+                           shifts=tuple(_scales("--best-shift", args.best_shift, "route shifts")),
+                           cfgs=tuple(_scales("--best-cfg", args.best_cfg)) if args.best_cfg else None,
+                           intervals=tuple(v.strip() for v in args.best_interval.split(",") if v.strip()),
+                           draw=args.best_draw)
+    prompts = None
+    if args.prompts is not None:
+        from .data import read_prompts_file
+
+        prompts = read_prompts_file(args.prompts)
+    inception = None
+    if args.inception is not None:
+        from .evaluation.inception import load_inception
+
+        inception = load_inception(args.inception)
     result = evaluate(args.dir, _counts("--steps", args.steps), args.n,
                       _counts("--teacher", args.teacher) if args.teacher else [], args.cfg, args.seed,
                       teacher_cfgs=_scales("--teacher-cfg", args.teacher_cfg) if args.teacher_cfg else [],
                       student_cfgs=_scales("--student-cfg", args.student_cfg) if args.student_cfg else None,
                       fresh_noise=args.fresh_noise, student_shift=args.shift,
                       teacher_interval=_interval(args.teacher_interval),
-                      student_routes=None if args.routes is None else parse_routes(args.routes))
+                      student_routes=None if args.routes is None else parse_routes(args.routes),
+                      teacher_copied=args.teacher_copied, teacher_best=grid, fidelity=args.fidelity,
+                      split=args.split, draw=args.draw, prompts=prompts, inception=inception, batch=args.batch,
+                      device=args.device, progress=not args.no_progress)
     print(json.dumps(result) if args.json else format_table(result))
 
 
@@ -333,11 +392,18 @@ def cmd_eval_realscale(args) -> None:
                         ("--teacher-interval", args.teacher_interval)):
         if value:
             raise UserError(f"{flag} sweeps belong to the digits evaluation, not --reference: drop {flag}")
+    for flag, value in (("--teacher-copied", args.teacher_copied), ("--teacher-best", args.teacher_best),
+                        ("--split", args.split), ("--draw", args.draw), ("--prompts", args.prompts)):
+        if value:
+            raise UserError(f"{flag} belongs to the digits and scenes evaluation, not --reference: drop {flag} "
+                            "(--fidelity works with --reference)")
     from .evaluation.realscale import evaluate_realscale, format_realscale_table
 
     result = evaluate_realscale(args.dir, args.reference, args.inception, args.clip, _counts("--steps", args.steps),
-                                args.n, args.batch if args.batch is not None else 16, args.cfg, args.seed,
-                                shift=args.shift, progress=not args.no_progress)
+                                args.n, args.batch if args.batch is not None else 16, args.cfg,
+                                args.seed if args.seed is not None else 0, shift=args.shift,
+                                device=None if args.device == "auto" else args.device,
+                                progress=not args.no_progress, fidelity=args.fidelity)
     print(json.dumps(result) if args.json else format_realscale_table(result))
 
 

@@ -196,11 +196,15 @@ def evaluate_realscale(path: str | os.PathLike, reference: str | os.PathLike, in
                        clip: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n: int | None = None,
                        batch: int = 16, cfg_scale: float | None = None, seed: int = 0,
                        shift: float | None = None, device: str | torch.device | None = None,
-                       progress: bool = True) -> dict:
+                       progress: bool = True, fidelity: bool = False) -> dict:
     """FID and CLIP score of the student in ``path`` (run or student folder) at each step count.
 
     Returns ``{"student": {"1": {"fid", "clip_score"}, ...}, "reference": {"root", "images"},
-    "cfg_scale", "seed", "family", "resolution"}``.
+    "cfg_scale", "seed", "family", "resolution"}``. ``fidelity``: also ``"fidelity"``, the student
+    against the teacher it copies on the same prompts and seeds (image ``i``: reference prompt
+    ``i``, seed ``seed + i``), paired latent error and FID on the same Inception features
+    (:func:`tbcm.evaluation.evaluate.evaluate`'s ``"fidelity"``; ``path`` must be the run folder,
+    whose ``config.yaml`` names the teacher).
     """
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.multimodal.clip_score import CLIPScore
@@ -241,6 +245,12 @@ def evaluate_realscale(path: str | os.PathLike, reference: str | os.PathLike, in
         result["student"][str(steps)] = {"fid": float(fid.compute()), "clip_score": float(clip_score.compute())}
     result.update({"reference": {"root": str(ref.root), "images": count}, "cfg_scale": used_cfg,
                    "seed": seed, "family": gen.family, "resolution": size})
+    if fidelity:
+        from .evaluate import evaluate
+
+        result["fidelity"] = evaluate(path, student_steps, 1, cfg_scale=cfg_scale, seed=seed, student_shift=shift,
+                                      fidelity=True, prompts=ref.prompts, inception=features, batch=batch,
+                                      device=device, progress=progress, judged=False)["fidelity"]
     return result
 
 
@@ -253,4 +263,8 @@ def format_realscale_table(result: dict) -> str:
     lines.append(f"{ref['images']} reference images from {ref['root']} at {result['resolution']}px, "
                  f"cfg {result['cfg_scale']}, seed {result['seed']} (image i: seed + i); "
                  "FID on InceptionV3 pool3 features, CLIP score x100 cosine")
+    if "fidelity" in result:
+        from .evaluate import _fidelity_lines
+
+        lines += _fidelity_lines(result)
     return "\n".join(lines)

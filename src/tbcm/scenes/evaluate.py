@@ -4,8 +4,14 @@ of the distillation prompts file).
 
 The prompt sets are fixed: :data:`SEEN_PROMPTS` (the 12 single objects and 36 training pairs) and
 :data:`HELDOUT_PROMPTS` (48 scenes of the held-out pairs).  A model is sampled ``n`` times per
-prompt (image ``j`` of every prompt from the noise of seed ``seed + j``); each split's FID is
-against ``REF_PER_PROMPT`` freshly rendered real scenes per prompt of that split.
+prompt (image ``j`` of prompt ``i`` from seed ``seed + i n + j``, see :mod:`tbcm.evaluation.draws`);
+each split's FID is against ``REF_PER_PROMPT`` freshly rendered real scenes per prompt of that split.
+
+Held out from the teacher: the scenes teacher trained on renders of the training split drawn by its
+own seed (``tbcm.data.load_scenes``, render seed 1 for the shipped teacher), the judge on render
+seeds >= 1000; the FID reference is rendered with :data:`REF_SEED` (777, 778): fresh renders, the
+same distribution, never the same images. The data floor renders ``n`` real scenes per prompt with
+:data:`FLOOR_SEED` (555, 556), disjoint from all of those.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from .judge import SceneJudge, attribute_scores, label_ids, load_judge
 PER_SPLIT = 48
 REF_PER_PROMPT = 32
 REF_SEED = 777  # render seed of the FID reference scenes (the judge trained on seeds >= 1000)
+FLOOR_SEED = 555  # render seed of the data floor's real scenes (+1 for the held-out split)
 DEFAULT_N = 32
 
 
@@ -54,6 +61,7 @@ class ScenesSuite:
     default_n = DEFAULT_N
     prompts = SEEN_PROMPTS + HELDOUT_PROMPTS
     unit = "prompt"
+    shape = (3, SIZE, SIZE)
 
     def __init__(self, judge: SceneJudge | None = None):
         from ..evaluation.metrics import FIDReference
@@ -79,6 +87,35 @@ class ScenesSuite:
             target = label_ids([parse_prompt(p).labels() for p in prompts for _ in range(n)])
             out[which] = {"fid": self.refs[which](imgs), **attribute_scores(self.judge.predict_ids(imgs), target)}
         return {"fid": out["seen"]["fid"], "adherence": out["seen"]["all"], **out}
+
+    # -- fidelity: the judge's view of two paired image sets ------------------------------------
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """``[N, D]`` judge features of ``[N, 3, 32, 32]`` pixels in ``[-1, 1]``."""
+        dtype = next(self.judge.parameters()).dtype
+        return torch.cat([self.judge.features(c.to(dtype)) for c in images.split(1024)])
+
+    def labels(self, images: torch.Tensor) -> torch.Tensor:
+        """``[N, 6]`` judged attribute ids (count/axis, objects' colours and shapes)."""
+        return self.judge.predict_ids(images)
+
+    def fid_against(self, reference: torch.Tensor, images: torch.Tensor) -> float:
+        """FID of ``images`` against ``reference`` (e.g. the teacher's samples), every prompt together."""
+        from ..evaluation.metrics import FIDReference
+
+        return FIDReference(reference, self.judge, shape=(3, SIZE, SIZE))(images)
+
+    def data_floor(self, n: int) -> dict:
+        """FID of ``n`` fresh real renders per prompt (:data:`FLOOR_SEED`) against each split's
+        reference: as many real images as a generated set of ``n`` per prompt. ``"fid"``: the seen split's."""
+        out = {}
+        for which, prompts in (("seen", SEEN_PROMPTS), ("heldout", HELDOUT_PROMPTS)):
+            real = to_flow(render_many([parse_prompt(p) for p in prompts for _ in range(n)],
+                                       FLOOR_SEED + (which == "heldout")))
+            out[which] = {"fid": self.refs[which](real)}
+        return {"fid": out["seen"]["fid"], **out, "images": len(self.prompts) * n, "per_prompt": n,
+                "real": f"fresh renders (seeds {FLOOR_SEED}, {FLOOR_SEED + 1}) against the reference renders "
+                        f"(seeds {REF_SEED}, {REF_SEED + 1})"}
 
     def reference_info(self) -> dict:
         return {"judge": self.judge.meta.get("accuracy", {}), "per_prompt": REF_PER_PROMPT,
