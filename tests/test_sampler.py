@@ -200,7 +200,7 @@ def test_bad_sample_overrides_are_one_line_and_write_nothing(saved_student, tmp_
     assert needle in err and not png.exists()
 
 
-def test_student_samples_takes_a_sampler_and_still_the_old_arguments(saved_student):
+def test_student_samples_run_the_sampler_it_is_given(saved_student):
     from tbcm.previews import student_samples
 
     bundle = load_bundle(saved_student, expect_kind="student")
@@ -209,12 +209,5 @@ def test_student_samples_takes_a_sampler_and_still_the_old_arguments(saved_stude
     with torch.no_grad():
         for independent in (False, True):
             new = student_samples(*args, SAVED, 3, 2, first_seed=7, independent=independent)
-            # TODO(sampler): drop these two once distill/evaluate pass a StudentSampler
-            positional = student_samples(*args, 3.0, 3, 2, 1.0, 7, None, 0.5, independent, SAVED.routes)
-            keywords = student_samples(*args, 3.0, 3, 2, 1.0, first_seed=7, fresh_noise=0.5, independent=independent,
-                                       routes={"3": [0.9, 0.3]})
-            assert torch.equal(new, positional) and torch.equal(new, keywords)
             assert not torch.equal(new, student_samples(*args, SAVED.overridden(routes={}), 3, 2, first_seed=7,
                                                         independent=independent))
-        with pytest.raises(TypeError, match="on the sampler"):
-            student_samples(*args, SAVED, 3, 2, fresh_noise=1.0)

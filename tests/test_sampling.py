@@ -53,6 +53,7 @@ def test_explicit_routes_replace_the_shifted_route_for_their_step_count_only():
     import pytest
 
     from tbcm.errors import UserError
+    from tbcm.sampler import StudentSampler
     from tbcm.sampling import parse_routes, student_angles
     from tbcm.trigflow import sampling_angles
 
@@ -63,13 +64,8 @@ def test_explicit_routes_replace_the_shifted_route_for_their_step_count_only():
     assert student_angles(2, 0.35, routes) == sampling_angles(2, 0.35)  # not listed: the shifted route
     assert abs(sampling_angles(2, 0.35)[1] - math.atan(0.35)) < 1e-9
     assert parse_routes("") == {} and parse_routes(" None ") == {}
-    from tbcm.sampling import saved_routes
-
-    saved = {"routes": {"4": [0.337, 0.06, 0.02]}}  # as a student's metadata holds them
-    assert saved_routes(saved) == {4: [0.337, 0.06, 0.02]} and saved_routes({}) == {}
-    assert saved_routes(saved, shift=1.0) == {} and saved_routes(saved, {3: [0.5, 0.1]}, 1.0) == {3: [0.5, 0.1]}
-    with pytest.raises(UserError, match="route for 4 steps"):
-        saved_routes({"routes": {"4": [0.06, 0.337, 0.02]}})
+    with pytest.raises(UserError, match="route for 4 steps"):  # a saved route read back is checked too
+        StudentSampler.from_extra({"routes": {"4": [0.06, 0.337, 0.02]}})
     for bad in ("4:0.3/0.2", "4:0.1/0.2/0.05", "3:1.6/0.1", "3:0.5/0", "x:0.3", "4:a/b/c", "1:"):
         with pytest.raises(UserError, match="route"):
             parse_routes(bad)

@@ -65,8 +65,7 @@ def teacher_samples(teacher, prompts: list[str], cfg_scale: float, steps: int, s
 
 
 def student_samples(student, encoder: PromptEncoder, prompts: list[str], sampler: StudentSampler, steps: int,
-                    seeds: int, *legacy_args, first_seed: int = 0, decode=None, independent: bool = False,
-                    **legacy_kwargs) -> torch.Tensor:
+                    seeds: int, first_seed: int = 0, decode=None, independent: bool = False) -> torch.Tensor:
     """Pixels ``[len(prompts) * seeds, C, H, W]`` in ``[-1, 1]`` from ``sampler`` run for ``steps``
     student calls (its guidance input, angles in radians and re-noising:
     :meth:`tbcm.sampler.StudentSampler.sample`); row-major (prompt, seed).
@@ -75,18 +74,7 @@ def student_samples(student, encoder: PromptEncoder, prompts: list[str], sampler
     (the re-noising of later steps from one generator seeded ``first_seed + 10000``), or with
     ``independent`` each image its own generator for its initial noise and its re-noising (the
     same initial noise as the teacher's independent set). ``decode`` as :func:`teacher_samples`.
-
-    The old call ``student_samples(student, encoder, prompts, cfg_scale, steps, seeds, shift=2.5,
-    first_seed=0, decode=None, fresh_noise=1.0, independent=False, routes=None)`` still works.
     """
-    if not isinstance(sampler, StudentSampler):
-        # TODO(sampler): remove once distill/evaluate pass a StudentSampler
-        sampler, first_seed, decode, independent = _legacy_arguments(
-            sampler, legacy_args, legacy_kwargs, first_seed, decode, independent)
-    elif legacy_args or legacy_kwargs:
-        raise TypeError("student_samples() with a StudentSampler takes steps, seeds and then only the keywords "
-                        "first_seed, decode, independent: set cfg_scale / shift / fresh_noise / routes on the sampler "
-                        f"(got {len(legacy_args)} more positional argument(s), keywords {sorted(legacy_kwargs)})")
     device = _device(student)
     cond = encoder.encode(prompts).to(device).repeat_interleave(seeds)
     if independent:
@@ -96,28 +84,3 @@ def student_samples(student, encoder: PromptEncoder, prompts: list[str], sampler
         noise = seeded_noise(seeds, len(prompts), _shape(student.network), first_seed).to(device)
         gen = torch.Generator().manual_seed(first_seed + 10_000)  # noise of the later steps
     return _pixels(sampler.sample(student, cond, noise, steps, generator=gen), student.sigma_d, decode)
-
-
-# TODO(sampler): remove once distill/evaluate pass a StudentSampler
-_LEGACY_POSITIONS = ("shift", "first_seed", "decode", "fresh_noise", "independent", "routes")
-
-
-def _legacy_arguments(cfg_scale, args: tuple, kwargs: dict, first_seed, decode, independent):
-    """The old signature's ``(cfg_scale, ..., shift, first_seed, decode, fresh_noise, independent,
-    routes)`` as ``(StudentSampler, first_seed, decode, independent)``; the old defaults (shift 2.5,
-    fresh noise 1, no explicit routes)."""
-    if len(args) > len(_LEGACY_POSITIONS):
-        raise TypeError(f"student_samples() takes at most {6 + len(_LEGACY_POSITIONS)} positional arguments")
-    unknown = sorted(set(kwargs) - {"shift", "fresh_noise", "routes"})
-    if unknown:
-        raise TypeError(f"student_samples() got unexpected keyword arguments {unknown}")
-    given = dict(zip(_LEGACY_POSITIONS, args))
-    if clash := sorted(set(given) & set(kwargs)):
-        raise TypeError(f"student_samples() got multiple values for {clash}")
-    given.update(kwargs)
-    first_seed = given.get("first_seed", first_seed)
-    decode = given.get("decode", decode)
-    independent = given.get("independent", independent)
-    sampler = StudentSampler(cfg_scale=cfg_scale, shift=given.get("shift", 2.5),
-                             fresh_noise=given.get("fresh_noise", 1.0), routes=given.get("routes") or {})
-    return sampler, first_seed, decode, independent

@@ -96,16 +96,6 @@ def student_sample(student, cond, w: Tensor, noise: Tensor, angles: list[float],
     return x0
 
 
-def fresh_noise_share(extra: dict, override: float | None = None) -> float:
-    """The multi-step re-noising share of :func:`student_sample`: ``override``, else the one saved
-    with the student (``meta.extra["fresh_noise"]``, ``sample.student_fresh_noise``), else 1 (students
-    saved before the setting existed re-noised with fresh noise). Raises :class:`UserError` outside [0, 1]."""
-    share = float(override if override is not None else extra.get("fresh_noise", 1.0))
-    if not 0.0 <= share <= 1.0:
-        raise UserError(f"--fresh-noise must be in [0, 1] (got {share:g}): 1 = fresh noise, 0 = implied noise")
-    return share
-
-
 def student_angles(steps: int, shift: float = 2.5, routes: dict | None = None) -> list[float]:
     """Angles (radians, ``pi/2 .. 0``, ``steps + 1`` of them) of an n-step student sampler.
 
@@ -136,7 +126,7 @@ def check_route(steps, mids) -> list[float]:
 
 
 def routes_by_steps(routes: list[list[float]]) -> dict[int, list[float]]:
-    """``sample.student_routes`` (lists of middle angles) as ``{steps: middle angles}``; raises
+    """``sampler.routes`` (lists of middle angles) as ``{steps: middle angles}``; raises
     :class:`UserError` on an invalid route or two routes for one step count."""
     out = {}
     for mids in routes:
@@ -147,18 +137,9 @@ def routes_by_steps(routes: list[list[float]]) -> dict[int, list[float]]:
     return out
 
 
-def saved_routes(extra: dict, override: dict | None = None, shift: float | None = None) -> dict[int, list[float]]:
-    """The explicit routes a sampler of a saved student runs (``{steps: middle angles}``, checked):
-    ``override``, else none when a route ``shift`` is given (it asks for the shifted route), else the
-    ones saved with the student (``meta.extra["routes"]``, ``sample.student_routes``; older students
-    have none). Raises :class:`UserError` on an invalid route."""
-    routes = override if override is not None else ({} if shift is not None else extra.get("routes", {}))
-    return {int(k): check_route(k, v) for k, v in routes.items()}
-
-
 def parse_routes(text: str) -> dict[int, list[float]]:
     """``"4:0.34/0.2/0.1,3:0.34/0.12"`` -> ``{4: [0.34, 0.2, 0.1], 3: [0.34, 0.12]}`` (CLI form of
-    ``sample.student_routes``); ``""`` or ``"none"`` -> ``{}`` (the shifted route at every count)."""
+    ``sampler.routes``); ``""`` or ``"none"`` -> ``{}`` (the shifted route at every count)."""
     if text.strip().lower() == "none":
         return {}
     routes = {}
