@@ -202,7 +202,7 @@ def test_report_prints_the_same_text_from_the_same_store(bench, tmp_path):
     text = first.read_text()
     assert text == second.read_text() == report.render(store, smoke=True, doc=first.resolve())
     for needle in (f"**{NAME} (smoke)**, tune split", f"**{NAME} (smoke)**, confirm split", "| teacher at its best |",
-                   "| teacher as copied | 16 |", "| data floor (real training images) | - |",
+                   "| teacher as copied | 16 |", "| data floor (real images) | - |",
                    "FID / teacher at its best (headline) | FID / teacher as copied |",
                    "| latent MSE (paired) | label agreement | FID to the teacher's samples |",
                    "| 1 step: FID <= 1.3x the teacher at its best |",

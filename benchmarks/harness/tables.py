@@ -154,8 +154,7 @@ def quality_section(records: list[dict], label: str, split: str) -> str:
                   f"rollouts): {_setting_words(copied['setting'])}."]
     floor = first.get("data_floor")
     if floor:
-        lines += [f"- Data floor: {floor['images']} real training images ({floor['per_prompt']} per {unit}) "
-                  "against the same reference."]
+        lines += [f"- Data floor: {floor['images']} real images ({floor['per_prompt']} per {unit}; {floor['real']})."]
     lines += ["- Fidelity: the student against the teacher as copied from the same noise, at the student's "
               "guidance: latent MSE / sigma_d^2, share of images whose judged label agrees, FID of the "
               "student's samples against the teacher's.", ""]
@@ -179,7 +178,7 @@ def quality_section(records: list[dict], label: str, split: str) -> str:
     if copied:
         lines.append(teacher_row("teacher as copied", copied))
     if floor:
-        row = f"| data floor (real training images) | - | {_num(floor['fid'])} | - |"
+        row = f"| data floor (real images) | - | {_num(floor['fid'])} | - |"
         row += f" {_num(floor['heldout']['fid'])} |" if heldout and "heldout" in floor else (" - |" if heldout else "")
         lines.append(row + " - | - | - | - | - | - |")
 
