@@ -3,7 +3,8 @@ every ``--every`` steps, score each checkpoint's EMA student at 1, 2 and 4 steps
 draws, store one record per seed (``curves.jsonl``) and plot FID against training steps and
 seconds (mean over seeds, thin lines per seed).
 
-Curves are for choosing a budget: they run on ``--split tune`` unless told.
+Curves are for choosing a budget: they run on ``--split tune`` unless told. The students alone are
+scored (FID, adherence): the teacher's images would be the same at every checkpoint.
 
     python benchmarks/curves.py --suite digits_default --every 400 --draws 1      # ~1 h per seed on 2 cores
     python benchmarks/curves.py --suite digits_paper --every 400 --png docs/img/curves_digits_paper.png
@@ -20,10 +21,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: the repository root on the path, for `benchmarks.harness`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import cli, runner, splits, tables  # noqa: E402
+from benchmarks.harness import cli, runner, tables  # noqa: E402
 from benchmarks.harness.score import score_run  # noqa: E402
 from benchmarks.harness.store import ROOT, manifest  # noqa: E402
 from benchmarks.quality import SMOKE  # noqa: E402
+from tbcm.evaluation import splits  # noqa: E402
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         d = runner.train(run)
         points = []
         for point in runner.checkpoint_students(run, d):
-            score = score_run(point["dir"], args.split, draws, steps, args.n)
+            score = score_run(point["dir"], args.split, draws, steps, args.n, teacher=False)
             points.append({"step": point["step"], "seconds": point["seconds"], "student": score["student"]})
             fids = ", ".join(f"{k} steps {s['fid']:.2f}" for k, s in score["student"].items())
             print(f"  step {point['step']}: FID {fids}", flush=True)

@@ -17,9 +17,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: the repository root on the path, for `benchmarks.harness`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import splits, tables  # noqa: E402
+from benchmarks.harness import tables  # noqa: E402
 from benchmarks.harness.store import ROOT, Store  # noqa: E402
 from benchmarks.harness.suites import SUITES_DIR, suite_names  # noqa: E402
+from tbcm.evaluation import splits  # noqa: E402
 
 DOC = ROOT / "docs" / "results.md"
 GPU_SCRIPTS = "`bash benchmarks/gpu_session.sh`, `bash benchmarks/gpu_side_by_side.sh`"
@@ -40,6 +41,19 @@ def _split_text(split: str) -> str:
     seeds = splits.train_seeds(split)
     return (f"training seeds {', '.join(map(str, seeds))}; evaluation draws of {splits.DRAW_STRIDE:,} image "
             f"seeds each, from seed {splits.draw_seed(split, 0):,}")
+
+
+def _teachers_text() -> str:
+    ratios = " and ".join(f"{tables.steps_word(k)} at most {limit}x" for k, limit in tables.RATIO_TARGETS)
+    order = " and ".join(f"{more} steps below {fewer}" for more, fewer in tables.ORDER_TARGETS)
+    return ("Teachers. The **teacher at its best** (the headline ratio) is chosen once per teacher, over a grid "
+            "of step counts, route shifts, guidance scales and guidance intervals on one tune draw, and only "
+            "its chosen setting is scored on the reported draws; the **teacher as copied** runs the route, "
+            "guidance interval and guidance of the student's training rollouts. **Fidelity** compares the "
+            "student with the teacher as copied from the same noise (paired latent MSE, the share of judged "
+            "labels that agree, FID of the student's samples against the teacher's); the **data floor** is "
+            "the FID of as many real training images against the same reference. Targets: the student's FID "
+            f"against the teacher at its best, {ratios}; {order}, each by more than one standard error.")
 
 
 def quality_part(store: Store, smoke: bool) -> list[str]:
@@ -119,6 +133,8 @@ def render(store: Store, smoke: bool = False, doc: Path = DOC) -> str:
         "values. A target counts as met only when the confirm mean plus one standard error is within it; "
         "otherwise the table says \"not shown\". FID and adherence come from `tbcm eval` (digits: the "
         "shipped classifier; scenes: the shipped judge)."),
+        "",
+        *wrap(_teachers_text()),
         "",
         *quality_part(store, smoke),
         *sampler_part(store, smoke),

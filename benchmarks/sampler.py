@@ -4,7 +4,8 @@ on the tune split's training seeds and draws, one record per setting (``sampler.
 
 Choices are made here, on tune only; a chosen sampler becomes a pinned suite (its ``sampler.*``
 keys) and is then reported by ``quality.py --split confirm``. Runs are the ones
-``quality.py --split tune`` trains (the same folders; trained here if missing).
+``quality.py --split tune`` trains (the same folders; trained here if missing). The students alone
+are scored (FID, adherence): the teacher's images would be the same for every setting.
 
     python benchmarks/sampler.py --suite digits_default --cfg 2,3 --shift 0.25,1 --fresh 0.5,1
     python benchmarks/sampler.py --suite digits_default --steps 4 --routes "4:0.26/0.25/0.24;4:0.8/0.34/0.12"
@@ -22,10 +23,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: the repository root on the path, for `benchmarks.harness`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import cli, runner, splits, tables  # noqa: E402
+from benchmarks.harness import cli, runner, tables  # noqa: E402
 from benchmarks.harness.score import score_run  # noqa: E402
 from benchmarks.harness.store import manifest  # noqa: E402
 from benchmarks.quality import SMOKE  # noqa: E402
+from tbcm.evaluation import splits  # noqa: E402
 
 SPLIT = "tune"  # the sampler is a choice: never made on confirm
 
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     for setting in settings(args):
         per_run, chosen = [], None
         for run in runs:
-            score = score_run(run.dir, SPLIT, draws, steps, args.n, sampler=setting)
+            score = score_run(run.dir, SPLIT, draws, steps, args.n, sampler=setting, teacher=False)
             chosen = {k: score["sampler"][k] for k in ("cfg_scale", "shift", "fresh_noise", "routes")}
             per_run.append({"train_seed": run.seed, "config_hash": run.hash, "student": score["student"]})
         fids = ", ".join(f"{k} steps {sum(p['student'][k]['fid'] for p in per_run) / len(per_run):.2f}"

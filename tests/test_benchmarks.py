@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from benchmarks import cost, curves, quality, report, sampler
-from benchmarks.harness import splits
+from tbcm.evaluation import splits
 from benchmarks.harness.score import score_run
 from benchmarks.harness.store import MANIFEST_KEYS, ROOT, Store
 from benchmarks.harness.suites import SUITES_DIR, load_suite, suite_names
@@ -39,7 +39,9 @@ def bench(tmp_path_factory):
     store, runs = root / "store", root / "runs"
     common = ["--smoke", "--store", str(store), "--set", f"teacher={teacher}"]
     where = [*common, "--runs", str(runs), "--name", NAME]
-    assert quality.main([*where, "--steps", "1,2"]) == 0
+    assert quality.main([*where, "--steps", "1,2"]) == 0  # tune: the teacher's tiny grid runs here, once
+    # confirm: two seeds, two draws; the teacher's best is found in the store, not chosen again
+    assert quality.main([*where, "--split", "confirm", "--seeds", "2", "--draws", "2", "--steps", "1,2,4"]) == 0
     assert sampler.main([*where, "--steps", "2", "--fresh", "0.5,1"]) == 0
     assert curves.main([*where, "--steps", "1", "--png", str(root / "curves.png")]) == 0
     assert cost.main([*common, "--same-process"]) == 0
@@ -66,37 +68,89 @@ def _whole(config: dict) -> set[str]:
     return keys
 
 
+def _quality(store: Store, kind: str, split: str | None = None) -> list[dict]:
+    return [r for r in store.latest("quality") if r["kind"] == kind and split in (None, r["split"])]
+
+
 def test_quality_stores_each_student_and_the_teacher_with_a_manifest(bench):
     store, teacher, runs, _ = bench
     rows = store.latest("quality")
-    assert [r["kind"] for r in rows] == ["student", "teacher"]
-    student, tscore = rows[0], rows[1]["score"]
+    assert [(r["kind"], r["split"]) for r in rows] == [
+        ("student", "tune"), ("teacher_best", "tune"), ("teacher", "tune"),
+        ("student", "confirm"), ("student", "confirm"), ("teacher", "confirm")]
     for r in rows:
         _check_manifest(r["manifest"], "quality.py")
         config = r["manifest"]["config"]
         assert _whole(config) == set(_all_keys(DistillConfig))  # the resolved full config, every key
-        assert config["teacher"] == str(teacher) and config["seed"] == splits.train_seeds("tune")[0]
+        assert config["teacher"] == str(teacher) and config["seed"] == splits.train_seeds(r["split"])[0] \
+            or r["kind"] == "student"
+    (student,) = _quality(store, "student", "tune")
     assert student["label"] == f"{NAME} (smoke)" and student["split"] == "tune" and student["smoke"]
     assert student["train_seed"] == 100 and Path(student["run"]).is_relative_to(runs)
+    assert student["manifest"]["config"]["seed"] == 100 and student["training"]["steps"] == 6
     score = student["score"]
     assert score["seeds"] == [splits.draw_seed("tune", 0)] and score["n_per_class"] == 2
     assert set(score["student"]) == {"1", "2"} and score["sampler"]["cfg_scale"] == 3.0  # the suite's saved sampler
-    assert score["per_draw"][0]["seed"] == splits.draw_seed("tune", 0)
-    assert set(tscore["teacher"]) == {"2"} and set(tscore["teacher"]["2"]) == {"1.0"}
-    assert student["training"]["steps"] == 6
+    assert score["per_draw"][0]["seed"] == splits.draw_seed("tune", 0) and score["per_draw"][0]["split"] == "tune"
+    # evaluate's new entries: fidelity per step count, the teacher as copied, the data floor
+    assert set(score["fidelity"]) == {"1", "2"}
+    assert {"latent_mse", "feature_distance", "label_agreement", "fid_to_teacher"} <= set(score["fidelity"]["1"])
+    copied = score["teacher_as_copied"]
+    assert (copied["steps"], copied["shift"], copied["cfg"], copied["guidance_interval"]) == (16, 2.5, 3.0, [0.0, 0.5])
+    assert score["data_floor"]["images"] == 20 and score["data_floor"]["fid"] > 0
+
+
+def test_confirm_stores_each_seeds_draws_and_the_means(bench):
+    store, *_ = bench
+    students = _quality(store, "student", "confirm")
+    assert [r["train_seed"] for r in students] == list(splits.train_seeds("confirm")[:2])
+    for r in students:
+        s = r["score"]
+        assert s["draws"] == [0, 1] and s["seeds"] == [splits.draw_seed("confirm", d) for d in (0, 1)]
+        assert [p["draw"] for p in s["per_draw"]] == [0, 1] and set(s["student"]) == {"1", "2", "4"}
+        for k in ("1", "4"):  # the means over the draws of each draw's scores
+            assert s["student"][k]["fid"] == pytest.approx(sum(p["student"][k]["fid"] for p in s["per_draw"]) / 2)
+            assert s["fidelity"][k]["latent_mse"] == pytest.approx(
+                sum(p["fidelity"]["steps"][k]["latent_mse"] for p in s["per_draw"]) / 2)
+        assert s["teacher_as_copied"]["fid"] == pytest.approx(
+            sum(p["teacher_as_copied"]["fid"] for p in s["per_draw"]) / 2)
+
+
+def test_the_teachers_best_is_chosen_once_on_a_tune_draw_and_scored_on_each_reported_draw(bench):
+    store, *_ = bench
+    (choice,) = [r for r in store.read("quality") if r["kind"] == "teacher_best"]  # one grid run, reused by confirm
+    assert choice["tune"]["draw"] == 0 and choice["tune"]["seed"] == splits.draw_seed("tune", 0)
+    assert choice["tune"]["n_per_class"] == 2 and choice["grid"]["steps"] == [2]
+    # the tiny grid: 2 steps at shifts 1 and 2.5 unguided, then the teacher as copied
+    assert [(t["steps"], t["shift"], t["cfg"]) for t in choice["tried"]] == \
+        [(2, 1.0, 1.0), (2, 2.5, 1.0), (16, 2.5, 3.0)]
+    assert choice["tune"]["fid"] == min(t["fid"] for t in choice["tried"])
+    tune, confirm = _quality(store, "teacher", "tune")[0], _quality(store, "teacher", "confirm")[0]
+    assert tune["best_key"] == confirm["best_key"] == choice["key"]
+    for t in (tune, confirm):
+        assert t["at_best"]["setting"] == choice["setting"]
+    # the harness's scoring of the chosen setting gives evaluate's numbers on the draw it was chosen on
+    assert tune["at_best"]["per_draw"][0]["fid"] == pytest.approx(choice["tune"]["fid"], rel=1e-6)
+    assert confirm["at_best"]["seeds"] == [splits.draw_seed("confirm", d) for d in (0, 1)]
+    assert confirm["at_best"]["mean"]["fid"] == pytest.approx(sum(p["fid"] for p in confirm["at_best"]["per_draw"]) / 2)
+    # the teacher as copied on the same draws: what evaluate scored beside every confirm student
+    for r in _quality(store, "student", "confirm"):
+        assert [p["fid"] for p in confirm["as_copied"]["per_draw"]] == \
+            [p["teacher_as_copied"]["fid"] for p in r["score"]["per_draw"]]
 
 
 def test_a_finished_run_is_not_trained_again_and_scores_the_same(bench):
     store, teacher, runs, _ = bench
-    student = store.latest("quality")[0]
+    student = _quality(store, "student", "tune")[0]
     run = Path(student["run"])
     before = (run / "metrics.csv").stat().st_mtime_ns
     assert quality.main(["--smoke", "--store", str(store.root), "--runs", str(runs), "--name", NAME,
-                         "--set", f"teacher={teacher}", "--steps", "1,2", "--teacher-steps", ""]) == 0
+                         "--set", f"teacher={teacher}", "--steps", "1,2"]) == 0
     assert (run / "metrics.csv").stat().st_mtime_ns == before
-    again = store.latest("quality")[0]  # the same key: the new record replaces the old in latest()
+    again = _quality(store, "student", "tune")[0]  # the same key: the new record replaces the old in latest()
     assert again["score"]["student"] == student["score"]["student"]
-    assert len(store.read("quality")) == 3
+    assert len(store.read("quality")) == 8  # a student and its suite's teacher record more
+    assert len([r for r in store.read("quality") if r["kind"] == "teacher_best"]) == 1  # the grid did not run again
 
 
 def test_sampler_scores_each_setting_on_the_tune_runs(bench):
@@ -119,7 +173,7 @@ def test_curves_score_every_checkpoint_and_plot(bench):
     assert all(set(p["student"]) == {"1"} and p["seconds"] > 0 for p in row["points"])
     assert (root / "curves.png").stat().st_size > 0
     # the last checkpoint's student is the run's own final student
-    final = score_run(Path(row["run"]), "tune", [0], (1,), 2)
+    final = score_run(Path(row["run"]), "tune", [0], (1,), 2, teacher=False)
     assert final["student"]["1"]["fid"] == pytest.approx(row["points"][-1]["student"]["1"]["fid"])
 
 
@@ -147,10 +201,26 @@ def test_report_prints_the_same_text_from_the_same_store(bench, tmp_path):
         assert report.main(["--store", str(store.root), "--smoke", "--write", str(out)]) == 0
     text = first.read_text()
     assert text == second.read_text() == report.render(store, smoke=True, doc=first.resolve())
-    for needle in (f"**{NAME} (smoke)**, tune split", "| student | 1 | 3 |", "| teacher (best on tune) | 2 | 1 |",
+    for needle in (f"**{NAME} (smoke)**, tune split", f"**{NAME} (smoke)**, confirm split", "| teacher at its best |",
+                   "| teacher as copied | 16 |", "| data floor (real images) | - |",
+                   "FID / teacher at its best (headline) | FID / teacher as copied |",
+                   "| latent MSE (paired) | label agreement | FID to the teacher's samples |",
+                   "| 1 step: FID <= 1.3x the teacher at its best |",
+                   "| 4 steps: FID <= 1.1x the teacher at its best |",
+                   "| 2 steps below 1 step by more than one SE", "| 4 steps below 2 steps by more than one SE",
+                   "chosen once on tune draw 0 (2 images per digit", "Tune split: no verdicts",
                    "| w | shift | fresh noise |", "| training step | seconds | 1 step |",
                    "| tbcm_pool | digits_default |"):
         assert needle in text
+    # every number comes from the store: the 1-step row of the confirm table, recomputed from its records
+    students = _quality(store, "student", "confirm")
+    best = _quality(store, "teacher", "confirm")[0]["at_best"]["mean"]["fid"]
+    fids = [r["score"]["student"]["1"]["fid"] for r in students]
+    ratios = [f / best for f in fids]
+    s, r = splits.summarize(fids), splits.summarize(ratios)
+    row = f"| student | 1 | {s.mean:.2f} ± {s.se:.2f} | {fids[0]:.2f} / {fids[1]:.2f} | {r.mean:.2f} ± {r.se:.2f}x |"
+    assert row in text
+    assert f"| {ratios[0]:.2f} / {ratios[1]:.2f} | {r.mean:.2f} ± {r.se:.2f} | {splits.verdict(ratios, 1.3)} |" in text
     assert str(runs.parent) not in text and "/tmp" not in text  # no path outside the repository
     # smoke rows stay out of docs/results.md: without --smoke the store reads as not measured
     assert "not measured yet under the tune/confirm protocol" in report.render(store, smoke=False)

@@ -10,10 +10,11 @@ import os
 import statistics
 from pathlib import Path
 
-from .splits import summarize
-from .store import ROOT
+from tbcm.evaluation import splits
+from tbcm.evaluation.splits import summarize
 
-TARGET_RATIO = 1.3  # the 1-step student's FID against the teacher's best
+from .score import teacher_as_copied
+from .store import ROOT
 
 
 # -- small formatting helpers ----------------------------------------------------------------
@@ -65,45 +66,68 @@ def labels(records: list[dict], smoke: bool = False) -> list[str]:
 
 
 # -- quality ---------------------------------------------------------------------------------------
-def _teacher_cells(score: dict) -> dict:
-    """``{(steps, cfg): scores}`` of a teacher record's score."""
-    return {(int(k), float(w)): s for k, by_w in score["teacher"].items() for w, s in by_w.items()}
+RATIO_TARGETS = (("1", 1.3), ("4", 1.1))  # the student's FID / the teacher at its best, at most
+ORDER_TARGETS = (("2", "1"), ("4", "2"))  # (more, fewer) steps: FID lower by more than one SE
 
 
-def teacher_best(records: list[dict], label: str, split: str) -> tuple[dict | None, str]:
-    """The teacher's best setting, chosen on the tune split when it has been scored there, and its
-    scores on ``split``: ``(scores with "steps" and "cfg", where it was chosen)``."""
-    def find(which: str):
-        return next((r for r in records if r["kind"] == "teacher" and r["label"] == label and r["split"] == which),
-                    None)
-
-    here, tune = find(split), find("tune")
-    if here is None:
-        return None, ""
-    cells = _teacher_cells(here["score"])
-    chooser = _teacher_cells(tune["score"]) if tune is not None else cells
-    candidates = [k for k in chooser if k in cells]
-    if not candidates:
-        return None, ""
-    steps, cfg = min(candidates, key=lambda k: chooser[k]["fid"])
-    return {"steps": steps, "cfg": cfg, **cells[steps, cfg]}, ("tune" if tune is not None else split)
+def steps_word(k: str) -> str:
+    return f"{k} step{'s' if str(k) != '1' else ''}"
 
 
-def _verdict(values, target: float) -> str:
+def _interval_words(interval) -> str:
+    return f"in ({_g(interval[0])}, {_g(interval[1])}] rad" if interval else "everywhere"
+
+
+def _grid_interval(text: str) -> str:
+    """A ``--best-interval`` value in words."""
+    if text == "run":
+        return "in the student's interval"
+    if text == "none":
+        return "everywhere"
+    lo, hi = text.split(":")
+    return f"in ({lo}, {hi}] rad"
+
+
+def _setting_words(s: dict) -> str:
+    """A teacher setting (``TeacherSetting.to_dict()``) in words."""
+    return (f"{s['steps']} steps, route shift {_g(s['shift'])}, guidance {_g(s['cfg'])} "
+            f"{_interval_words(s['guidance_interval'])}")
+
+
+def _sig_se(values) -> str:
+    """Mean ± SE to three significant digits (small numbers: the latent MSE)."""
     s = summarize(values)
-    if len(s.values) < 2:
-        return "not shown (one seed)"
-    return "**met**" if s.mean + s.se <= target else "not shown"
+    return f"{s.mean:.3g}" + ("" if math.isnan(s.se) else f" ± {s.se:.2g}")
+
+
+def _pct_se(values) -> str:
+    s = summarize(values)
+    return _pct(s.mean) + ("" if math.isnan(s.se) else f" ± {100 * s.se:.1f}")
+
+
+def _seeds(values, digits: int = 2) -> str:
+    return " / ".join(_num(v, digits) for v in values)
+
+
+def _record(records: list[dict], kind: str, label: str, split: str) -> dict | None:
+    return next((r for r in records if r["kind"] == kind and r["label"] == label and r["split"] == split), None)
 
 
 def quality_section(records: list[dict], label: str, split: str) -> str:
-    """The table of one suite (``label``) on one split: the teacher at its best, each student step
-    count with mean ± SE over training seeds (per-seed values), adherence and the ratio to the teacher."""
+    """The table of one suite (``label``) on one split: per student step count the FID (mean ± SE
+    over training seeds, and each seed's mean over the draws), its ratio to the teacher at its best
+    (the headline) and as copied, adherence, fidelity to the teacher as copied; the two teachers and
+    the data floor on the same draws; on the confirm split, each target's verdict (:func:`splits.verdict`)."""
     students = sorted((r for r in records if r["kind"] == "student" and r["label"] == label and r["split"] == split),
                       key=lambda r: r["train_seed"])
     if not students:
         return f"{label}, {split} split: not measured yet under the tune/confirm protocol."
-    best, chosen_on = teacher_best(records, label, split)
+    teacher = _record(records, "teacher", label, split)
+    best = teacher.get("at_best") if teacher else None
+    copied = teacher.get("as_copied") if teacher else None
+    if copied is None and "teacher_as_copied" in students[0]["score"]:  # quality.py --no-best: from the students
+        copied = teacher_as_copied(students[0]["score"])
+    choice = next((r for r in records if best and r["key"] == teacher.get("best_key")), None)
     first = students[0]["score"]
     draws = sorted({d for r in students for d in r["score"]["draws"]})
     n = sorted({r["score"]["n_per_class"] for r in students})
@@ -115,43 +139,102 @@ def quality_section(records: list[dict], label: str, split: str) -> str:
              f"judge: {first['suite']}; sampler: w = {_g(first['sampler']['cfg_scale'])}, "
              f"shift {_g(first['sampler']['shift'])}, fresh noise {_g(first['sampler']['fresh_noise'])}"
              + _routes(first["sampler"]["routes"]) + ".", ""]
-    head = "| model | steps | guidance | FID (mean ± SE over seeds) | per seed | adherence |"
+    if best:
+        text = f"Teacher at its best: {_setting_words(best['setting'])}, chosen once"
+        if choice:
+            g, tune = choice["grid"], choice["tune"]
+            text += (f" on tune draw {tune['draw']} ({tune['n_per_class']} images per {unit}; FID there "
+                     f"{_num(tune['fid'])}) among {len(choice['tried'])} settings: step counts "
+                     f"{', '.join(map(str, g['steps']))}; route shifts {', '.join(map(_g, g['shifts']))}; guidance "
+                     f"{', '.join(map(_g, g['cfgs']))}; guided "
+                     f"{' or '.join(map(_grid_interval, g['intervals']))}; and the teacher as copied")
+        lines += [f"- {text}."]
+    if copied:
+        lines += [f"- Teacher as copied (the route, guidance interval and guidance of the student's training "
+                  f"rollouts): {_setting_words(copied['setting'])}."]
+    floor = first.get("data_floor")
+    if floor:
+        lines += [f"- Data floor: {floor['images']} real images ({floor['per_prompt']} per {unit}; {floor['real']})."]
+    lines += ["- Fidelity: the student against the teacher as copied from the same noise, at the student's "
+              "guidance: latent MSE / sigma_d^2, share of images whose judged label agrees, FID of the "
+              "student's samples against the teacher's.", ""]
+
+    head = "| model | steps | FID (mean ± SE over seeds) | per seed |"
     head += " held-out FID |" if heldout else ""
-    head += " FID / teacher's best | target |"
+    head += (" FID / teacher at its best (headline) | FID / teacher as copied | adherence | latent MSE (paired) | "
+             "label agreement | FID to the teacher's samples |")
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
-    if best is not None:
-        row = (f"| teacher (best on {chosen_on}) | {best['steps']} | {_g(best['cfg'])} | {_num(best['fid'])} | - | "
-               f"{_pct(best['adherence'])} |")
-        row += f" {_num(best['heldout']['fid'])} |" if heldout and "heldout" in best else (" - |" if heldout else "")
-        lines.append(row + " 1.00 | - |")
+
+    def teacher_row(name: str, t: dict) -> str:
+        m = t["mean"]
+        row = f"| {name} | {t['setting']['steps']} | {_num(m['fid'])} | - |"
+        row += f" {_num(m['heldout']['fid'])} |" if heldout and "heldout" in m else (" - |" if heldout else "")
+        vs_best = f"{m['fid'] / best['mean']['fid']:.2f}x" if best else "-"
+        vs_copied = f"{m['fid'] / copied['mean']['fid']:.2f}x" if copied else "-"
+        return row + f" {vs_best} | {vs_copied} | {_pct(m['adherence'])} | - | - | - |"
+
+    if best:
+        lines.append(teacher_row("teacher at its best", best))
+    if copied:
+        lines.append(teacher_row("teacher as copied", copied))
+    if floor:
+        row = f"| data floor (real images) | - | {_num(floor['fid'])} | - |"
+        row += f" {_num(floor['heldout']['fid'])} |" if heldout and "heldout" in floor else (" - |" if heldout else "")
+        lines.append(row + " - | - | - | - | - | - |")
+
     step_keys = sorted({k for r in students for k in r["score"]["student"]}, key=int)
-    previous = None
+    fids_of = {k: {r["train_seed"]: r["score"]["student"][k]["fid"] for r in students if k in r["score"]["student"]}
+               for k in step_keys}
+    ratios = {}
     for k in step_keys:
         rows = [r for r in students if k in r["score"]["student"]]
         fids = [r["score"]["student"][k]["fid"] for r in rows]
-        adh = [r["score"]["student"][k]["adherence"] for r in rows]
-        row = (f"| student | {k} | {_g(rows[0]['score']['sampler']['cfg_scale'])} | {_mean_se(fids)} | "
-               f"{' / '.join(_num(f) for f in fids)} | {_pct(statistics.fmean(adh))} |")
+        row = f"| student | {k} | {_mean_se(fids)} | {_seeds(fids)} |"
         if heldout:
             row += f" {_mean_se([r['score']['student'][k]['heldout']['fid'] for r in rows])} |"
-        ratio = [f / best["fid"] for f in fids] if best is not None else None
-        row += f" {_mean_se(ratio) + 'x' if ratio else '-'} |"
-        if split != "confirm":
-            target = "(tune: no verdict)"
-        elif k == "1" and ratio:
-            target = f"<= {TARGET_RATIO}x: {_verdict(ratio, TARGET_RATIO)}"
-        elif previous is not None and all(previous in r["score"]["student"] for r in rows):
-            diff = [r["score"]["student"][k]["fid"] - r["score"]["student"][previous]["fid"] for r in rows]
-            target = f"<= {previous} step{'s' if previous != '1' else ''}: {_verdict(diff, 0.0)}"
+        ratios[k] = [f / best["mean"]["fid"] for f in fids] if best else None
+        own = [r["score"].get("teacher_as_copied", {}).get("fid") for r in rows]
+        vs_copied = [f / c for f, c in zip(fids, own)] if all(own) else None
+        row += (f" {_mean_se(ratios[k]) + 'x' if ratios[k] else '-'} |"
+                f" {_mean_se(vs_copied) + 'x' if vs_copied else '-'} |")
+        row += f" {_pct_se([r['score']['student'][k]['adherence'] for r in rows])} |"
+        fid_rows = [r["score"].get("fidelity", {}).get(k) for r in rows]
+        if all(fid_rows):
+            agree = [f.get("label_agreement") for f in fid_rows]
+            to_teacher = [f.get("fid_to_teacher") for f in fid_rows]
+            row += (f" {_sig_se([f['latent_mse'] for f in fid_rows])} |"
+                    f" {_pct_se(agree) if None not in agree else '-'} |"
+                    f" {_mean_se(to_teacher) if None not in to_teacher else '-'} |")
         else:
-            target = "-"
-        lines.append(row + f" {target} |")
-        previous = k
+            row += " - | - | - |"
+        lines.append(row)
+
+    if split == "confirm":
+        lines += ["", "Targets: met when the mean plus one standard error over the confirm training seeds is within "
+                      "the target (`splits.target_met`); otherwise not shown.", "",
+                  "| target | per seed | mean ± SE | verdict |", "|---|---|---|---|"]
+        for k, limit in RATIO_TARGETS:
+            if k in step_keys:
+                what = f"{steps_word(k)}: FID <= {limit}x the teacher at its best"
+                if ratios[k]:
+                    lines.append(f"| {what} | {_seeds(ratios[k])} | {_mean_se(ratios[k])} | "
+                                 f"{splits.verdict(ratios[k], limit)} |")
+                else:
+                    lines.append(f"| {what} | - | - | not shown (no teacher at its best) |")
+        for more, fewer in ORDER_TARGETS:
+            if more in step_keys and fewer in step_keys:
+                both = [s for s in fids_of[more] if s in fids_of[fewer]]
+                diff = [fids_of[more][s] - fids_of[fewer][s] for s in both]
+                lines.append(f"| {steps_word(more)} below {steps_word(fewer)} by more than one SE "
+                             f"(FID difference, paired by seed) | {_seeds(diff)} | {_mean_se(diff)} | "
+                             f"{splits.verdict(diff, 0.0)} |")
+    else:
+        lines += ["", "Tune split: no verdicts (targets are judged on the confirm split only)."]
     train = [r["training"] for r in students if r.get("training")]
     if train:
         lines += ["", f"Training: {train[0]['steps']} steps, {_mean_se([t['seconds'] for t in train], 0)} s, "
                       f"peak memory {_mean_se([t['peak_mem_mb'] for t in train], 0)} MB per run."]
-    recs = students + ([r for r in records if r["kind"] == "teacher" and r["label"] == label and r["split"] == split])
+    recs = students + [r for r in (teacher, choice) if r is not None]
     lines += ["", f"Command: {commands(recs)}; {provenance(recs)}."]
     return "\n".join(lines)
 
