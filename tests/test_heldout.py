@@ -44,6 +44,28 @@ def _rows(images) -> set[bytes]:
     return set(_rows_list(images))
 
 
+def test_the_shipped_digits_teacher_never_saw_an_fid_reference_image(digits_reference):
+    split_seed, reference = digits_reference
+    extra = yaml.safe_load((ASSETS / "teacher" / "model.yaml").read_text())["extra"]
+    trained = load_config(TeacherTrainConfig, ASSETS / "teacher" / "train_config.yaml")
+    assert extra["trained_on"] == trained.data == "digits"
+    split = extra["split"]
+    assert split["name"] == "train" and split["seed"] == split_seed  # the split tbcm eval refers to
+
+    train_idx, held_idx = digits_split_indices(split["seed"])
+    assert not set(train_idx) & set(held_idx)
+    assert len(train_idx) + len(held_idx) == split["total"] == 1797
+    assert sorted(train_idx + held_idx) == list(range(1797))
+    assert extra["images"] == split["images"] == len(train_idx) == 1197
+    assert split["heldout"] == len(held_idx) == 600
+    # those held-out indices are the evaluation's reference, image for image
+    assert torch.equal(load_digits(8, TEMPLATE).images[list(held_idx)], reference)
+
+    # configs/teacher_digits.yaml is what made it (run with threads=1: speed only, not the maths)
+    assert load_config(TeacherTrainConfig, ROOT / "configs" / "teacher_digits.yaml", [f"threads={trained.threads}"]) \
+        == trained
+
+
 def test_digits_training_data_holds_no_reference_image(digits_reference):
     _, reference = digits_reference
     ref = _rows(reference.numpy())
