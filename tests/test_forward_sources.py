@@ -15,7 +15,7 @@ SMALL = ["prompts_per_step=2", "pairs.route_points=4", "optim.warmup_steps=0", "
 def test_forward_source_noises_real_digits_with_logit_normal_times(tiny_teacher_dir):
     d = Distiller(load_config(DistillConfig, None, [f"teacher={tiny_teacher_dir}", "source=forward", *SMALL]))
     src = d.source
-    assert src.x0.shape == (1797, 1, 8, 8)  # sklearn's digits, in TrigFlow space
+    assert src.x0.shape == (1197, 1, 8, 8)  # the train split of sklearn's digits (no FID reference), in TrigFlow space
     assert torch.allclose(src.x0.abs().max(), torch.tensor(d.sigma_d))
     pairs = src.next_pairs(2)
     assert len(pairs) == 2 * 3  # as many pairs per step as the trajectory source

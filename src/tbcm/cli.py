@@ -72,7 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     tt = tsub.add_parser("train", help="train a text-conditioned flow-matching teacher on images with prompts")
     tt.set_defaults(func=cmd_teacher_train)
     tt.add_argument("--out", required=True, help="output teacher folder (what `tbcm distill teacher=DIR` takes)")
-    tt.add_argument("--data", help="'digits' (default), a folder of images (class subfolders), or an .npz")
+    tt.add_argument("--data", help="'digits' (default: the 1,197 train digits, none of tbcm eval's FID "
+                    "reference), 'digits_all' (all 1,797), 'scenes', a folder of images (class subfolders), or an .npz")
     tt.add_argument("--config", help="YAML config (see configs/teacher_digits.yaml)")
     tt.add_argument("--overwrite", action="store_true")
     tt.add_argument("--no-progress", action="store_true")

@@ -1,6 +1,8 @@
 """``tbcm teacher train``: train the built-in kind of teacher (TinyDiT + prompt encoder) by
 flow matching on images with prompts.  The embedded default teacher was made with this module
-(``configs/teacher_digits.yaml``); it also takes a user's own folder or .npz of images.
+(``configs/teacher_digits.yaml``: the train split of the digits, never an FID reference image); it
+also takes a user's own folder or .npz of images.  The teacher's ``model.yaml`` records what it
+trained on (``extra``: ``trained_on``, ``images``, ``steps`` and, for a split source, ``split``).
 """
 
 from __future__ import annotations
@@ -100,9 +102,12 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, overwrite: bool = Fa
         log.close()
 
         final = ema.module
+        extra = {"trained_on": cfg.data, "images": n, "steps": cfg.steps}
+        if data.split is not None:  # which part of a split source it saw (digits: never an FID reference image)
+            extra["split"] = data.split
         meta = ModelMeta(kind="teacher", sigma_d=cfg.sigma_d, channels=channels, image_size=cfg.image_size,
                          network=final.network.config.to_dict(), prompt_encoder=final.encoder.config(),
-                         extra={"trained_on": cfg.data, "images": n, "steps": cfg.steps})
+                         extra=extra)
         write_bundle_files(Bundle(meta, final.network, final.encoder), tmp)  # `out` is the teacher folder
         teacher = Teacher(final.network.eval(), final.encoder.eval(), cfg.sigma_d)
         distinct = sorted(set(data.prompts))

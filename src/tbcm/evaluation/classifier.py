@@ -2,8 +2,9 @@
 
 It sees flow-space pixels ``[N, 1, 8, 8]`` in ``[-1, 1]`` (what the samplers return), has no
 BatchNorm (its output for an image never depends on the rest of the batch) and is trained only on
-the train part of a fixed, seeded split of scikit-learn's 1,797 digits; the held-out part (60 per
-digit) is the reference set of FID and the accuracy check.
+the train part of a fixed, seeded split of scikit-learn's 1,797 digits
+(:func:`tbcm.data.digits_split`, the same split the digits teacher trains on); the held-out part
+(60 per digit) is the reference set of FID and the accuracy check.
 
 The trained weights ship in ``tbcm/assets/classifier`` (``classifier.safetensors`` +
 ``classifier.yaml``); ``tbcm classifier train --out DIR`` makes them again.
@@ -25,11 +26,14 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
+# The split lives with the data (the teacher's trainer reads it too); re-exported here, where it began.
+from ..data import DIGITS_HELDOUT_PER_CLASS as HELDOUT_PER_CLASS  # noqa: F401
+from ..data import DIGITS_SPLIT_SEED as SPLIT_SEED
+from ..data import DigitsSplit, digits_split  # noqa: F401
+from ..data import _digits_split as _split  # noqa: F401 - its cache, for tests
 from ..errors import UserError, brief
 
 FORMAT = "tbcm-classifier/1"
-SPLIT_SEED = 0
-HELDOUT_PER_CLASS = 60  # 600 held-out images, 1,197 for training
 
 
 def builtin_classifier_path() -> Path:
@@ -71,39 +75,6 @@ class DigitClassifier(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
-
-
-@dataclass
-class DigitsSplit:
-    """Images ``[N, 1, 8, 8]`` in ``[-1, 1]`` with labels ``[N]`` (long), for train and held-out."""
-
-    train_images: Tensor
-    train_labels: Tensor
-    heldout_images: Tensor
-    heldout_labels: Tensor
-
-
-@lru_cache(maxsize=4)
-def _split(seed: int) -> DigitsSplit:
-    from ..data import load_digits
-
-    data = load_digits(8, "{label}")
-    labels = torch.as_tensor(data.labels, dtype=torch.long)
-    gen = torch.Generator().manual_seed(seed)
-    held, train = [], []
-    for d in range(10):  # stratified: the first 60 of a seeded permutation of each digit are held out
-        idx = torch.nonzero(labels == d).squeeze(1)
-        idx = idx[torch.randperm(idx.numel(), generator=gen)]
-        held.append(idx[:HELDOUT_PER_CLASS])
-        train.append(idx[HELDOUT_PER_CLASS:])
-    held_idx, train_idx = torch.cat(held).sort().values, torch.cat(train).sort().values
-    return DigitsSplit(data.images[train_idx], labels[train_idx], data.images[held_idx], labels[held_idx])
-
-
-def digits_split(seed: int = SPLIT_SEED) -> DigitsSplit:
-    """The fixed split of scikit-learn's digits: 1,197 train / 600 held-out (60 per digit)."""
-    s = _split(seed)
-    return DigitsSplit(*(t.clone() for t in (s.train_images, s.train_labels, s.heldout_images, s.heldout_labels)))
 
 
 @torch.no_grad()
