@@ -205,7 +205,9 @@ class TeacherModelConfig:
 
 @dataclass
 class TeacherTrainConfig:
-    data: str = "digits"  # "digits" (scikit-learn's, offline), "scenes", a folder of images, or an .npz
+    # "digits" (the train split of scikit-learn's digits: never an FID reference image; "digits_all": all
+    # 1,797), "scenes", a folder of images, or an .npz
+    data: str = "digits"
     image_size: int = 8
     generated_images: int = GENERATED_IMAGES  # images drawn from a generated source ("scenes")
     prompt_template: str = "a handwritten digit {label}"  # for labels (npz) or class folders
@@ -317,7 +319,7 @@ def with_absolute_paths(cfg: DistillConfig) -> DistillConfig:
 
     return replace(cfg, teacher=absolute(cfg.teacher) if cfg.teacher != "builtin" else cfg.teacher,
                    prompts=absolute(cfg.prompts) if cfg.prompts != "builtin" else cfg.prompts,
-                   forward=replace(cfg.forward, data=cfg.forward.data if cfg.forward.data in ("digits", "scenes")
+                   forward=replace(cfg.forward, data=cfg.forward.data if cfg.forward.data in ("digits", "digits_all", "scenes")
                                    else absolute(cfg.forward.data)),
                    cache=replace(cfg.cache, dir=absolute(cfg.cache.dir)))
 
