@@ -29,169 +29,27 @@ from __future__ import annotations
 
 import os
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
-import yaml
 from tqdm import tqdm
 
-from ..errors import UserError, brief
+from ..errors import UserError
 from ..models.adapter import valid_interval
-from ..models.bundle import BUILTIN, Bundle, builtin_prompts_path, is_builtin, load_bundle
+from ..models.bundle import Bundle, load_bundle
 from ..models.student import Student
 from ..models.teacher import Teacher
 from ..sampler import StudentSampler
 from ..sampling import to_pixels
-from .classifier import DigitClassifier, digits_split, load_classifier
+from .classifier import DigitClassifier
 from .draws import Encodings, ImageDraw, sample_draw, student_fn, teacher_fn
 from .fidelity import frechet_between, judged_error, latent_error
-from .metrics import FIDReference, adherence, predict
 from .splits import check_draw_size, draw_seed, split_of_seed
 from .teachers import TeacherGrid, TeacherSetting, copied_setting
 
-PROMPTS = [f"a handwritten digit {d}" for d in range(10)]
-RUN_HINT = "pass a `tbcm distill` run folder or its student/ folder"
-PROMPTS_LIMIT = 128  # prompts of a run's prompts file the fidelity of a latent student uses
-FLOOR_SEED = 0  # the permutation that picks each digit's training images for the data floor
-
-
-def find_student(path: str | os.PathLike) -> tuple[Path, Path | None]:
-    """``(student folder, run folder or None)`` for a run folder or a student folder."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path} does not exist: {RUN_HINT}")
-    if (path / "student" / "model.yaml").is_file():
-        return path / "student", path
-    if (path / "model.yaml").is_file():
-        return path, (path.parent if (path.parent / "config.yaml").is_file() else None)
-    raise UserError(f"{path} is neither a distill run folder nor a student folder: {RUN_HINT}")
-
-
-def _run_config(run_dir: Path) -> dict:
-    """The run's ``config.yaml`` as plain YAML (``{}`` if the folder has none)."""
-    config = run_dir / "config.yaml"
-    if not config.is_file():
-        return {}
-    try:
-        raw = yaml.safe_load(config.read_text())
-    except Exception as exc:  # noqa: BLE001
-        raise UserError(f"{config} is not readable YAML ({brief(exc)}): fix it or pass DIR/student") from None
-    return raw if isinstance(raw, dict) else {}
-
-
-def run_teacher(run_dir: Path | None) -> str:
-    """The ``teacher`` key of the run's ``config.yaml``; ``"builtin"`` without a run folder."""
-    if run_dir is None:
-        return BUILTIN
-    teacher = _run_config(run_dir).get("teacher")
-    return str(teacher) if teacher else BUILTIN
-
-
-def run_prompts(run_dir: Path | None) -> tuple[list[str], str]:
-    """``(prompts, source)``: the first :data:`PROMPTS_LIMIT` prompts of the run's prompts file
-    (``config.yaml`` ``prompts``). Raises :class:`UserError` naming ``--prompts`` if there is none."""
-    from ..data import read_prompts_file
-
-    spec = _run_config(run_dir).get("prompts") if run_dir is not None else None
-    if not spec:
-        raise UserError("no prompts to measure fidelity on: pass --prompts FILE (one prompt per line), "
-                        "or the run folder whose config.yaml names its prompts file")
-    path = builtin_prompts_path(str(spec)) if is_builtin(str(spec)) else Path(str(spec))
-    if not path.is_file():
-        raise UserError(f"the run's prompts file {path} does not exist: pass --prompts FILE")
-    return read_prompts_file(path)[:PROMPTS_LIMIT], str(path)
-
-
-class DigitsSuite:
-    """The digits suite: ``score(images, n)`` of ``[10 n, 1, 8, 8]`` pixels in ``[-1, 1]``,
-    row-major (digit, seed); ``features`` / ``labels`` / ``fid_against`` for fidelity to the teacher."""
-
-    name = "digits"
-    default_n = 100
-    prompts = PROMPTS
-    unit = "digit"
-    shape = (1, 8, 8)
-
-    def __init__(self, classifier: DigitClassifier | None = None):
-        self.clf = classifier if classifier is not None else load_classifier()
-        self.split_seed = int(getattr(self.clf, "meta", {}).get("split", {}).get("seed", 0))
-        self.split = digits_split(self.split_seed)
-        self.heldout = self.split.heldout_images
-        self.ref = FIDReference(self.heldout, self.clf)
-
-    @staticmethod
-    def matches(channels: int, image_size: int) -> bool:
-        return (channels, image_size) == (1, 8)
-
-    @classmethod
-    def check(cls, bundle: Bundle, where: str) -> None:
-        bundle.encoder.token_ids(PROMPTS)  # PromptError (a UserError) names the unknown word
-
-    def score(self, images: torch.Tensor, n: int) -> dict:
-        labels = torch.arange(10).repeat_interleave(n)
-        return {"fid": self.ref(images), "adherence": adherence(images, labels, self.clf)}
-
-    # -- fidelity: the judge's view of two paired image sets ------------------------------------
-    @torch.no_grad()
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """``[N, 64]`` classifier features of ``[N, 1, 8, 8]`` pixels."""
-        dtype = next(self.clf.parameters()).dtype
-        return torch.cat([self.clf.features(c.to(dtype)) for c in images.split(1024)])
-
-    def labels(self, images: torch.Tensor) -> torch.Tensor:
-        """``[N]`` predicted digits."""
-        return predict(images, self.clf)
-
-    def fid_against(self, reference: torch.Tensor, images: torch.Tensor) -> float:
-        """FID of ``images`` against ``reference`` (e.g. the teacher's samples) on the classifier's features."""
-        return FIDReference(reference, self.clf)(images)
-
-    def data_floor(self, n: int) -> dict:
-        """FID of real *training* digits against the held-out reference: ``min(n, fewest per digit)``
-        training images of each digit (a fixed permutation), as many as a generated set of ``n`` per digit."""
-        labels = self.split.train_labels
-        gen = torch.Generator().manual_seed(FLOOR_SEED)
-        per = min(n, int(labels.bincount(minlength=10).min()))
-        picked = [idx[torch.randperm(idx.numel(), generator=gen)[:per]]
-                  for idx in (torch.nonzero(labels == d).squeeze(1) for d in range(10))]
-        images = self.split.train_images[torch.cat(picked)]
-        return {"fid": self.ref(images), "images": int(images.shape[0]), "per_prompt": per,
-                "real": "training split of the digits (the teacher's data), against the held-out reference"}
-
-    def reference_info(self) -> dict:
-        return {"heldout_images": int(self.heldout.shape[0]), "split_seed": self.split_seed}
-
-    @staticmethod
-    def footer(result: dict) -> str:
-        ref = result["reference"]
-        return (f"{result['n_per_class']} images per digit, cfg {result['cfg_scale']}, image seeds from "
-                f"{result['seed']}, one per image; "
-                f"FID against {ref['heldout_images']} held-out real digits on the digit classifier's features")
-
-    @staticmethod
-    def extra_lines(model: str, steps: str, cfg: float, scores: dict) -> list[str]:
-        return []
-
-
-def _suites() -> tuple:
-    """Every offline suite, in the order they are tried (the scenes module loads on demand)."""
-    from ..scenes.evaluate import ScenesSuite
-
-    return DigitsSuite, ScenesSuite
-
-
-def _suite_class(bundle: Bundle, where: str, required: bool = True):
-    """The suite that measures the images ``bundle`` makes (its channels and size); ``None`` for
-    another kind of model unless ``required``."""
-    shape = (bundle.meta.channels, bundle.meta.image_size)
-    for suite in _suites():
-        if suite.matches(*shape):
-            return suite
-    if not required:
-        return None
-    raise UserError(f"{where} makes {shape[0]}x{shape[1]}x{shape[1]} images: tbcm eval measures digits (1x8x8) "
-                    "and scenes (3x32x32) models; for a real teacher use --reference, or --fidelity "
-                    "(fidelity to its teacher, no data needed)")
+# the suites, the run folder and the table live beside this module; re-exported here
+from .digits import PROMPTS, DigitsSuite, _suite_class  # noqa: F401
+from .runs import find_student, run_prompts, run_teacher  # noqa: F401
+from .table import format_table  # noqa: F401
 
 
 def _check_counts(name: str, values: list[int]) -> None:
@@ -492,103 +350,3 @@ def _best(sweep: dict) -> dict:
     """``{"cfg", "fid", "adherence"}`` of the guidance with the lowest FID in ``{cfg: scores}``."""
     w = min(sweep, key=lambda k: sweep[k]["fid"])
     return {"cfg": float(w), **sweep[w]}
-
-
-def format_table(result: dict) -> str:
-    """A small text table of :func:`evaluate`'s result."""
-    if result.get("suite") == "fidelity":
-        return "\n".join(_fidelity_lines(result) + [_fidelity_footer(result)])
-    suite = _suite_named(result.get("suite", "digits"))
-    lines = [f"{'model':<8} {'steps':>5} {'cfg':>5} {'FID':>9} {'adherence':>10}"]
-    for model in ("student", "teacher"):
-        for steps, s in result[model].items():
-            lines.append(f"{model:<8} {steps:>5} {result['cfg_scale']:>5g} {s['fid']:>9.4f} {s['adherence']:>10.1%}")
-            lines += suite.extra_lines(model, steps, result["cfg_scale"], s)
-    if "teacher_best" in result or "student_best" in result:
-        lines.append("best guidance of each (the honest comparison):")
-        tb = result.get("teacher_best")
-        if tb:
-            lines.append(f"{'teacher':<8} {tb['steps']:>5} {tb['cfg']:>5g} {tb['fid']:>9.4f} {tb['adherence']:>10.1%}")
-            lines += suite.extra_lines("teacher", str(tb["steps"]), tb["cfg"], tb)
-        for steps, b in result.get("student_best", {}).items():
-            ratio = f"  {result['ratio'][steps]:.2f}x the teacher's best FID" if "ratio" in result else ""
-            lines.append(f"{'student':<8} {steps:>5} {b['cfg']:>5g} {b['fid']:>9.4f} {b['adherence']:>10.1%}{ratio}")
-            lines += suite.extra_lines("student", steps, b["cfg"], b)
-    if result.get("teacher_interval") and result.get("teacher"):
-        lo, hi = result["teacher_interval"]
-        lines.append(f"teacher rows guided only at angles in ({lo:g}, {hi:g}] rad (the conditional teacher elsewhere)")
-    copied, best = result.get("teacher_as_copied"), result.get("teacher_at_best")
-    if copied or best:
-        lines.append("the teacher the student copies, and the teacher at its best:")
-    if copied:
-        where = _interval_words(copied["guidance_interval"])
-        lines.append(f"{'copied':<8} {copied['steps']:>5} {copied['cfg']:>5g} {copied['fid']:>9.4f} "
-                     f"{copied['adherence']:>10.1%}  route shift {copied['shift']:g}, guided {where}")
-        lines += suite.extra_lines("teacher", str(copied["steps"]), copied["cfg"], copied)
-        for w, s in copied["sweep"].items():
-            if float(w) != copied["cfg"]:
-                lines.append(f"{'copied':<8} {copied['steps']:>5} {float(w):>5g} {s['fid']:>9.4f} {s['adherence']:>10.1%}")
-    if best:
-        note = "  (chosen on these same images!)" if best["selected_on_reported_images"] else ""
-        lines.append(f"{'best':<8} {best['steps']:>5} {best['cfg']:>5g} {best['fid']:>9.4f} {best['adherence']:>10.1%}"
-                     f"  route shift {best['shift']:g}, guided {_interval_words(best['guidance_interval'])}; "
-                     f"chosen on tune draw {best['tune']['draw']} (FID {best['tune']['fid']:.4f}) of "
-                     f"{len(best['tried'])} settings{note}")
-        lines += suite.extra_lines("teacher", str(best["steps"]), best["cfg"], best)
-    for steps, s in result["student"].items():
-        parts = []
-        if "ratio_vs_best" in result:
-            parts.append(f"{result['ratio_vs_best'][steps]:.2f}x the teacher at its best (headline)")
-        if "ratio_vs_copied" in result:
-            parts.append(f"{result['ratio_vs_copied'][steps]:.2f}x the teacher as copied")
-        if parts:
-            lines.append(f"student {steps} step(s), FID {s['fid']:.4f}: " + ", ".join(parts))
-    if "fidelity" in result:
-        lines += _fidelity_lines(result)
-    floor = result.get("data_floor")
-    if floor:
-        lines.append(f"data floor: FID {floor['fid']:.4f} of {floor['images']} real training images "
-                     f"({floor['per_prompt']} per prompt) against the same reference")
-        lines += [f"  {which:<8} FID {floor[which]['fid']:7.2f}" for which in ("seen", "heldout") if which in floor]
-    lines.append(suite.footer(result) + _draw_words(result))
-    return "\n".join(lines)
-
-
-def _interval_words(interval) -> str:
-    return f"in ({interval[0]:g}, {interval[1]:g}] rad" if interval else "everywhere"
-
-
-def _draw_words(result: dict) -> str:
-    if result.get("split"):
-        return f" ({result['split']} draw {result['draw']})"
-    where = result.get("draw_of_seed")
-    return f" ({where['split']} draw {where['draw']})" if where else ""
-
-
-def _fidelity_lines(result: dict) -> list[str]:
-    fid = result["fidelity"]
-    t = fid["teacher"]
-    lines = [f"fidelity to the teacher as copied ({t['steps']} steps, shift {t['shift']:g}, w {fid['cfg_scale']:g}, "
-             f"guided {_interval_words(t['guidance_interval'])}; same noise, {fid['images']} images):"]
-    for steps, e in fid["steps"].items():
-        line = (f"  student {steps} step(s): latent MSE/sigma_d^2 {e['latent_mse']:.4g} "
-                f"(independent teacher samples: {e['latent_mse_unpaired']:.4g})")
-        if "feature_distance" in e:
-            line += (f", feature distance {e['feature_distance']:.4g} ({e['feature_distance_unpaired']:.4g}), "
-                     f"labels agree {e['label_agreement']:.1%}")
-        if e.get("fid_to_teacher") is not None:
-            line += f", FID to the teacher's samples {e['fid_to_teacher']:.4f}"
-        lines.append(line)
-    if fid.get("note"):
-        lines.append(f"  {fid['note']}")
-    return lines
-
-
-def _fidelity_footer(result: dict) -> str:
-    p = result["prompts"]
-    return (f"{result['n_per_class']} image(s) per prompt for {p['count']} prompts ({p['source']}), "
-            f"cfg {result['cfg_scale']}, image seeds from {result['seed']}, one per image{_draw_words(result)}")
-
-
-def _suite_named(name: str):
-    return next(suite for suite in _suites() if suite.name == name)

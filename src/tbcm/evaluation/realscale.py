@@ -264,7 +264,7 @@ def format_realscale_table(result: dict) -> str:
                  f"cfg {result['cfg_scale']}, seed {result['seed']} (image i: seed + i); "
                  "FID on InceptionV3 pool3 features, CLIP score x100 cosine")
     if "fidelity" in result:
-        from .evaluate import _fidelity_lines
+        from .table import _fidelity_lines
 
         lines += _fidelity_lines(result)
     return "\n".join(lines)
