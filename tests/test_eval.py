@@ -24,12 +24,7 @@ from tbcm.models.builtin.text import PromptEncoder
 from .conftest import assert_cli_error, assert_close_to_scale, tiny_encoder, tiny_network
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py's
 
 
 @pytest.fixture(scope="module")

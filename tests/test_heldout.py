@@ -18,12 +18,7 @@ ASSETS = ROOT / "src" / "tbcm" / "assets"
 TEMPLATE = "a handwritten digit {label}"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py's
 
 
 @pytest.fixture(scope="module")
