@@ -82,6 +82,8 @@ def test_a_student_that_is_the_teacher_it_copies_scores_zero_paired_error(tmp_pa
     assert e["feature_distance"] < 1e-4 * e["feature_distance_unpaired"]
     assert p["latent_mse"] > 0.01 and p["feature_distance"] > 100 * e["feature_distance"]
     assert abs(e["fid_to_teacher"]) < 1e-3 * p["fid_to_teacher"]
+    # the artefact measure: the same images have the same spectrum in every band, a perturbed student not
+    assert e["spectrum_ratio"] == [1.0] * 4 and p["spectrum_ratio"] != [1.0] * 4
     # the scale each paired number comes with: independent teacher samples, the same for both
     assert e["latent_mse_unpaired"] == p["latent_mse_unpaired"] > p["latent_mse"]
 

@@ -43,6 +43,7 @@ from ..sampling import to_pixels
 from .classifier import DigitClassifier
 from .draws import Encodings, ImageDraw, sample_draw, student_fn, teacher_fn
 from .fidelity import frechet_between, judged_error, latent_error
+from .spectrum import spectrum_ratio
 from .splits import check_draw_size, draw_seed, split_of_seed
 from .teachers import TeacherGrid, TeacherSetting, copied_setting
 
@@ -329,8 +330,11 @@ def _fidelity(suite, student_images, teacher_x0: torch.Tensor, copied: TeacherSe
             s_px = to_pixels(s_x0, sd)
             entry.update(judged_error(s_px, t_px, n, suite.features, suite.labels))
             entry["fid_to_teacher"] = suite.fid_against(t_px, s_px)
+            entry["spectrum_ratio"] = spectrum_ratio(s_px, t_px)  # per frequency band, low to high
         elif t_px is not None:
-            entry["fid_to_teacher"] = frechet_between(t_px, _uint8_pixels(s_x0, bundle, batch), inception)
+            s_px = _uint8_pixels(s_x0, bundle, batch)
+            entry["fid_to_teacher"] = frechet_between(t_px, s_px, inception)
+            entry["spectrum_ratio"] = spectrum_ratio(s_px.float(), t_px.float())
         else:
             entry["fid_to_teacher"] = None
         out["steps"][str(steps)] = entry
