@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run as a script: the repository root on the pat
 from benchmarks.harness import cli, tables  # noqa: E402
 from benchmarks.harness.store import manifest  # noqa: E402
 from benchmarks.harness.suites import load_suite  # noqa: E402
-from benchmarks.quality import SMOKE  # noqa: E402
+from benchmarks.harness.cli import SMOKE  # noqa: E402
 
 # name, suite, overrides: TBCM as shipped (a pool of 64 prompts), TBCM rolling out each step's own
 # prompts, and the sCM baseline on forward-noised real digits (one guided teacher call per pair)

@@ -24,7 +24,6 @@ if __package__ in (None, ""):  # run as a script: the repository root on the pat
 from benchmarks.harness import cli, runner, tables  # noqa: E402
 from benchmarks.harness.score import score_run  # noqa: E402
 from benchmarks.harness.store import ROOT, manifest  # noqa: E402
-from benchmarks.quality import SMOKE  # noqa: E402
 from tbcm.evaluation import splits  # noqa: E402
 
 
@@ -80,12 +79,7 @@ def plot(rows: list[dict], png: Path, title: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse(argv)
-    import torch
-
-    torch.set_num_threads(args.threads)
-    store, cmd = cli.store_of(args), cli.command("curves.py", argv)
-    name = (args.name or cli.label(args.suite, args.overrides)) + (" (smoke)" if args.smoke else "")
-    overrides = [*(SMOKE if args.smoke else []), *args.overrides]
+    store, cmd, name, overrides = cli.start(args, "curves.py", argv)
     draws, steps = list(range(args.draws)), cli.ints(args.steps)
     stem = Path(args.suite).stem
     png = Path(args.png) if args.png else (Path(args.runs) / f"curves_{stem}_{args.split}.png" if args.smoke else

@@ -41,7 +41,6 @@ BEST_STEPS = ",".join(str(k) for k in DEFAULT_STEPS)  # the grid's defaults, as 
 BEST_SHIFT = ",".join(f"{s:g}" for s in DEFAULT_SHIFTS)
 BEST_INTERVAL = ",".join(DEFAULT_INTERVALS)
 # a tiny budget: a few steps, one seed, one draw of 2 images per class, a two-setting teacher grid
-SMOKE = ["steps=6", "log_every=2", "preview.seeds=1", "prompts_per_step=2", "pairs.pool_prompts=4"]
 SMOKE_GRID = {"best_steps": "2", "best_shift": "1,2.5", "best_cfg": "1", "best_interval": "none"}
 
 
@@ -99,12 +98,7 @@ def grid_of(args) -> TeacherGrid:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse(argv)
-    import torch
-
-    torch.set_num_threads(args.threads)
-    store, cmd = cli.store_of(args), cli.command("quality.py", argv)
-    name = (args.name or cli.label(args.suite, args.overrides)) + (" (smoke)" if args.smoke else "")
-    overrides = [*(SMOKE if args.smoke else []), *args.overrides]
+    store, cmd, name, overrides = cli.start(args, "quality.py", argv)
     seeds = splits.train_seeds(args.split)[:args.seeds]
     draws = list(range(args.draws or DEFAULT_DRAWS[args.split]))
     steps = cli.ints(args.steps)

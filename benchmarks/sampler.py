@@ -26,7 +26,6 @@ if __package__ in (None, ""):  # run as a script: the repository root on the pat
 from benchmarks.harness import cli, runner, tables  # noqa: E402
 from benchmarks.harness.score import score_run  # noqa: E402
 from benchmarks.harness.store import manifest  # noqa: E402
-from benchmarks.quality import SMOKE  # noqa: E402
 from tbcm.evaluation import splits  # noqa: E402
 
 SPLIT = "tune"  # the sampler is a choice: never made on confirm
@@ -67,12 +66,7 @@ def settings(args) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse(argv)
-    import torch
-
-    torch.set_num_threads(args.threads)
-    store, cmd = cli.store_of(args), cli.command("sampler.py", argv)
-    name = (args.name or cli.label(args.suite, args.overrides)) + (" (smoke)" if args.smoke else "")
-    overrides = [*(SMOKE if args.smoke else []), *args.overrides]
+    store, cmd, name, overrides = cli.start(args, "sampler.py", argv)
     draws, steps = list(range(args.draws)), cli.ints(args.steps)
     runs = []
     for seed in splits.train_seeds(SPLIT)[:args.seeds]:

@@ -21,6 +21,20 @@ def add_common(ap: argparse.ArgumentParser, runs: bool = True) -> None:
     ap.add_argument("--smoke", action="store_true", help="a tiny budget, to check the pipeline end to end")
 
 
+# a tiny budget of every entry point's --smoke: a few steps, small grids, a small pool
+SMOKE = ["steps=6", "log_every=2", "preview.seeds=1", "prompts_per_step=2", "pairs.pool_prompts=4"]
+
+
+def start(args, script: str, argv: list[str]) -> tuple[Store, list[str], str, list[str]]:
+    """What an entry point's ``main`` begins with: torch's threads set, and ``(store, the command
+    line for the manifest, the row's name, the config overrides with --smoke's budget first)``."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    name = (getattr(args, "name", None) or label(args.suite, args.overrides)) + (" (smoke)" if args.smoke else "")
+    return store_of(args), command(script, argv), name, [*(SMOKE if args.smoke else []), *args.overrides]
+
+
 def store_of(args) -> Store:
     if args.store:
         return Store(args.store)

@@ -34,7 +34,7 @@ class TrajectoryPool:
         self.inner, self.pool_prompts, self.reuse = inner, int(pool_prompts), int(reuse)
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
         self.pool: dict[str, Tensor] | None = None  # x_t, t, u, w, mask, prompt_ids (, x0): [M, ...] each
-        self.pairs_per_prompt = 0  # learnt from the first refill (K - 1, or the subset, + renoised)
+        self.pairs_per_prompt = 0  # learnt from the first refill (K - 1 per prompt)
 
     @property
     def teacher_calls(self) -> int:

@@ -14,12 +14,12 @@ diffusers 0.42 (``retrieve_timesteps`` omits ``num_inference_steps``, which
 (:meth:`tbcm.sampler.StudentSampler.angles`: its explicit 2-step route if it has one, else
 ``arctan(shift)``); other counts the pipeline's even spacing (``linspace(pi/2, 0, n + 1)``, not
 tbcm's shifted route -- ``tbcm sample`` uses the shifted route, or an explicit route saved with
-``sample.student_routes``). ``tbcm_sampling.json`` in the exported folder lists them for 1, 2 and
+``sampler.routes``). ``tbcm_sampling.json`` in the exported folder lists them for 1, 2 and
 4 steps with the angles each one runs (``angles``) beside the angles ``tbcm sample`` runs
 (``tbcm_angles``), and the student's sampler (``sampler``).
 
 Re-noising. ``SCMScheduler`` re-noises between steps with fresh noise. A student saved with
-``sample.student_fresh_noise < 1`` (part of the noise its state implies, tbcm's sampler) makes
+``sampler.fresh_noise < 1`` (part of the noise its state implies, tbcm's sampler) makes
 different 2- and 4-step images in ``tbcm sample`` than in the pipeline; the export says so and
 ``tbcm_sampling.json`` records both (Sana configs keep 1, the pipeline's).
 """
