@@ -116,6 +116,12 @@ class LossTerm:
         """After the student's backward, before its optimiser step: the term's own update. Stats."""
         return {}
 
+    @property
+    def has_state(self) -> bool:
+        """Whether the term checkpoints anything (it overrides :meth:`state_dict`); known without
+        calling it, which may be collective (a trained term gathers every rank's generator)."""
+        return type(self).state_dict is not LossTerm.state_dict
+
     def state_dict(self) -> dict:
         return {}
 

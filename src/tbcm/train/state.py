@@ -44,9 +44,8 @@ def trainer_state(tr) -> dict:
              "world_size": tr.dist.world_size, "student": model_state, "ema": tr.ema.full_state_dict(),
              "optimizer": optim_state, "sources": sources, "torch_rng": torch.get_rng_state()}
     for term in tr.terms:
-        term_state = term.state_dict()
-        if term_state:
-            state[term.name] = term_state
+        if term.has_state:
+            state[term.name] = term.state_dict()
     return state
 
 
@@ -62,7 +61,7 @@ def load_trainer_state(tr, state: dict) -> None:
     tr.step, tr.skipped = int(state["step"]), int(state["skipped"])
     tr.consecutive_skips = int(state["consecutive_skips"])
     for term in tr.terms:
-        if not term.state_dict():  # a stateless term (sCM, endpoint)
+        if not term.has_state:  # sCM, endpoint
             continue
         if term.name not in state:
             raise UserError(f"the checkpoint was written without objective.{term.name}: resume with "
