@@ -13,6 +13,8 @@
     tbcm classifier train --out DIR [--steps N] [--seed S] [--overwrite]
     tbcm scenes judge-train --out DIR [--steps N] [--seed S] [--overwrite]
     tbcm export RUN --format diffusers --out DIR [--overwrite]
+    tbcm tune-sampler RUN [--images N] [--draw K] [--steps 2,4] [--shifts ..] [--restarts ..] [--fresh ..]
+                      [--measure frechet|paired] [--device D] [--dry-run]
 
 Bad input is one line on stderr and exit code 2; nothing is written or overwritten.
 """
@@ -148,6 +150,24 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--format", choices=["diffusers"], default="diffusers", help="output format (diffusers)")
     x.add_argument("--out", required=True, help="output pipeline folder")
     x.add_argument("--overwrite", action="store_true", help="replace an existing --out (after the new one is complete)")
+
+    ts = sub.add_parser("tune-sampler", help="choose a student's few-step sampler by its fidelity to its teacher "
+                        "on tune noise (no data, no judge) and save it with the student")
+    ts.set_defaults(func=cmd_tune_sampler)
+    ts.add_argument("run", metavar="RUN", help="a `tbcm distill` run folder or its student/ folder")
+    ts.add_argument("--images", type=int, default=None, help="tune images, spread over the run's prompts "
+                    "(default 512)")
+    ts.add_argument("--draw", type=int, default=0, help="the tune draw (tbcm.evaluation.splits; default 0)")
+    ts.add_argument("--steps", default=None, help="step counts whose route is chosen (default 2,4)")
+    ts.add_argument("--shifts", default=None, help="shifted routes tried (default 0.1,0.25,0.5,1,2.5,6)")
+    ts.add_argument("--restarts", default=None, help="restart routes tried at >= 3 steps, by angle in rad "
+                    "(default 0.1,0.25,0.5,0.8; 'none': no restart routes)")
+    ts.add_argument("--fresh", default=None, help="re-noising shares tried (default 0,0.5,1)")
+    ts.add_argument("--measure", default=None, help="how fidelity is measured: frechet (pooled-latent "
+                    "Frechet distance to the teacher's samples) or paired (latent MSE from the same noise)")
+    ts.add_argument("--device", default="auto", help="auto (CUDA if any), cpu or cuda[:N]")
+    ts.add_argument("--dry-run", action="store_true", help="print the choice, write nothing")
+    ts.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     c = sub.add_parser("classifier", help="the digit classifier behind tbcm eval")
     csub = c.add_subparsers(dest="classifier_command", required=True)
@@ -301,6 +321,42 @@ def cmd_export(args) -> None:
 
     out, note = export_diffusers(args.run, args.out, overwrite=args.overwrite)
     print(f"exported: {out}\n{note}")
+
+
+def cmd_tune_sampler(args) -> None:
+    from dataclasses import replace
+
+    from .cli_eval import _counts, _scales
+    from .sampler_tuning import DEFAULT_IMAGES, DEFAULT_MEASURE, SearchSpace, tune_saved_student
+
+    space = SearchSpace()
+    if args.steps is not None:
+        space = replace(space, steps=tuple(_counts("--steps", args.steps)))
+    if args.shifts is not None:
+        space = replace(space, shifts=tuple(_scales("--shifts", args.shifts, "route shifts")))
+    if args.restarts is not None:
+        space = replace(space, restarts=() if args.restarts.strip() == "none"
+                        else tuple(_scales("--restarts", args.restarts, "angles")))
+    if args.fresh is not None:
+        space = replace(space, fresh_noise=tuple(_scales("--fresh", args.fresh, "re-noising shares")))
+    result, record = tune_saved_student(args.run, space, args.measure or DEFAULT_MEASURE,
+                                        DEFAULT_IMAGES if args.images is None else args.images, args.draw,
+                                        device=args.device, progress=not args.no_progress, write=not args.dry_run)
+    print(format_tuning(record))
+    if not args.dry_run:
+        print(f"saved with the student: {record['student']}/model.yaml (extra.sampler); every candidate: "
+              f"{record['written_to']}")
+
+
+def format_tuning(record: dict) -> str:
+    """Lines: per step count the chosen route and its score beside the saved sampler's."""
+    chosen, before = record["chosen"], record["before"]
+    lines = [f"tune draw {record['draw']} ({record['images']} images), measure {record['measure']}: "
+             f"re-noising share {before['fresh_noise']:g} -> {chosen['fresh_noise']:g}"]
+    for n, mids in chosen["routes"].items():
+        lines.append(f"  {n} steps: middle angles {', '.join(f'{a:.3f}' for a in mids)} rad "
+                     f"(score {chosen['scores'][n]:.4g}; saved sampler {chosen['before_scores'][n]:.4g})")
+    return "\n".join(lines)
 
 
 def cmd_classifier_train(args) -> None:

@@ -76,8 +76,18 @@ class SamplerConfig:
     # explicit routes: lists of middle angles in radians, decreasing in (0, pi/2); a list of n - 1
     # angles is the n-step route, e.g. [[1.1]] runs 2 steps at pi/2, 1.1 (then 0), as FastGen's t_list
     routes: list[list[float]] = field(default_factory=list)
+    # after training, choose the 2- and 4-step routes and the re-noising share by the student's
+    # fidelity to its teacher on tune_images images of tune noise (tbcm.sampler_tuning, as
+    # `tbcm tune-sampler`); the settings above are where it starts and stay a candidate
+    tune: bool = True
+    tune_images: int = 512
+    # re-noising shares the tuning tries ([1.0]: fresh noise only, what a stock pipeline's scheduler does)
+    tune_fresh_noise: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
 
     def check(self, cfg, check) -> None:
+        check(self.tune_images >= 2, "sampler.tune_images", self.tune_images, "an integer >= 2")
+        check(len(self.tune_fresh_noise) > 0 and all(0.0 <= f <= 1.0 for f in self.tune_fresh_noise),
+              "sampler.tune_fresh_noise", self.tune_fresh_noise, "a non-empty list of shares in [0, 1]")
         check(math.isfinite(self.cfg_scale) and self.cfg_scale >= 0, "sampler.cfg_scale", self.cfg_scale, ">= 0")
         check(_finite_positive(self.shift), "sampler.shift", self.shift, "a positive number")
         check(0.0 <= self.fresh_noise <= 1.0, "sampler.fresh_noise", self.fresh_noise,

@@ -50,9 +50,24 @@ def save_student(tr, student: Student, path: Path) -> Path:
         network=student.network.config.to_dict(), prompt_encoder=tr.encoder.config(),
         timestep_scale=tmeta.timestep_scale, blank_value=tmeta.blank_value, family=tmeta.family,
         extra={"teacher": str(tr.cfg.teacher), "steps": tr.step, "skipped_steps": tr.skipped,
-               "sampler": student_sampler(tr.cfg).to_dict()},
+               "sampler": tr.sampler.to_dict()},
     )
     return save_bundle(Bundle(meta, student.network, tr.encoder, student.logvar_head), path)
+
+
+def tune_student_sampler(tr, student: Student, out: Path, progress: bool = True) -> StudentSampler:
+    """Choose the saved student's sampler by its fidelity to the teacher on tune noise
+    (:func:`tbcm.sampler_tuning.tune_models`, ``sampler.tune_images`` images, on the training
+    device), save it with the student and ``out/sampler_tuning.json``; returns it."""
+    from ..sampler_tuning import SearchSpace, save_tuning, tune_models
+
+    batch = 128 if tr.teacher_bundle.decode is None else 16
+    space = SearchSpace(fresh_noise=tuple(tr.cfg.sampler.tune_fresh_noise))
+    result, record = tune_models(student.to(tr.device), tr.encoder, tr.teacher, tr.prompts, tr.sampler,
+                                 tr.image_shape, space, images=tr.cfg.sampler.tune_images, device=tr.device,
+                                 batch=batch, progress=progress)
+    save_tuning(out / "student", out, result, {**record, "teacher": str(tr.cfg.teacher)})
+    return result.sampler
 
 
 @torch.no_grad()
@@ -60,7 +75,7 @@ def grid_panels(tr, student: Student) -> list[tuple[str, torch.Tensor]]:
     """The titled panels: teacher (guided, ``preview.teacher_steps`` on the rollouts' shift) beside
     the student at each ``preview.student_steps`` with its saved sampler; same prompts, same seeds.
     Uses only its own seeded generators: the training RNG streams (and an exact resume) are untouched."""
-    p, prompts, sampler = tr.cfg.preview, tr.grid_prompts, student_sampler(tr.cfg)
+    p, prompts, sampler = tr.cfg.preview, tr.grid_prompts, tr.sampler
     rows = len(prompts)
     # On the training device: a real teacher's 16-step grids would take hours on a CPU.
     teacher, decode = tr.teacher, tr.teacher_bundle.decode

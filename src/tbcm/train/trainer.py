@@ -62,6 +62,7 @@ class Distiller:
         meta = self.teacher_bundle.meta
         self.encoder = self.teacher.encoder
         self.grid_prompts = list(cfg.preview.prompts) or self.prompts[:10]
+        self.sampler = outputs.student_sampler(cfg)  # saved with the student; sampler.tune may replace it
         self.encoder.encode(self.grid_prompts)  # fail now, not after training, on a bad grid prompt
         if hasattr(self.encoder, "free_text_encoders") and hasattr(conds, "cache_dir"):
             # every prompt of the run (training, null, grids) is cached: Gemma-2 / T5 can go
@@ -270,6 +271,8 @@ class Distiller:
         final = self.student_for_sampling()  # every rank: gathering shards is collective
         if main:
             outputs.save_student(self, final, out / "student")
+            if cfg.sampler.tune:  # before the grids, so they show the sampler the student is saved with
+                self.sampler = outputs.tune_student_sampler(self, final, out, progress)
             outputs.save_grids(self, final, out)
         dist_utils.barrier(self.dist)
         return out
