@@ -40,3 +40,20 @@ def test_white_noise_has_a_flat_spectrum():
     noise = torch.randn(256, 1, 16, 16, generator=torch.Generator().manual_seed(4))
     power = band_power(noise)
     assert float(power.max() / power.min()) < 1.1  # every band within 10% for white noise
+
+
+def test_the_grid_caption_reads_the_spectrum_ratio_and_sits_under_the_panel_title():
+    from PIL import Image
+
+    from tbcm.grids import panels
+    from tbcm.train.outputs import spectrum_caption
+
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.nn.functional.avg_pool2d(torch.randn(24, 1, 16, 16, generator=g), 3, 1, 1)
+    assert spectrum_caption(teacher, teacher) == "spectrum 1.00 1.00 1.00 1.00"
+    noisy = [float(v) for v in spectrum_caption(teacher + 0.3 * torch.randn(teacher.shape, generator=g),
+                                                teacher).split()[1:]]
+    assert noisy[-1] > 2 and noisy[-1] > noisy[0]
+    one = panels([("a", Image.new("L", (40, 30))), ("b", Image.new("L", (40, 30)))])
+    two = panels([("a\nspectrum 1.00", Image.new("L", (40, 30))), ("b", Image.new("L", (40, 30)))])
+    assert two.height == one.height + 12

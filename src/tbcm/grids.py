@@ -27,15 +27,18 @@ def grid_image(images: torch.Tensor, rows: int, scale: int = 4, pad: int = 1) ->
     return Image.fromarray(canvas[..., 0] if c == 1 else canvas[..., :3], mode)
 
 
-def panels(named: list[tuple[str, Image.Image]], title_height: int = 14, gap: int = 8) -> Image.Image:
-    """Place titled panels side by side (e.g. teacher 16 steps | student 1 | 2 | 4 steps)."""
+def panels(named: list[tuple[str, Image.Image]], line_height: int = 12, gap: int = 8) -> Image.Image:
+    """Place titled panels side by side (e.g. teacher 16 steps | student 1 | 2 | 4 steps); a title
+    may hold several lines (``\\n``), the caption under the first."""
     width = sum(im.width for _, im in named) + gap * (len(named) - 1)
+    title_height = line_height * max(title.count("\n") + 1 for title, _ in named) + 2
     height = max(im.height for _, im in named) + title_height
     out = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(out)
     x = 0
     for title, im in named:
-        draw.text((x + 2, 1), title, fill="black")
+        for i, line in enumerate(title.split("\n")):
+            draw.text((x + 2, 1 + i * line_height), line, fill="black")
         out.paste(im.convert("RGB"), (x, title_height))
         x += im.width + gap
     return out

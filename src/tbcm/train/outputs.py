@@ -80,20 +80,31 @@ def grid_panels(tr, student: Student) -> list[tuple[str, torch.Tensor]]:
     # On the training device: a real teacher's 16-step grids would take hours on a CPU.
     teacher, decode = tr.teacher, tr.teacher_bundle.decode
     student = student.to(tr.device)
-    named = [(f"teacher {p.teacher_steps} steps",
-              grid_image(teacher_samples(teacher, prompts, sampler.cfg_scale, p.teacher_steps, p.seeds,
-                                         tr.cfg.pairs.shift, decode=decode), rows))]
+    reference = teacher_samples(teacher, prompts, sampler.cfg_scale, p.teacher_steps, p.seeds, tr.cfg.pairs.shift,
+                                decode=decode)
+    named = [(f"teacher {p.teacher_steps} steps\nspectrum: student/teacher", grid_image(reference, rows))]
     for n in p.student_steps:
         pixels = student_samples(student, tr.encoder, prompts, sampler, n, p.seeds, decode=decode)
-        named.append((f"student {n} step{'s' if n > 1 else ''}", grid_image(pixels, rows)))
+        named.append((f"student {n} step{'s' if n > 1 else ''}\n{spectrum_caption(pixels, reference)}",
+                      grid_image(pixels, rows)))
     return named
+
+
+def spectrum_caption(pixels: torch.Tensor, reference: torch.Tensor) -> str:
+    """``"spectrum 0.98 1.02 1.10 1.31"``: the power of ``pixels`` over ``reference``'s (``[N, C, H, W]``)
+    in four frequency bands, low to high (:func:`tbcm.evaluation.spectrum.spectrum_ratio`; > 1 in the
+    high bands: speckle or blocks, < 1: blur). On the grid's few images: a glance, not a measurement."""
+    from ..evaluation.spectrum import spectrum_ratio
+
+    ratios = spectrum_ratio(pixels.float().cpu(), reference.float().cpu())
+    return "spectrum " + " ".join("-" if r != r else f"{r:.2f}" for r in ratios)
 
 
 def save_grids(tr, student: Student, folder: Path) -> None:
     """``samples.png`` (all panels) and ``samples_<panel>.png`` in ``folder``."""
     named = grid_panels(tr, student)
-    for title, im in named:
-        save_png(im, folder / f"samples_{title.replace(' ', '_')}.png")
+    for title, im in named:  # the file is named by the title's first line (the caption is the grid's)
+        save_png(im, folder / f"samples_{title.splitlines()[0].replace(' ', '_')}.png")
     save_png(panels(named), folder / "samples.png")
 
 
