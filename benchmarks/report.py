@@ -92,6 +92,52 @@ def sampler_part(store: Store, smoke: bool) -> list[str]:
     return out
 
 
+def tuning_part(store: Store) -> list[str]:
+    """``tune_sampler.py``'s records: the data-free choice against the judge (tune), and on confirm."""
+    records = store.latest("tune_sampler")
+    out = ["## The sampler chosen with no data (`tbcm tune-sampler`)", ""]
+    checks = [r for r in records if r["mode"] == "check"]
+    confirms = [r for r in records if r["mode"] == "confirm"]
+    if not records:
+        return out + [*wrap("Not measured yet (`python benchmarks/tune_sampler.py check RUNS` on tune seeds, "
+                            "`... confirm RUNS` on confirm seeds)."), ""]
+    if checks:
+        frechet = any("frechet" in e for r in checks for e in r["steps"].values())
+        out += [*wrap("Tune seeds, tune draw: FID against the held-out digits (which the tuning never sees) "
+                      "of the sampler the data-free measure picks (the paired latent error to the teacher), "
+                      "beside the best of the candidates, the run's saved sampler (the digits recipe's "
+                      "hand-tuned one) and the library default (shift 2.5, fresh noise); rho: the rank "
+                      "correlation of the measure with that FID over the candidates."
+                      + (" The Fréchet distance on pooled latents, measured beside it in the first check, "
+                         "ranked them no better than chance (its column) and was removed." if frechet else "")), "",
+                "| run | steps | candidates | best | saved | library default | paired picks (rho) |"
+                + (" frechet picks (rho) |" if frechet else ""),
+                "|---|---|---|---|---|---|---|" + ("---|" if frechet else "")]
+        for r in checks:
+            for n, e in r["steps"].items():
+                row = (f"| {r['run']} | {n} | {e['candidates']} | {e['best']:.2f} | {e['saved']:.2f} | "
+                       f"{e['library_default']:.2f} | {e['paired']['picks']:.2f} ({e['paired']['spearman']:+.2f}) |")
+                if frechet:
+                    row += (f" {e['frechet']['picks']:.2f} ({e['frechet']['spearman']:+.2f}) |" if "frechet" in e
+                            else " - |")
+                out.append(row)
+        out += ["", f"Command: {tables.commands(checks)}; {tables.provenance(checks)}.", ""]
+    for r in confirms:
+        counts = list(r["summary"]["tuned"])
+        seeds = ", ".join(x["run"] for x in r["runs"])
+        out += [*wrap(f"Confirm seeds ({seeds}), confirm draws 0-{r['draws'] - 1}: FID mean ± SE over the runs of "
+                      "the sampler tuned with no data (starting from the library default's route and "
+                      "re-noising), the run's saved sampler and the library default."), "",
+                "| sampler | " + " | ".join(f"{k} step{'s' if k != '1' else ''}" for k in counts) + " |",
+                "|---|" + "---|" * len(counts)]
+        for name, label in (("tuned", "tuned with no data"), ("saved", "saved (hand-tuned)"),
+                            ("library_default", "library default")):
+            cells = [f"{m:.2f} ± {se:.2f}" for m, se in (r["summary"][name][k] for k in counts)]
+            out.append(f"| {label} | " + " | ".join(cells) + " |")
+        out += ["", f"Command: {tables.commands([r])}; {tables.provenance([r])}.", ""]
+    return out
+
+
 def curves_part(store: Store, smoke: bool, doc: Path) -> list[str]:
     records = [r for r in store.latest("curves") if smoke or not r.get("smoke")]
     out = ["## FID against training steps", ""]
@@ -138,6 +184,7 @@ def render(store: Store, smoke: bool = False, doc: Path = DOC) -> str:
         "",
         *quality_part(store, smoke),
         *sampler_part(store, smoke),
+        *tuning_part(store),
         *curves_part(store, smoke, doc),
         *cost_part(store, smoke),
         *gpu_part(store),

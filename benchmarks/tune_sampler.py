@@ -2,10 +2,10 @@
 
 ``check`` (tune training seeds, tune draw): the sampler search is run once with every candidate also
 scored by the digit judge's FID against the held-out digits (``fid_data``, which the tuning never
-sees); per step count it records the rank correlation (Spearman) of each data-free measure with
-``fid_data`` and the ``fid_data`` of the sampler each measure picks, beside the best candidate's,
-the run's saved sampler's and the library default's (shift 2.5, fresh noise). Nothing is written
-to the runs. This is where the measure is chosen.
+sees); per step count it records the rank correlation (Spearman) of the data-free measure (the
+paired latent error to the teacher) with ``fid_data`` and the ``fid_data`` of the sampler it picks,
+beside the best candidate's, the run's saved sampler's and the library default's (shift 2.5, fresh
+noise). Nothing is written to the runs. This is where the measure was chosen.
 
 ``confirm`` (confirm training seeds, confirm draws): each run's student is copied, its sampler reset
 to the library default's routes and re-noising (its guidance input kept), tuned on tune noise, and
@@ -45,7 +45,7 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 def check_run(run: str, images: int, draw: int) -> dict:
     from tbcm.evaluation.digits import DigitsSuite
-    from tbcm.sampler_tuning import MEASURES, tune_saved_student
+    from tbcm.sampler_tuning import MEASURE, tune_saved_student
     from tbcm.sampling import to_pixels
     from tbcm.trigflow import reference_route
 
@@ -67,7 +67,7 @@ def check_run(run: str, images: int, draw: int) -> dict:
 
         entry = {"candidates": len(rows), "best": min(fid), "saved": fid_of(saved.angles(n)[1:-1], saved.fresh_noise),
                  "library_default": fid_of(reference_route(n, 2.5)[1:].tolist(), 1.0)}
-        for m in MEASURES:
+        for m in (MEASURE,):
             vals = [t["scores"][m] for t in rows]
             pick = min(range(len(rows)), key=lambda i: vals[i])
             entry[m] = {"spearman": spearman(vals, fid), "picks": fid[pick],
@@ -129,7 +129,7 @@ def main(argv=None) -> None:
             print(f"{res['run']} (tune draw {res['draw']}, {res['images']} images): FID against the held-out digits")
             for n, e in res["steps"].items():
                 picks = "; ".join(f"{m} picks {e[m]['picks']:.2f} (rho {e[m]['spearman']:+.2f})"
-                                  for m in ("paired", "frechet"))
+                                  for m in ("paired", "frechet") if m in e)
                 print(f"  {n} steps, {e['candidates']} candidates: best {e['best']:.2f}, saved {e['saved']:.2f}, "
                       f"library default {e['library_default']:.2f}; {picks}")
         return

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -13,7 +12,7 @@ import yaml
 from tbcm.cli import main
 from tbcm.evaluation.splits import draw_seed
 from tbcm.sampler import StudentSampler
-from tbcm.sampler_tuning import SearchSpace, pooled_frechet, score, tune_sampler
+from tbcm.sampler_tuning import SearchSpace, score, tune_sampler
 
 from .conftest import assert_cli_error
 
@@ -21,32 +20,12 @@ FAST = ["steps=2", "prompts_per_step=2", "pairs.route_points=4", "preview.seeds=
         "preview.student_steps=[1]"]
 
 
-def _frechet_closed_form(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy import linalg
-
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root = linalg.sqrtm(ca @ cb).real
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(ca + cb - 2 * root))
-
-
-def test_pooled_frechet_is_the_frechet_distance_of_the_pooled_latents():
-    g = torch.Generator().manual_seed(0)
-    a = torch.randn(300, 2, 8, 8, generator=g)
-    mix = torch.randn(32, 32, generator=g) / 6
-    b = (torch.randn(300, 32, generator=g) @ (torch.eye(32) + mix)).reshape(300, 2, 4, 4).repeat_interleave(2, -1)
-    b = b.repeat_interleave(2, -2) + 0.3  # 8x8 whose 2x2 blocks are constant: pooling to 4x4 keeps them
-    pool = lambda x: torch.nn.functional.avg_pool2d(x, 2).flatten(1).double().numpy()  # noqa: E731
-    expected = _frechet_closed_form(pool(a), pool(b))
-    assert pooled_frechet(a, b) == pytest.approx(expected, rel=1e-3)
-    assert pooled_frechet(a, a) == pytest.approx(0.0, abs=1e-6)
-    # a mean offset c on every one of the 2 x 4 x 4 features adds 32 c^2
-    assert pooled_frechet(a, a + 0.5) == pytest.approx(32 * 0.25, rel=1e-6)
-
-
 def test_the_paired_measure_is_the_latent_mse_in_units_of_sigma_d():
     x = torch.zeros(4, 1, 2, 2)
-    assert score("paired", x + 0.5, x, sigma_d=0.5) == pytest.approx(1.0)
+    assert score(x + 0.5, x, sigma_d=0.5) == pytest.approx(1.0)
+    y = torch.zeros(2, 1, 2, 2)
+    y[0] = 1.0  # image 0 off by 1 everywhere, image 1 exact: the mean over images of each image's MSE
+    assert score(y, torch.zeros_like(y), sigma_d=1.0) == pytest.approx(0.5)
 
 
 def _fake(best_angle: float, best_share: float, share_weight: float = 1.0):
@@ -63,12 +42,11 @@ def _fake(best_angle: float, best_share: float, share_weight: float = 1.0):
     return teacher, student_fn, calls
 
 
-@pytest.mark.parametrize("measure", ["paired", "frechet"])
-def test_the_search_finds_the_route_and_share_closest_to_the_teacher(measure):
+def test_the_search_finds_the_route_and_share_closest_to_the_teacher():
     teacher, student_fn, calls = _fake(best_angle=math.atan(0.5), best_share=0.5)
     saved = StudentSampler(shift=2.5, fresh_noise=1.0)
     space = SearchSpace(steps=(2, 4), shifts=(0.25, 0.5, 2.5), restarts=(0.3,), fresh_noise=(0.0, 0.5, 1.0))
-    result = tune_sampler(saved, student_fn, teacher, sigma_d=1.0, space=space, measure=measure)
+    result = tune_sampler(saved, student_fn, teacher, sigma_d=1.0, space=space)
     assert result.sampler.fresh_noise == 0.5
     assert result.sampler.angles(2)[1] == pytest.approx(math.atan(0.5), abs=1e-6)
     four = space.routes(4, saved.angles(4)[1:-1])
@@ -83,7 +61,7 @@ def test_the_saved_sampler_is_a_candidate_so_tuning_never_does_worse_on_the_tune
     saved = StudentSampler(routes={2: [0.9], 4: [1.2, 0.9, 0.3]}, fresh_noise=0.25)
     teacher, student_fn, _ = _fake(best_angle=0.9, best_share=0.25, share_weight=4.0)
     space = SearchSpace(steps=(2, 4), shifts=(0.1, 6.0), restarts=(), fresh_noise=(0.0, 1.0))
-    result = tune_sampler(saved, student_fn, teacher, sigma_d=1.0, space=space, measure="paired")
+    result = tune_sampler(saved, student_fn, teacher, sigma_d=1.0, space=space)
     assert result.sampler.routes == saved.routes and result.sampler.fresh_noise == 0.25
     assert result.chosen["scores"] == result.chosen["before_scores"]
 
@@ -138,7 +116,8 @@ def test_tune_sampler_command_rewrites_the_saved_sampler_and_dry_run_writes_noth
     assert len(record["tried"]) == 2 * 2 * 2
 
     assert "--images must be at least 2" in assert_cli_error([*argv[:2], "--images", "1"], capsys)
-    assert "--measure" in assert_cli_error([*argv[:2], "--measure", "lpips"], capsys)
+    assert "--fresh" in assert_cli_error([*argv[:2], "--fresh", "0,x"], capsys)
+    assert "[0, 1]" in assert_cli_error([*argv[:2], "--fresh", "2"], capsys)
     assert "--steps" in assert_cli_error([*argv[:2], "--steps", "two"], capsys)
     assert "does not exist" in assert_cli_error(["tune-sampler", str(tmp_path / "nowhere")], capsys)
     assert yaml.safe_load((out / "student" / "model.yaml").read_text())["extra"]["sampler"] == saved

@@ -14,7 +14,7 @@
     tbcm scenes judge-train --out DIR [--steps N] [--seed S] [--overwrite]
     tbcm export RUN --format diffusers --out DIR [--overwrite]
     tbcm tune-sampler RUN [--images N] [--draw K] [--steps 2,4] [--shifts ..] [--restarts ..] [--fresh ..]
-                      [--measure frechet|paired] [--device D] [--dry-run]
+                      [--device D] [--dry-run]
 
 Bad input is one line on stderr and exit code 2; nothing is written or overwritten.
 """
@@ -163,8 +163,6 @@ def _parser() -> argparse.ArgumentParser:
     ts.add_argument("--restarts", default=None, help="restart routes tried at >= 3 steps, by angle in rad "
                     "(default 0.1,0.25,0.5,0.8; 'none': no restart routes)")
     ts.add_argument("--fresh", default=None, help="re-noising shares tried (default 0,0.5,1)")
-    ts.add_argument("--measure", default=None, help="how fidelity is measured: frechet (pooled-latent "
-                    "Frechet distance to the teacher's samples) or paired (latent MSE from the same noise)")
     ts.add_argument("--device", default="auto", help="auto (CUDA if any), cpu or cuda[:N]")
     ts.add_argument("--dry-run", action="store_true", help="print the choice, write nothing")
     ts.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -327,7 +325,7 @@ def cmd_tune_sampler(args) -> None:
     from dataclasses import replace
 
     from .cli_eval import _counts, _scales
-    from .sampler_tuning import DEFAULT_IMAGES, DEFAULT_MEASURE, SearchSpace, tune_saved_student
+    from .sampler_tuning import DEFAULT_IMAGES, SearchSpace, tune_saved_student
 
     space = SearchSpace()
     if args.steps is not None:
@@ -339,8 +337,7 @@ def cmd_tune_sampler(args) -> None:
                         else tuple(_scales("--restarts", args.restarts, "angles")))
     if args.fresh is not None:
         space = replace(space, fresh_noise=tuple(_scales("--fresh", args.fresh, "re-noising shares")))
-    result, record = tune_saved_student(args.run, space, args.measure or DEFAULT_MEASURE,
-                                        DEFAULT_IMAGES if args.images is None else args.images, args.draw,
+    result, record = tune_saved_student(args.run, space, DEFAULT_IMAGES if args.images is None else args.images, args.draw,
                                         device=args.device, progress=not args.no_progress, write=not args.dry_run)
     print(format_tuning(record))
     if not args.dry_run:
@@ -351,7 +348,7 @@ def cmd_tune_sampler(args) -> None:
 def format_tuning(record: dict) -> str:
     """Lines: per step count the chosen route and its score beside the saved sampler's."""
     chosen, before = record["chosen"], record["before"]
-    lines = [f"tune draw {record['draw']} ({record['images']} images), measure {record['measure']}: "
+    lines = [f"tune draw {record['draw']} ({record['images']} images), paired latent error to the teacher: "
              f"re-noising share {before['fresh_noise']:g} -> {chosen['fresh_noise']:g}"]
     for n, mids in chosen["routes"].items():
         lines.append(f"  {n} steps: middle angles {', '.join(f'{a:.3f}' for a in mids)} rad "
