@@ -19,6 +19,7 @@ step count, mean and standard error over the runs.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import sys
@@ -44,17 +45,27 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 
 def check_run(run: str, images: int, draw: int) -> dict:
-    from tbcm.evaluation.digits import DigitsSuite
+    from tbcm.models.bundle import load_bundle
+    from tbcm.evaluation.digits import _suite_class
+    from tbcm.evaluation.runs import find_student
+    from tbcm.sampler import StudentSampler
     from tbcm.sampler_tuning import MEASURE, tune_saved_student
     from tbcm.sampling import to_pixels
     from tbcm.trigflow import reference_route
 
-    suite = DigitsSuite()
+    student_dir, _ = find_student(run)
+    suite = _suite_class(load_bundle(student_dir, expect_kind="student", text_cache=None), run, required=True)(None)
 
-    def judge(tune, n, bundle):
-        return {"fid_data": lambda x0: suite.score(to_pixels(x0, bundle.meta.sigma_d), n)["fid"]}
+    def judge(tune, n, bundle):  # the digits: FID against the held-out digits; the scenes: seen prompts
+        return {"fid_data": lambda x0: _fid(suite.score(to_pixels(x0, bundle.meta.sigma_d), n))}
 
-    result, record = tune_saved_student(run, images=images, draw=draw, write=False, progress=True, also=judge)
+    # a run tuned at its end (sampler.tune) starts from the sampler it had before (its record's "before")
+    tuned = Path(run) / "sampler_tuning.json"
+    start = StudentSampler.from_dict(json.loads(tuned.read_text())["before"]) if tuned.is_file() else None
+    prompts = list(suite.prompts)  # the judge scores its own prompts, in its order (scenes: seen, then held-out)
+    images = len(prompts) * max(1, images // len(prompts))
+    result, record = tune_saved_student(run, images=images, draw=draw, prompts=prompts, write=False, progress=True,
+                                        also=judge, start=start)
     saved = result.before
     out = {"run": Path(run).name, "draw": draw, "images": record["images"], "steps": {}}
     for n in sorted({t["steps"] for t in record["tried"]}):
@@ -74,6 +85,10 @@ def check_run(run: str, images: int, draw: int) -> dict:
                         "route": rows[pick]["route"], "fresh_noise": rows[pick]["fresh_noise"]}
         out["steps"][str(n)] = entry
     return out
+
+
+def _fid(scores: dict) -> float:
+    return scores["fid"] if "fid" in scores else scores["seen"]["fid"]
 
 
 def confirm_run(run: str, scratch: Path, draws: list[int], images: int) -> dict:
@@ -112,7 +127,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("mode", choices=["check", "confirm"])
     ap.add_argument("runs", nargs="+", help="digits distill run folders (check: tune seeds; confirm: confirm seeds)")
-    ap.add_argument("--images", type=int, default=1000, help="tune images (check: 100 per digit, the judge's FID size)")
+    ap.add_argument("--images", type=int, default=1000, help="check: tune images, a multiple of the judge's prompts "
+                    "(1000: 100 per digit; scenes: 96 prompts); confirm: see --tuning-images")
     ap.add_argument("--draw", type=int, default=0, help="check: the tune draw")
     ap.add_argument("--draws", type=int, default=5, help="confirm: confirm draws 0..N-1")
     ap.add_argument("--tuning-images", type=int, default=512, help="confirm: tune images of the tuning (its default)")

@@ -231,10 +231,12 @@ def save_tuning(student_dir: Path, where: Path, result: TuneResult, record: dict
 
 def tune_saved_student(path, space: SearchSpace = SearchSpace(), images: int = DEFAULT_IMAGES, draw: int = 0, prompts: list[str] | None = None,
                        device: str | torch.device | None = "cpu", batch: int | None = None,
-                       progress: bool = False, write: bool = True, also=None) -> tuple[TuneResult, dict]:
+                       progress: bool = False, write: bool = True, also=None,
+                       start: StudentSampler | None = None) -> tuple[TuneResult, dict]:
     """:func:`tune_models` on the student in ``path`` (a run folder or a student folder) and the run's
-    teacher and prompts (or ``prompts``); ``write``: :func:`save_tuning` (the record beside the
-    student: in the run folder when there is one). ``tbcm tune-sampler`` runs this."""
+    teacher and prompts (or ``prompts``), starting from the sampler saved with it (or ``start``);
+    ``write``: :func:`save_tuning` (the record beside the student: in the run folder when there is
+    one). ``tbcm tune-sampler`` runs this."""
     from .evaluation.evaluate import resolve_device
     from .evaluation.runs import find_student, run_prompts, run_teacher
     from .models.bundle import load_bundle
@@ -254,7 +256,7 @@ def tune_saved_student(path, space: SearchSpace = SearchSpace(), images: int = D
                         "pass the run folder the student was distilled in")
     if prompts is None:
         prompts, _ = run_prompts(run_dir)
-    sampler = StudentSampler.from_extra(bundle.meta.extra)
+    sampler = StudentSampler.from_extra(bundle.meta.extra) if start is None else start
     shape = (int(bundle.meta.channels), int(bundle.meta.image_size), int(bundle.meta.image_size))
     teacher = Teacher.from_bundle(tbundle).to(device)
     student = Student.from_bundle(bundle).eval().to(device)
