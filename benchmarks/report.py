@@ -122,8 +122,11 @@ def tuning_part(store: Store) -> list[str]:
                             else " - |")
                 out.append(row)
         out += ["", f"Command: {tables.commands(checks)}; {tables.provenance(checks)}.", ""]
+    best = [t for t in store.latest("quality") if t["kind"] == "teacher" and t["label"] == "digits_default"
+            and t["split"] == "confirm" and not t.get("smoke") and t.get("at_best")]
     for r in confirms:
         counts = list(r["summary"]["tuned"])
+        at_best = best[-1]["at_best"] if best and best[-1]["at_best"]["draws"] == list(range(r["draws"])) else None
         seeds = ", ".join(x["run"] for x in r["runs"])
         out += [*wrap(f"Confirm seeds ({seeds}), confirm draws 0-{r['draws'] - 1}: FID mean ± SE over the runs of "
                       "the sampler tuned with no data (starting from the library default's route and "
@@ -132,9 +135,14 @@ def tuning_part(store: Store) -> list[str]:
                 "|---|" + "---|" * len(counts)]
         for name, label in (("tuned", "tuned with no data"), ("saved", "saved (hand-tuned)"),
                             ("library_default", "library default")):
-            cells = [f"{m:.2f} ± {se:.2f}" for m, se in (r["summary"][name][k] for k in counts)]
+            cells = [f"{m:.2f} ± {se:.2f}" + (f" ({m / at_best['mean']['fid']:.2f}x)" if at_best else "")
+                     for m, se in (r["summary"][name][k] for k in counts)]
             out.append(f"| {label} | " + " | ".join(cells) + " |")
-        out += ["", f"Command: {tables.commands([r])}; {tables.provenance([r])}.", ""]
+        out += [""]
+        if at_best:
+            out += [*wrap(f"In brackets: FID over the teacher at its best on the same confirm draws "
+                          f"({at_best['mean']['fid']:.2f}, the digits_default quality row above)."), ""]
+        out += [f"Command: {tables.commands([r])}; {tables.provenance([r])}.", ""]
     return out
 
 

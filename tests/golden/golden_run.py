@@ -22,7 +22,7 @@ HERE = Path(__file__).parent
 GOLDEN = HERE / "golden.json"
 CONFIG = HERE.parent.parent / "configs" / "distill_digits.yaml"
 # short, single-threaded, a small preview grid: the training maths is what is compared
-COMMON = ["steps=20", "log_every=1", "checkpoint_every=10", "threads=1", "preview.seeds=1",
+COMMON = ["steps=20", "log_every=1", "checkpoint_every=10", "threads=1", "preview.seeds=1", "sampler.tune=false",
           "preview.teacher_steps=2"]
 CASES = {
     "default": [],
