@@ -144,7 +144,8 @@ def _parser() -> argparse.ArgumentParser:
                    "--reference or for a latent student)")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    x = sub.add_parser("export", help="write a student as a diffusers pipeline folder (Sana: SanaSprintPipeline)")
+    x = sub.add_parser("export", help="write a student as a diffusers pipeline folder (Sana: SanaSprintPipeline, "
+                       "FLUX: FluxPipeline, SD3: StableDiffusion3Pipeline)")
     x.set_defaults(func=cmd_export)
     x.add_argument("run", metavar="RUN", help="a `tbcm distill` run folder or its student/ folder")
     x.add_argument("--format", choices=["diffusers"], default="diffusers", help="output format (diffusers)")

@@ -1,7 +1,9 @@
 """``tbcm export RUN --format diffusers --out DIR``: a student as a folder a diffusers pipeline runs.
 
 Which pipeline, and whether there is one, is the student's family's business
-(:attr:`tbcm.models.family.Family.export`; Sana: ``SanaSprintPipeline``). The folder is written to
+(:attr:`tbcm.models.family.Family.export`; Sana: ``SanaSprintPipeline``, FLUX: ``FluxPipeline``,
+SD3: ``StableDiffusion3Pipeline``, each with ``tbcm_sampling.json``, the call arguments for 1, 2
+and 4 steps; shared parts in :mod:`tbcm.models.families.exporting`). The folder is written to
 a temporary folder beside ``DIR`` and renamed into place: a failed export leaves nothing
 half-written, and an existing ``DIR`` is replaced only with ``overwrite``.
 """

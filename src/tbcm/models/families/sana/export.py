@@ -21,17 +21,18 @@ tbcm's shifted route -- ``tbcm sample`` uses the shifted route, or an explicit r
 Re-noising. ``SCMScheduler`` re-noises between steps with fresh noise. A student saved with
 ``sampler.fresh_noise < 1`` (part of the noise its state implies, tbcm's sampler) makes
 different 2- and 4-step images in ``tbcm sample`` than in the pipeline; the export says so and
-``tbcm_sampling.json`` records both (Sana configs keep 1, the pipeline's).
+``tbcm_sampling.json`` records both (Sana configs keep 1, the pipeline's) and says so in its ``notes``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-from ....errors import UserError, brief
+from ....errors import UserError
 from ....sampler import StudentSampler
+from ..exporting import COUNTS, SAMPLING_FILE, export_note, fresh_noise_note, teacher_vae, write_pipeline
+from ..exporting import sampling_record as shared_record
 
 
 def pipeline_call_kwargs(steps: int, sampler: StudentSampler | None = None) -> dict:
@@ -51,46 +52,30 @@ def pipeline_angles(steps: int, sampler: StudentSampler | None = None) -> list[f
     return [math.pi / 2 * (1 - i / steps) for i in range(steps + 1)]
 
 
-def sampling_record(sampler: StudentSampler, counts: tuple[int, ...] = (1, 2, 4)) -> dict:
-    """What ``tbcm_sampling.json`` holds for a student sampled by ``sampler``: the guidance input
-    (``guidance_scale``), the pipeline's call arguments (``call``) and the angles they run
-    (``angles``, radians) beside the angles ``tbcm sample`` runs (``tbcm_angles``) per step count,
-    both re-noising shares, and the sampler itself (``sampler``: :meth:`~tbcm.sampler.StudentSampler.to_dict`)."""
-    return {"guidance_scale": sampler.cfg_scale,
-            # SCMScheduler re-noises with fresh noise only: with fresh_noise < 1, tbcm sample's
-            # multi-step images differ from the pipeline's (1 step is the same)
-            "fresh_noise": sampler.fresh_noise, "pipeline_fresh_noise": 1.0,
-            "call": {str(n): pipeline_call_kwargs(n, sampler) for n in counts},
-            "angles": {str(n): pipeline_angles(n, sampler) for n in counts},
-            "tbcm_angles": {str(n): sampler.angles(n) for n in counts},
-            "sampler": sampler.to_dict()}
+def sampling_record(sampler: StudentSampler, counts: tuple[int, ...] = COUNTS) -> dict:
+    """What ``tbcm_sampling.json`` holds for a student sampled by ``sampler``
+    (:func:`tbcm.models.families.exporting.sampling_record`): the guidance input is the pipeline's
+    ``guidance_scale``; ``notes`` says where the pipeline's images differ from ``tbcm sample``'s
+    (re-noising with ``fresh_noise < 1``; other angles at 2 or 4 steps)."""
+    notes = fresh_noise_note(sampler, "SCMScheduler")
+    if other := [str(n) for n in (2, 4) if n in counts and pipeline_angles(n, sampler) != sampler.angles(n)]:
+        notes.append(f"at {' and '.join(other)} steps the pipeline runs other angles than tbcm sample "
+                     f"({SAMPLING_FILE}: angles, tbcm_angles)")
+    return shared_record(sampler, "SanaSprintPipeline", lambda n: pipeline_call_kwargs(n, sampler),
+                         lambda n: pipeline_angles(n, sampler), guidance_scale=sampler.cfg_scale, notes=notes,
+                         counts=counts)
 
 
 def export_pipeline(bundle, folder: Path, out: Path) -> str:
     """Write a ``SanaSprintPipeline`` for the Sana student ``bundle`` into ``folder`` (renamed to
     ``out`` once complete); returns how to load it."""
-    from diffusers import AutoencoderDC, SanaSprintPipeline, SCMScheduler
+    from diffusers import SanaSprintPipeline, SCMScheduler
 
-    teacher_folder = Path(bundle.meta.prompt_encoder["folder"])
-    try:
-        vae = AutoencoderDC.from_pretrained(str(teacher_folder / "vae"), local_files_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise UserError(f"cannot load the VAE of the teacher folder {teacher_folder} ({brief(exc)}): the export "
-                        "copies it; restore the teacher folder") from None
+    vae = teacher_vae(bundle, "AutoencoderDC")
     transformer = bundle.network.transformer  # attention processors are not saved: the pipeline uses its own
     pipe = SanaSprintPipeline(tokenizer=bundle.encoder.tokenizer, text_encoder=bundle.encoder.text_encoder,
                               vae=vae, transformer=transformer,
                               scheduler=SCMScheduler(sigma_data=bundle.meta.sigma_d, prediction_type="trigflow"))
-    sampler = StudentSampler.from_extra(bundle.meta.extra)
-    sampling = sampling_record(sampler)
-    fresh = sampler.fresh_noise
-    pipe.save_pretrained(str(folder), safe_serialization=True)
-    (Path(folder) / "tbcm_sampling.json").write_text(json.dumps(sampling, indent=2) + "\n")
-    differs = "" if fresh == 1.0 else (
-        f"; note: this student re-noises with fresh_noise={fresh:g} in tbcm sample, the pipeline's SCMScheduler "
-        "with fresh noise only, so its 2- and 4-step images differ from tbcm sample's (1 step is the same)")
-    if other := [n for n in ("2", "4") if sampling["angles"][n] != sampling["tbcm_angles"][n]]:
-        differs += (f"; note: at {' and '.join(other)} steps the pipeline runs other angles than tbcm sample "
-                    "(tbcm_sampling.json: angles, tbcm_angles)")
-    return (f"load it with diffusers.SanaSprintPipeline.from_pretrained({str(out)!r}); "
-            f"{Path(out) / 'tbcm_sampling.json'} has the call arguments for 1, 2 and 4 steps{differs}")
+    record = sampling_record(StudentSampler.from_extra(bundle.meta.extra))
+    write_pipeline(pipe, folder, record)
+    return export_note(record, out)
