@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import distributed as dist_utils
+from ..models.lora import load_trainable_state, trainable_state
 from ..pairs.base import Pairs
 
 
@@ -140,7 +141,7 @@ class TrainedTerm(LossTerm):
     def setup(self, module: nn.Module, lr: float, betas, params=None) -> None:
         """Hold ``module`` and an AdamW on ``params`` (default: all of the module's)."""
         self.module = module
-        params = module.parameters() if params is None else params
+        params = [p for p in (module.parameters() if params is None else params) if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=0.0)
         offset = self.seed_offset or zlib.crc32(self.name.encode()) % 1000 + 100
         self.generator = torch.Generator().manual_seed(self.ctx.base_seed + offset)
@@ -150,11 +151,12 @@ class TrainedTerm(LossTerm):
         dist_utils.average_gradients(list(params), self.ctx.dist)
 
     def state_dict(self) -> dict:
-        # the module is replicated (rank 0's copy stands for all); every rank's own generator
-        return {self.saved_as: self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+        # the module is replicated (rank 0's copy stands for all), its frozen weights (a LoRA
+        # base) left out; every rank's own generator
+        return {self.saved_as: trainable_state(self.module), "optimizer": self.optimizer.state_dict(),
                 "generators": dist_utils.gather_objects(self.generator.get_state(), self.ctx.dist)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.module.load_state_dict(state[self.saved_as])
+        load_trainable_state(self.module, state[self.saved_as])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generators"][self.ctx.dist.rank])
