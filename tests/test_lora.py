@@ -261,3 +261,46 @@ def test_bad_lora_settings_are_one_line_errors(overrides, needle, capsys):
 def test_targets_that_match_no_layer_are_refused_before_training(tiny_teacher_dir):
     with pytest.raises(UserError, match=r"match no Linear / Conv2d layer .* e\.g\. "):
         _distiller(tiny_teacher_dir, "student.lora_rank=4", "student.lora_targets=[to_q]")
+
+
+def test_sana_export_merges_the_adapters_and_leaves_the_shared_base_alone(tmp_path, prompts_file, one_thread):
+    """``tbcm export`` of a LoRA Sana student: a SanaSprintPipeline whose transformer is the
+    student with its adapters merged in; merging never writes into the teacher's storage."""
+    from diffusers import SanaSprintPipeline
+
+    from tbcm.export import export_diffusers
+    from tbcm.models.families.sana.network import SanaVelocityNet
+
+    teacher_dir = _family_teacher("sana", tmp_path / "teacher")
+    d = _distiller(teacher_dir, "student.lora_rank=4", prompts=prompts_file)
+    _perturb_adapters(d.student)
+    teacher_before = [p.clone() for p in d.teacher.parameters()]
+    merged = lora.merged(d.student.network)
+    assert lora.lora_spec(merged) is None and not any(".lora_" in n for n, _ in merged.named_parameters())
+    assert all(torch.equal(a, b) for a, b in zip(teacher_before, d.teacher.parameters()))
+
+    folder = save_student(d, d.student, tmp_path / "student")
+    export_diffusers(folder, tmp_path / "export")
+    pipe = SanaSprintPipeline.from_pretrained(str(tmp_path / "export"))
+    torch.manual_seed(1)
+    x, tau = torch.randn(2, 4, 16, 16), torch.tensor([0.3, 0.8])
+    cond, w = d.encoder.encode(["a photo of a cat", "red car"]), torch.tensor([2.0, 4.0])
+    with torch.no_grad():
+        expected = d.student.network(x, tau, cond, guidance=w)
+        torch.testing.assert_close(merged(x, tau, cond, guidance=w), expected, rtol=1e-5, atol=1e-5)
+        got = SanaVelocityNet(pipe.transformer, 1.0)(x, tau, cond, guidance=w)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_sana_student_without_refit_shares_the_moved_timestep_mlp(tmp_path):
+    """A dense-time (Sana-Sprint-style) teacher: the student's time MLP is the teacher's under
+    another name (``teacher_key``), so it is shared too; only the guidance embedder trains in full."""
+    pytest.importorskip("diffusers")
+    from tests.models.families.tiny_diffusers import save_tiny_sana_pipeline
+
+    bundle = load_bundle(save_tiny_sana_pipeline(tmp_path / "sprint", sprint_style=True), text_cache=None)
+    net = lora.student_network(bundle.network, lora.StudentConfig(lora_rank=2))
+    assert all(n.startswith("transformer.time_embed.guidance_embedder.") for n in net.lora_spec.full)
+    shared = net.transformer.time_embed.timestep_embedder.linear_1.weight
+    teacher = bundle.network.transformer.time_embed.emb.timestep_embedder.linear_1.weight
+    assert shared.untyped_storage().data_ptr() == teacher.untyped_storage().data_ptr()

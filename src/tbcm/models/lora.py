@@ -201,14 +201,14 @@ def _full_modules(net: nn.Module, full: set[str]) -> list[nn.Module]:
 def _cast_around(module: nn.Module) -> None:
     """An fp32 module inside a bf16 / fp16 network: inputs cast to its dtype, its output back to
     the dtype of its first floating input."""
-    dtype = next(module.parameters()).dtype
 
-    def before(_m, args):
-        module._io_dtype = next((a.dtype for a in args if torch.is_tensor(a) and a.is_floating_point()), None)
+    def before(m, args):  # the module is the hooks' argument: a deep copy's hooks act on the copy
+        dtype = next(m.parameters()).dtype
+        m._io_dtype = next((a.dtype for a in args if torch.is_tensor(a) and a.is_floating_point()), None)
         return tuple(a.to(dtype) if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
 
-    def after(_m, _args, out):
-        io = module._io_dtype
+    def after(m, _args, out):
+        io = m._io_dtype
         return out.to(io) if io is not None and torch.is_tensor(out) and out.is_floating_point() else out
 
     module.register_forward_pre_hook(before)
