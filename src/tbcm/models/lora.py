@@ -80,7 +80,7 @@ class LoraSpec:
 
     rank: int
     alpha: float
-    targets: list[str]  # the patterns asked for ([] = the network's default)
+    targets: list[str]  # the patterns the adapted layers were chosen by
     modules: list[str]  # the adapted layers' names in the network
     full: list[str]  # the parameters trained in full (not the teacher's)
 
@@ -115,7 +115,7 @@ def student_network(teacher_network: nn.Module, cfg: StudentConfig | None = None
     patterns = list(cfg.lora_targets) or list(getattr(net, "lora_targets", ()))
     modules = match_targets(net, patterns, set(full))
     alpha = float(cfg.lora_alpha) or float(cfg.lora_rank)
-    return _adapt(net, LoraSpec(int(cfg.lora_rank), alpha, list(cfg.lora_targets), modules, full))
+    return _adapt(net, LoraSpec(int(cfg.lora_rank), alpha, patterns, modules, full))
 
 
 def _teacher_name(net: nn.Module):
