@@ -269,15 +269,19 @@ def held_bytes(*modules: nn.Module) -> tuple[int, int]:
 
 # -- folders --------------------------------------------------------------------------------
 
-def record(network: nn.Module, base: str, base_options: dict | None = None) -> dict:
-    """``model.yaml``'s ``lora`` entry of a student network (``{}`` for a full one): rank, alpha,
-    the target patterns, and the teacher ``base`` (with the loader options it ran with) whose
-    weights the adapters sit on."""
+def record(network: nn.Module, cfg) -> dict:
+    """``model.yaml``'s ``lora`` entry of a student network distilled with ``cfg`` (``{}`` for a
+    full one): rank, alpha, the target patterns, and the teacher (``base``, an absolute path, with
+    the loader option it ran with) whose weights the adapters sit on."""
+    from ..config import with_absolute_paths  # local: the config imports this module
+
     spec = lora_spec(network)
     if spec is None:
         return {}
-    return {"rank": spec.rank, "alpha": spec.alpha, "targets": list(spec.targets), "base": str(base),
-            "base_options": dict(base_options or {}), "format": "diffusers" if _prefix(network) else "peft"}
+    options = {"time_multiplier": cfg.teacher_time_multiplier} if cfg.teacher_time_multiplier else {}
+    return {"rank": spec.rank, "alpha": spec.alpha, "targets": list(spec.targets),
+            "base": with_absolute_paths(cfg).teacher, "base_options": options,
+            "format": "diffusers" if _prefix(network) else "peft"}
 
 
 def _prefix(network: nn.Module) -> str | None:

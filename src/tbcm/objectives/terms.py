@@ -34,7 +34,9 @@ class TermContext:
 
     ``cfg`` the whole :class:`~tbcm.config.DistillConfig`; ``teacher`` the frozen guided teacher
     (TrigFlow interface); ``student`` the unwrapped student (the JVP path); ``student_template`` a
-    CPU copy of the student's network at the start (the teacher plus a zero guidance embedder);
+    CPU copy of the student's network at the start (the teacher plus a zero guidance embedder; a
+    LoRA student's frozen base stays the teacher's tensors: copy it with
+    :func:`tbcm.models.lora.copy_network`, which keeps them shared);
     ``conds`` the prompt encodings; ``image_shape`` ``(C, H, W)`` of a state; ``sigma_d`` the data
     scale; ``timestep_scale`` the network's time input per unit of flow time; ``dist`` the process group info; ``device``; ``base_seed`` the rank's pair seed (a term
     seeds its own generator from it, so its draws never shift the pairs).

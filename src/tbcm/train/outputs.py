@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 
-from ..config import with_absolute_paths
 from ..grids import grid_image, panels, save_png
 from ..models import lora
 from ..models.bundle import Bundle, ModelMeta, save_bundle
@@ -50,8 +49,7 @@ def save_student(tr, student: Student, path: Path) -> Path:
         kind="student", sigma_d=tmeta.sigma_d, channels=tmeta.channels, image_size=tmeta.image_size,
         network=student.network.config.to_dict(), prompt_encoder=tr.encoder.config(),
         timestep_scale=tmeta.timestep_scale, blank_value=tmeta.blank_value, family=tmeta.family,
-        lora=lora.record(student.network, with_absolute_paths(tr.cfg).teacher,
-                         {"time_multiplier": tr.cfg.teacher_time_multiplier} if tr.cfg.teacher_time_multiplier else {}),
+        lora=lora.record(student.network, tr.cfg),
         extra={"teacher": str(tr.cfg.teacher), "steps": tr.step, "skipped_steps": tr.skipped,
                "sampler": student_sampler(tr.cfg).to_dict()},
     )
