@@ -70,6 +70,9 @@ def _worker(rank, world, init_file, teacher_dir, out_file, parallel, real_source
             torch.save(getattr(d.encoder, "prompts_encoded", -1), f"{out_file}.encoded{rank}")
             for pairs in _global_batches(d, 2):
                 d.train_step(_shard(pairs, rank, world))
+        teacher = {p.untyped_storage().data_ptr() for p in d.teacher.parameters()}
+        for p in d.student.parameters():  # a LoRA base: unsharded, the teacher's own storage
+            assert p.requires_grad or (not hasattr(p, "full_tensor") and p.untyped_storage().data_ptr() in teacher)
         state = {k: v.detach().clone() for k, v in d.student.state_dict().items()}
         if parallel == "fsdp2":  # sharded parameters: gather full tensors
             state = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v) for k, v in state.items()}
@@ -102,17 +105,23 @@ def sana_teacher_dir(tmp_path):
     return save_tiny_sana_pipeline(tmp_path / "sana")
 
 
-@pytest.mark.parametrize("parallel,teacher", [("ddp", "tbcm"), ("fsdp2", "tbcm"), ("fsdp2", "sana")])
-def test_two_processes_match_one_process(tmp_path, request, parallel, teacher):
-    """... for the built-in kind of teacher, and for a diffusers Sana teacher sharded by FSDP2."""
+LORA = ["student.lora_rank=4"]
+
+
+@pytest.mark.parametrize("parallel,teacher,extra", [("ddp", "tbcm", []), ("fsdp2", "tbcm", []), ("fsdp2", "sana", []),
+                                                    ("ddp", "tbcm", LORA), ("fsdp2", "tbcm", LORA)],
+                         ids=["ddp", "fsdp2", "fsdp2-sana", "ddp-lora", "fsdp2-lora"])
+def test_two_processes_match_one_process(tmp_path, request, parallel, teacher, extra):
+    """... for the built-in kind of teacher, for a diffusers Sana teacher sharded by FSDP2, and for
+    LoRA students (FSDP2 shards the adapters and leaves the frozen base, the teacher's, whole)."""
     tiny_teacher_dir = request.getfixturevalue("tiny_teacher_dir" if teacher == "tbcm" else "sana_teacher_dir")
     torch.set_num_threads(1)
-    single = Distiller(_cfg(tiny_teacher_dir))
+    single = Distiller(_cfg(tiny_teacher_dir, "ddp", *extra))
     start = {k: v.clone() for k, v in single.student.state_dict().items()}
     for pairs in _global_batches(single, 2):
         single.train_step(pairs)
     expected = single.student.state_dict()
-    got = _two_process_weights(tmp_path, tiny_teacher_dir, parallel)
+    got = _two_process_weights(tmp_path, tiny_teacher_dir, parallel, extra=extra)
     moved = max(float((expected[k] - start[k]).abs().max()) for k in expected)
     assert moved > 1e-4  # the steps did change the weights
     for name, tensor in expected.items():

@@ -30,7 +30,8 @@ ALL_TERMS = ["objective.endpoint.weight=0.1", "objective.adversarial.weight=0.5"
              "objective.distribution_matching.weight=0.1", "objective.distribution_matching.samples=2"]
 
 
-@pytest.mark.parametrize("terms", [[], ALL_TERMS], ids=["scm", "every_term"])
+@pytest.mark.parametrize("terms", [[], ALL_TERMS, ["student.lora_rank=4", *ALL_TERMS]],
+                         ids=["scm", "every_term", "lora_every_term"])
 def test_sigkilled_run_resumes_to_the_same_weights(tmp_path, tiny_teacher_dir, terms):
     common = [f"teacher={tiny_teacher_dir}", "steps=12", *RUN, *terms]
     straight = tmp_path / "straight"

@@ -22,6 +22,7 @@ from .errors import UserError, brief
 from .models.adapter import valid_interval
 from .config_migration import migrate_override, migrate_tree
 from .models.builtin.dit import DiTConfig
+from .models.lora import StudentConfig
 from .objectives.registry import ObjectiveConfig, check_terms
 from .pairs.forward import ForwardConfig
 from .pairs.trajectory import TrajectoryConfig
@@ -157,6 +158,7 @@ class DistillConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     forward: ForwardConfig = field(default_factory=ForwardConfig)
     pairs: TrajectoryConfig = field(default_factory=TrajectoryConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)  # full, or LoRA adapters on the teacher's weights
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)  # sCM, then one section per term
     optim: OptimConfig = field(default_factory=OptimConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -196,7 +198,8 @@ class DistillConfig:
               "'fp32', 'bf16' or 'fp16'")
         check(self.teacher_time_multiplier >= 0, "teacher_time_multiplier", self.teacher_time_multiplier,
               ">= 0 (0 = from the teacher's config)")
-        for section in (self.cache, self.forward, self.pairs, self.objective, self.optim, self.sampler, self.preview):
+        for section in (self.cache, self.forward, self.pairs, self.student, self.objective, self.optim, self.sampler,
+                        self.preview):
             section.check(self, check)
         check_terms(self, check)
 

@@ -17,11 +17,12 @@ def full_tensor(t: torch.Tensor) -> torch.Tensor:
 
 
 class EMA:
-    """``shadow = decay * shadow + (1 - decay) * param`` after every optimiser step."""
+    """``shadow = decay * shadow + (1 - decay) * param`` after every optimiser step, for the
+    parameters that train (a LoRA student's frozen base has no average)."""
 
     def __init__(self, module: nn.Module, decay: float):
         self.decay = decay
-        self.shadow = {name: p.detach().clone() for name, p in module.named_parameters()}
+        self.shadow = {name: p.detach().clone() for name, p in module.named_parameters() if p.requires_grad}
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from .atomic import staged_dir
 from .errors import UserError
 from .models.bundle import load_bundle
+from .models.lora import merged
 from .models.registry import get_family
 
 FORMATS = ("diffusers",)
@@ -35,6 +36,7 @@ def export_diffusers(run_or_student: str | os.PathLike, out: str | os.PathLike,
         raise UserError(f"{out} already exists: choose a new --out or pass --overwrite")
     student_dir, _ = find_student(run_or_student)
     bundle = load_bundle(student_dir, expect_kind="student", text_cache=None)
+    bundle.network = merged(bundle.network)  # a LoRA student exports whole, its adapters merged in
     family = get_family(bundle.meta.family)
     if family.export is None:
         raise UserError(f"{student_dir} is a {bundle.meta.family} student; {family.no_export}")

@@ -7,6 +7,10 @@ A folder written by :func:`save_bundle` holds
   ``prompt_encoder.safetensors``; a diffusers family: ``transformer/``);
 * ``logvar_head.safetensors``    -- students only: the learned loss weighting head.
 
+A LoRA student's folder holds its adapters and the modules trained in full instead of the
+network, and names (``lora.base`` in ``model.yaml``) the teacher whose weights are its base
+(:mod:`tbcm.models.lora`).
+
 The built-in teacher is such a folder inside the package (``tbcm/assets/teacher``).
 A diffusers pipeline folder (``model_index.json``) is also a teacher, and a diffusers student is a
 ``model.yaml`` (``family: <name>``) beside the family's own files: which family reads or writes a
@@ -64,9 +68,13 @@ class ModelMeta:
     blank_value: float = -1.0  # flow-space pixel value of a blank image (degenerate filter)
     extra: dict = field(default_factory=dict)  # provenance: training config, source teacher, ...
     family: str = "tbcm"  # a name in tbcm.models.registry.FAMILIES ("tbcm": TinyDiT + word encoder)
+    lora: dict = field(default_factory=dict)  # a LoRA student's adapters (tbcm.models.lora.record); {}: none
 
     def to_dict(self) -> dict:
-        return {"format": FORMAT, **{k: getattr(self, k) for k in self.__dataclass_fields__}}
+        out = {"format": FORMAT, **{k: getattr(self, k) for k in self.__dataclass_fields__}}
+        if not out["lora"]:  # a full model's model.yaml stays as it was
+            del out["lora"]
+        return out
 
 
 @dataclass
@@ -93,7 +101,12 @@ def write_bundle_files(bundle: Bundle, folder: Path) -> None:
 
     folder = Path(folder)
     (folder / "model.yaml").write_text(yaml.safe_dump(bundle.meta.to_dict(), sort_keys=False))
-    get_family(bundle.meta.family).write_folder(bundle, folder)
+    if bundle.meta.lora:
+        from .lora import write_folder  # local: lora imports this module
+
+        write_folder(bundle, folder)
+    else:
+        get_family(bundle.meta.family).write_folder(bundle, folder)
     if bundle.logvar_head is not None:
         save_file(state_to_disk(bundle.logvar_head), str(folder / "logvar_head.safetensors"))
 
@@ -158,4 +171,8 @@ def load_bundle(path: str | os.PathLike, expect_kind: str | None = None, **optio
         raise UserError(f"{meta_file} is malformed ({brief(exc)}): {hint}") from None
     if expect_kind and meta.kind != expect_kind:
         raise UserError(f"{path} holds a {meta.kind}, not a {expect_kind}: {hint}")
+    if meta.lora:
+        from .lora import load_folder  # local: lora imports this module
+
+        return load_folder(path, meta, hint=hint, **options)
     return get_family(meta.family).load_folder(path, meta, hint=hint, **options)

@@ -19,6 +19,10 @@ A family supplies
   ``net.with_guidance_embed()``: the student network, the teacher's weights plus a guidance input
   whose contribution starts at exactly zero (so the untrained student equals the teacher for
   every ``w``), differentiable by ``torch.func.jvp`` (no fused attention kernels);
+  for LoRA students (:mod:`tbcm.models.lora`) optionally ``net.lora_targets`` (regular
+  expressions of the layers adapted by default), ``net.lora_prefix`` (adapters saved in
+  diffusers' LoRA format under that prefix; absent: peft's format) and ``net.teacher_key(name)``
+  (the teacher's name of a student parameter, where the student moved it);
 * a prompt encoder ``encode(prompts: list[str], progress=False) -> TextCondition`` (``""`` is the
   null condition of CFG) with ``config() -> dict``; an encoder with a disk cache is a
   :class:`~tbcm.models.text_cache.DiskCachedEncoder` and is streamed;

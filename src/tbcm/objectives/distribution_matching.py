@@ -26,13 +26,13 @@ adversarial term does); the teacher runs twice per sample (guided), the fake sco
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from ..models.lora import copy_network
 from ..models.student import Student
 from ..trigflow import consistency_fn, forward_noise
 from .adversarial import fake_sample_inputs, one_step_sample, renoise_angles
@@ -93,8 +93,9 @@ class DistributionMatchingTerm(TrainedTerm):
     def __init__(self, ctx: TermContext, cfg: DistributionMatchingConfig):
         super().__init__(ctx, cfg.weight)
         self.cfg = cfg
-        # a Student module for its (x_norm, t, cond, w) call; only its F network trains
-        fake = Student(copy.deepcopy(ctx.student_template), ctx.sigma_d, ctx.timestep_scale).to(ctx.device)
+        # a Student module for its (x_norm, t, cond, w) call; only its F network trains (a LoRA
+        # student's fake score is LoRA too, on the same shared base)
+        fake = Student(copy_network(ctx.student_template), ctx.sigma_d, ctx.timestep_scale).to(ctx.device)
         self.setup(fake.train(), cfg.lr, cfg.betas, params=fake.F.parameters())
         self._inputs = self._critic_step = None
 

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import distributed as dist_utils
+from ..models.lora import load_trainable_state, trainable_state
 from ..pairs.base import Pairs
 
 
@@ -33,7 +34,9 @@ class TermContext:
 
     ``cfg`` the whole :class:`~tbcm.config.DistillConfig`; ``teacher`` the frozen guided teacher
     (TrigFlow interface); ``student`` the unwrapped student (the JVP path); ``student_template`` a
-    CPU copy of the student's network at the start (the teacher plus a zero guidance embedder);
+    CPU copy of the student's network at the start (the teacher plus a zero guidance embedder; a
+    LoRA student's frozen base stays the teacher's tensors: copy it with
+    :func:`tbcm.models.lora.copy_network`, which keeps them shared);
     ``conds`` the prompt encodings; ``image_shape`` ``(C, H, W)`` of a state; ``sigma_d`` the data
     scale; ``timestep_scale`` the network's time input per unit of flow time; ``dist`` the process group info; ``device``; ``base_seed`` the rank's pair seed (a term
     seeds its own generator from it, so its draws never shift the pairs).
@@ -140,7 +143,7 @@ class TrainedTerm(LossTerm):
     def setup(self, module: nn.Module, lr: float, betas, params=None) -> None:
         """Hold ``module`` and an AdamW on ``params`` (default: all of the module's)."""
         self.module = module
-        params = module.parameters() if params is None else params
+        params = [p for p in (module.parameters() if params is None else params) if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=0.0)
         offset = self.seed_offset or zlib.crc32(self.name.encode()) % 1000 + 100
         self.generator = torch.Generator().manual_seed(self.ctx.base_seed + offset)
@@ -150,11 +153,12 @@ class TrainedTerm(LossTerm):
         dist_utils.average_gradients(list(params), self.ctx.dist)
 
     def state_dict(self) -> dict:
-        # the module is replicated (rank 0's copy stands for all); every rank's own generator
-        return {self.saved_as: self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+        # the module is replicated (rank 0's copy stands for all), its frozen weights (a LoRA
+        # base) left out; every rank's own generator
+        return {self.saved_as: trainable_state(self.module), "optimizer": self.optimizer.state_dict(),
                 "generators": dist_utils.gather_objects(self.generator.get_state(), self.ctx.dist)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.module.load_state_dict(state[self.saved_as])
+        load_trainable_state(self.module, state[self.saved_as])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generators"][self.ctx.dist.rank])

@@ -3,13 +3,13 @@ sample grids (teacher beside the student at each preview step count)."""
 
 from __future__ import annotations
 
-import copy
 import resource
 from pathlib import Path
 
 import torch
 
 from ..grids import grid_image, panels, save_png
+from ..models import lora
 from ..models.bundle import Bundle, ModelMeta, save_bundle
 from ..models.student import Student
 from ..previews import student_samples, teacher_samples
@@ -37,7 +37,7 @@ def student_for_sampling(tr) -> Student:
     """An unsharded CPU copy of the student holding the EMA weights. Collective under FSDP2."""
     ema_state = tr.ema.full_state_dict()
     meta = tr.teacher_bundle.meta
-    student = Student(copy.deepcopy(tr.student_template), meta.sigma_d, meta.timestep_scale)
+    student = Student(lora.copy_network(tr.student_template), meta.sigma_d, meta.timestep_scale)
     # the EMA averages parameters; buffers (SD3's fixed position table) stay the template's
     student.load_state_dict({**student.state_dict(), **ema_state})
     return student.eval()
@@ -49,6 +49,7 @@ def save_student(tr, student: Student, path: Path) -> Path:
         kind="student", sigma_d=tmeta.sigma_d, channels=tmeta.channels, image_size=tmeta.image_size,
         network=student.network.config.to_dict(), prompt_encoder=tr.encoder.config(),
         timestep_scale=tmeta.timestep_scale, blank_value=tmeta.blank_value, family=tmeta.family,
+        lora=lora.record(student.network, tr.cfg),
         extra={"teacher": str(tr.cfg.teacher), "steps": tr.step, "skipped_steps": tr.skipped,
                "sampler": tr.sampler.to_dict()},
     )

@@ -12,8 +12,9 @@ from .. import distributed as dist_utils
 from ..checkpoint import latest_checkpoint, save_checkpoint
 from ..errors import TrainingStopped, UserError
 
-# Full (unsharded) tensors whatever the parallelism, so a checkpoint loads anywhere.
-FULL_STATE = StateDictOptions(full_state_dict=True, cpu_offload=True)
+# Full (unsharded) tensors whatever the parallelism, so a checkpoint loads anywhere; only the
+# weights that train (a LoRA student's base is the teacher's, loaded from the teacher folder).
+FULL_STATE = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
 
 
 def _without_prompt_order(state: dict) -> dict:

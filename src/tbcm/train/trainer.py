@@ -14,7 +14,6 @@ by FSDP2), and rank 0 alone writes files.
 
 from __future__ import annotations
 
-import copy
 import math
 import shutil
 import time
@@ -29,6 +28,7 @@ from ..config import DistillConfig, save_config, validate, with_absolute_paths
 from ..ema import EMA
 from ..errors import TrainingStopped, UserError
 from ..metrics_log import MetricsLog
+from ..models import lora
 from ..models.loading import load_teacher_and_prompts
 from ..models.student import Student
 from ..objectives.registry import build_terms
@@ -75,16 +75,19 @@ class Distiller:
         self.source = make_pair_source(cfg, self.teacher, self.conds, self.encoder, meta, self.image_shape,
                                        self.device, self.dist.rank, self.dist.world_size)
 
-        student_net = self.teacher_bundle.network.with_guidance_embed().float()
-        # a CPU copy of the starting network: the EMA student is loaded into copies of it at the end
-        # (cheaper than rebuilding it, and the live student may be sharded); terms copy it too
-        self.student_template = copy.deepcopy(student_net).cpu()
+        # the teacher's network with a guidance input: trained whole, or frozen and shared with the
+        # teacher under LoRA adapters (student.lora_rank)
+        student_net = lora.student_network(self.teacher_bundle.network, cfg.student)
+        # a CPU copy of the starting network (a LoRA base stays shared): the EMA student is loaded
+        # into copies of it at the end (cheaper than rebuilding it, and the live student may be
+        # sharded); terms copy it too
+        self.student_template = lora.copy_network(student_net, "cpu")
         student_net.gradient_checkpointing = cfg.grad_checkpointing
         self.student = Student(student_net, meta.sigma_d, meta.timestep_scale).to(self.device).train()
         self.model = self._wrap_parallel(self.student)  # the gradient path; the JVP uses self.student
         # after wrapping: under FSDP2 the EMA holds the same (sharded) parameter layout
         self.ema = EMA(self.student, cfg.optim.ema_decay)
-        self.optimizer = make_optimizer(self.model.parameters(), cfg.optim)
+        self.optimizer = make_optimizer(lora.trainable(self.model), cfg.optim)
         ctx = TermContext(cfg, self.teacher, self.student, self.student_template, self.conds, self.image_shape,
                           self.sigma_d, meta.timestep_scale, self.dist, self.device, rank_seed(cfg.seed, self.dist.rank))
         self.terms = build_terms(ctx)
@@ -103,9 +106,11 @@ class Distiller:
         if self.cfg.parallel == "fsdp2":
             from torch.distributed.fsdp import fully_shard
 
+            # frozen weights (a LoRA base: the teacher's, held once) stay whole and unsharded
+            frozen = {p for p in student.parameters() if not p.requires_grad} or None
             for block in student.network.blocks:
-                fully_shard(block)
-            return fully_shard(student)
+                fully_shard(block, ignored_params=frozen)
+            return fully_shard(student, ignored_params=frozen)
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device.type == "cuda" else None

@@ -73,6 +73,9 @@ class DiTBlock(nn.Module):
 class TinyDiT(nn.Module):
     """Velocity network. ``forward(x [B,C,H,W], timestep [B] in 0..1000, cond, guidance [B]|None)``."""
 
+    # LoRA students' default adapted layers: the blocks' attention (self and cross) and MLP
+    lora_targets = (r"attn\.(q|kv|out)", r"cross\.(q|kv|out)", r"blocks\.\d+\.mlp\.[02]")
+
     def __init__(self, config: DiTConfig):
         super().__init__()
         self.config = config

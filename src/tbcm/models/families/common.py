@@ -40,7 +40,13 @@ def quiet_libraries() -> None:
 
 class TransformerNet(nn.Module):
     """Base of the diffusers velocity-network wrappers (``SanaVelocityNet``, ``FluxVelocityNet``):
-    holds ``self.transformer`` and passes gradient checkpointing through to it."""
+    holds ``self.transformer`` and passes gradient checkpointing through to it.
+
+    ``lora_prefix``: a LoRA student's adapters are saved in diffusers' LoRA format, the
+    transformer's peft keys under this prefix (what ``load_lora_weights`` / ``load_lora_adapter`` read).
+    """
+
+    lora_prefix = "transformer"
 
     def __init__(self, transformer: nn.Module):
         super().__init__()

@@ -101,6 +101,11 @@ class FluxVelocityNet(TransformerNet):
     FLUX takes no text attention mask. ``guidance`` is the CFG scale ``w`` (student only).
     """
 
+    # LoRA students' default adapted layers: every attention projection (image and text streams)
+    # and both feed-forwards of the double blocks, the MLP and output projections of the single ones
+    lora_targets = (r"attn\.(to_q|to_k|to_v|to_out\.0|add_q_proj|add_k_proj|add_v_proj|to_add_out)",
+                    r"ff(_context)?\.net\.(0\.proj|2)", r"single_transformer_blocks\.\d+\.proj_(mlp|out)")
+
     def __init__(self, transformer: nn.Module, image_size: int):
         super().__init__(transformer)
         self.image_size = int(image_size)

@@ -87,6 +87,17 @@ class SanaVelocityNet(TransformerNet):
     ``guidance`` is the CFG scale ``w`` (student only); the embedder sees ``w * guidance_embeds_scale``.
     """
 
+    # LoRA students' default adapted layers: both attentions' q / k / v / out and the GLU-MBConv
+    # MLP's 1x1 convolutions (its depthwise convolution stays the teacher's)
+    lora_targets = ("to_q", "to_k", "to_v", r"to_out\.0", "conv_inverted", "conv_point")
+
+    @staticmethod
+    def teacher_key(name: str) -> str:
+        """The teacher's name of a student parameter: the student's time embedding holds the
+        teacher's timestep MLP one level up (:func:`student_transformer`)."""
+        return name.replace("transformer.time_embed.timestep_embedder.",
+                            "transformer.time_embed.emb.timestep_embedder.", 1)
+
     def __init__(self, transformer: nn.Module, time_multiplier: float):
         super().__init__(transformer)
         self.time_multiplier = float(time_multiplier)

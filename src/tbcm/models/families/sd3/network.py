@@ -125,6 +125,11 @@ class SD3VelocityNet(TransformerNet):
     ``w``, for a student (a transformer with a guidance input) only, and required there.
     """
 
+    # LoRA students' default adapted layers: every attention projection (both streams, SD3.5's
+    # second attention too) and both feed-forwards
+    lora_targets = (r"attn2?\.(to_q|to_k|to_v|to_out\.0|add_q_proj|add_k_proj|add_v_proj|to_add_out)",
+                    r"ff(_context)?\.net\.(0\.proj|2)")
+
     @property
     def config(self) -> SD3NetConfig:
         c = self.transformer.config
