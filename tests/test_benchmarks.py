@@ -16,7 +16,7 @@ import yaml
 
 from benchmarks import cost, curves, quality, report, sampler
 from tbcm.evaluation import splits
-from benchmarks.harness.score import score_run
+from benchmarks.harness.score import mean_of, score_run
 from benchmarks.harness.store import MANIFEST_KEYS, ROOT, Store
 from benchmarks.harness.suites import SUITES_DIR, load_suite, suite_names
 from tbcm.config import DistillConfig, _all_keys
@@ -112,8 +112,20 @@ def test_confirm_stores_each_seeds_draws_and_the_means(bench):
             assert s["student"][k]["fid"] == pytest.approx(sum(p["student"][k]["fid"] for p in s["per_draw"]) / 2)
             assert s["fidelity"][k]["latent_mse"] == pytest.approx(
                 sum(p["fidelity"]["steps"][k]["latent_mse"] for p in s["per_draw"]) / 2)
+            bands = [p["fidelity"]["steps"][k]["spectrum_ratio"] for p in s["per_draw"]]
+            assert bands[0] != bands[1]  # two draws, two spectra: their mean is kept, band by band
+            assert s["fidelity"][k]["spectrum_ratio"] == pytest.approx([(a + b) / 2 for a, b in zip(*bands)])
         assert s["teacher_as_copied"]["fid"] == pytest.approx(
             sum(p["teacher_as_copied"]["fid"] for p in s["per_draw"]) / 2)
+
+
+def test_mean_of_averages_numbers_and_lists_of_numbers_over_draws():
+    draws = [{"fid": 1.0, "fid_se": 0.1, "spectrum_ratio": [1.0, 2.0], "interval": [0.0, 0.5], "judge": "digits",
+              "mixed": [1, "a"], "ragged": [1.0], "seen": {"fid": 2.0}},
+             {"fid": 3.0, "fid_se": 0.3, "spectrum_ratio": [2.0, 4.0], "interval": [0.0, 0.5], "judge": "digits",
+              "mixed": [2, "a"], "ragged": [1.0, 2.0], "seen": {"fid": 4.0}}]
+    assert mean_of(draws) == {"fid": 2.0, "spectrum_ratio": [1.5, 3.0], "interval": [0.0, 0.5], "judge": "digits",
+                              "seen": {"fid": 3.0}}  # no SE, and lists that are not one length of numbers go
 
 
 def test_the_teachers_best_is_chosen_once_on_a_tune_draw_and_scored_on_each_reported_draw(bench):

@@ -52,7 +52,7 @@ def score_run(run_dir: str | Path, split: str, draws, steps=(1, 2, 4), n: int | 
 
     Returns ``{"split", "draws", "seeds", "n_per_class", "suite", "sampler", "student": {steps:
     {"fid", "adherence", ...}}, "fidelity": {steps: {"latent_mse", "feature_distance",
-    "label_agreement", "fid_to_teacher", ...}}, "teacher_as_copied", "data_floor", "per_draw": [...]}``:
+    "label_agreement", "fid_to_teacher", "spectrum_ratio" (per band, low to high), ...}}, "teacher_as_copied", "data_floor", "per_draw": [...]}``:
     the means over the draws (:func:`summary_of`), and each draw's ``evaluate`` result whole.
     """
     draws = [int(d) for d in draws]
@@ -69,10 +69,15 @@ def score_run(run_dir: str | Path, split: str, draws, steps=(1, 2, 4), n: int | 
             "sampler": per_draw[0]["sampler"], "per_draw": per_draw}
 
 
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 def mean_of(items: list[dict]) -> dict:
     """The mean over draws of ``evaluate`` entries: numbers averaged (kept as they are when every
-    draw has the same), nested dicts (the scenes' seen / held-out) likewise, other values kept when
-    every draw agrees; standard errors over one draw's images (``*_se``) are not averaged."""
+    draw has the same), lists of numbers of one length (the spectrum ratio per band) averaged
+    element-wise, nested dicts (the scenes' seen / held-out) likewise, other values kept when every
+    draw agrees; standard errors over one draw's images (``*_se``) are not averaged."""
     out = {}
     for k, v in items[0].items():
         values = [it.get(k) for it in items]
@@ -80,10 +85,13 @@ def mean_of(items: list[dict]) -> dict:
             continue
         if isinstance(v, dict) and all(isinstance(x, dict) for x in values):
             out[k] = mean_of(values)
-        elif all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in values):
+        elif all(_is_number(x) for x in values):
             out[k] = v if all(x == v for x in values) else statistics.fmean(float(x) for x in values)
         elif all(x == v for x in values):
             out[k] = v
+        elif (isinstance(v, list) and all(isinstance(x, list) and len(x) == len(v) and all(map(_is_number, x))
+                                          for x in values)):
+            out[k] = [statistics.fmean(float(x) for x in column) for column in zip(*values)]
     return out
 
 
