@@ -16,7 +16,8 @@ import yaml
 
 from benchmarks import cost, curves, quality, report, sampler
 from tbcm.evaluation import splits
-from benchmarks.harness.score import score_run
+from benchmarks.harness import tables
+from benchmarks.harness.score import mean_of, score_run
 from benchmarks.harness.store import MANIFEST_KEYS, ROOT, Store
 from benchmarks.harness.suites import SUITES_DIR, load_suite, suite_names
 from tbcm.config import DistillConfig, _all_keys
@@ -112,8 +113,20 @@ def test_confirm_stores_each_seeds_draws_and_the_means(bench):
             assert s["student"][k]["fid"] == pytest.approx(sum(p["student"][k]["fid"] for p in s["per_draw"]) / 2)
             assert s["fidelity"][k]["latent_mse"] == pytest.approx(
                 sum(p["fidelity"]["steps"][k]["latent_mse"] for p in s["per_draw"]) / 2)
+            bands = [p["fidelity"]["steps"][k]["spectrum_ratio"] for p in s["per_draw"]]
+            assert bands[0] != bands[1]  # two draws, two spectra: their mean is kept, band by band
+            assert s["fidelity"][k]["spectrum_ratio"] == pytest.approx([(a + b) / 2 for a, b in zip(*bands)])
         assert s["teacher_as_copied"]["fid"] == pytest.approx(
             sum(p["teacher_as_copied"]["fid"] for p in s["per_draw"]) / 2)
+
+
+def test_mean_of_averages_numbers_and_lists_of_numbers_over_draws():
+    draws = [{"fid": 1.0, "fid_se": 0.1, "spectrum_ratio": [1.0, 2.0], "interval": [0.0, 0.5], "judge": "digits",
+              "mixed": [1, "a"], "ragged": [1.0], "seen": {"fid": 2.0}},
+             {"fid": 3.0, "fid_se": 0.3, "spectrum_ratio": [2.0, 4.0], "interval": [0.0, 0.5], "judge": "digits",
+              "mixed": [2, "a"], "ragged": [1.0, 2.0], "seen": {"fid": 4.0}}]
+    assert mean_of(draws) == {"fid": 2.0, "spectrum_ratio": [1.5, 3.0], "interval": [0.0, 0.5], "judge": "digits",
+                              "seen": {"fid": 3.0}}  # no SE, and lists that are not one length of numbers go
 
 
 def test_the_teachers_best_is_chosen_once_on_a_tune_draw_and_scored_on_each_reported_draw(bench):
@@ -172,9 +185,55 @@ def test_curves_score_every_checkpoint_and_plot(bench):
     assert [p["step"] for p in row["points"]] == [3, 6] and row["manifest"]["config"]["checkpoint_every"] == 3
     assert all(set(p["student"]) == {"1"} and p["seconds"] > 0 for p in row["points"])
     assert (root / "curves.png").stat().st_size > 0
-    # the last checkpoint's student is the run's own final student
-    final = score_run(Path(row["run"]), "tune", [0], (1,), 2, teacher=False)
+    # --fidelity (the default): each point's fidelity to the teacher as copied, the spectrum per band
+    assert row["fidelity"] and row["teacher_as_copied"]["steps"] == 16 and row["teacher_as_copied"]["fid"] > 0
+    for p in row["points"]:
+        f = p["fidelity"]["1"]
+        assert {"latent_mse", "label_agreement", "fid_to_teacher"} <= set(f) and f["latent_mse"] > 0
+        assert len(f["spectrum_ratio"]) == 4 and all(b > 0 for b in f["spectrum_ratio"])
+    assert row["points"][0]["fidelity"] != row["points"][1]["fidelity"]
+    # the last checkpoint's student is the run's own final student; the teacher's samples kept across
+    # the checkpoints give what sampling them afresh gives
+    final = score_run(Path(row["run"]), "tune", [0], (1,), 2, teacher=True)
     assert final["student"]["1"]["fid"] == pytest.approx(row["points"][-1]["student"]["1"]["fid"])
+    _close(final["fidelity"]["1"], row["points"][-1]["fidelity"]["1"])
+    _close(final["teacher_as_copied"], row["teacher_as_copied"])
+
+
+def _close(a, b) -> None:
+    """``a`` and ``b`` the same up to float rounding, through dicts and lists."""
+    if isinstance(a, dict):
+        assert set(a) == set(b)
+        for k in a:
+            _close(a[k], b[k])
+    elif isinstance(a, list):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            _close(x, y)
+    else:
+        assert a == pytest.approx(b, rel=1e-6)
+
+
+def test_curves_without_fidelity_and_old_records_still_render(bench, tmp_path):
+    store, teacher, runs, _ = bench
+    old = Store(tmp_path / "store")
+    assert curves.main(["--smoke", "--store", str(old.root), "--set", f"teacher={teacher}", "--runs", str(runs),
+                        "--name", NAME, "--steps", "1", "--no-fidelity", "--png", str(tmp_path / "c.png")]) == 0
+    (row,) = old.latest("curves")
+    assert not row["fidelity"] and "teacher_as_copied" not in row and (tmp_path / "c.png").stat().st_size > 0
+    assert all("fidelity" not in p for p in row["points"])  # the trained run was scored again, students alone
+    (new,) = store.latest("curves")
+    assert [p["student"] for p in row["points"]] == [p["student"] for p in new["points"]]
+    text = report.render(old, smoke=True).split("## FID against training steps")[1].split("\n## ")[0]
+    assert "| training step | seconds | 1 step |\n|---|---|---|\n| 3 |" in text and "latent MSE" not in text
+    # a record made before points had fidelity (no "fidelity" key at all) beside a new one of another seed:
+    # the fidelity columns are the new seed's means, FID the mean of both
+    before = {k: v for k, v in row.items() if k != "fidelity"} | {"train_seed": 999}
+    mixed = tables.curves_section([new, before], new["label"], "tune")
+    fid = (new["points"][0]["student"]["1"]["fid"] + before["points"][0]["student"]["1"]["fid"]) / 2
+    f = new["points"][0]["fidelity"]["1"]
+    assert (f"| 3 | {(new['points'][0]['seconds'] + before['points'][0]['seconds']) / 2:.0f} | {fid:.2f} | "
+            f"{f['latent_mse']:.3g} | {f['spectrum_ratio'][-1]:.2f} |") in mixed
 
 
 def test_cost_compares_the_variants_in_one_run(bench):
@@ -209,7 +268,9 @@ def test_report_prints_the_same_text_from_the_same_store(bench, tmp_path):
                    "| 4 steps: FID <= 1.1x the teacher at its best |",
                    "| 2 steps below 1 step by more than one SE", "| 4 steps below 2 steps by more than one SE",
                    "chosen once on tune draw 0 (2 images per digit", "Tune split: no verdicts",
-                   "| w | shift | fresh noise |", "| training step | seconds | 1 step |",
+                   "| w | shift | fresh noise |",
+                   "| training step | seconds | FID, 1 step | latent MSE, 1 step | top band, 1 step |",
+                   "Teacher as copied (16 steps, route shift 2.5, guidance 3 in (0, 0.5] rad): FID",
                    "| tbcm_pool | digits_default |"):
         assert needle in text
     # every number comes from the store: the 1-step row of the confirm table, recomputed from its records

@@ -88,6 +88,25 @@ def test_a_student_that_is_the_teacher_it_copies_scores_zero_paired_error(tmp_pa
     assert e["latent_mse_unpaired"] == p["latent_mse_unpaired"] > p["latent_mse"]
 
 
+def test_teacher_samples_kept_across_calls_are_sampled_once(tmp_path, tiny_teacher_dir, monkeypatch):
+    run = _digits_run(tmp_path, tiny_teacher_dir)
+    fresh = evaluate(run, [1], 2, seed=5, fidelity=True)
+    made = []
+    real = evaluate_module.teacher_fn
+    monkeypatch.setattr(evaluate_module, "teacher_fn", lambda *a: made.append(a) or real(*a))
+    kept: dict = {}
+    first = evaluate(run, [1], 2, seed=5, fidelity=True, teacher_samples=kept)
+    sampled = len(made)  # the teacher as copied at the student's guidance and each training scale
+    assert sampled == 2 and len(kept) == 2
+    again = evaluate(run, [1], 2, seed=5, fidelity=True, teacher_samples=kept)
+    assert len(made) == sampled  # nothing sampled again
+    other = evaluate(run, [1], 2, seed=6, fidelity=True, teacher_samples=kept)  # other images: sampled
+    assert len(made) == 2 * sampled and len(kept) == 4
+    for r in (first, again):
+        assert r["fidelity"] == fresh["fidelity"] and r["teacher_as_copied"] == fresh["teacher_as_copied"]
+    assert other["teacher_as_copied"]["fid"] != fresh["teacher_as_copied"]["fid"]
+
+
 def test_the_teacher_against_itself_and_a_perturbed_copy(one_thread):
     suite = DigitsSuite()
     x0 = 0.5 * torch.rand(20, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 0.5

@@ -30,29 +30,32 @@ _EVALUATE_NAMES = {"cfg_scale": "cfg_scale", "shift": "student_shift", "fresh_no
 SETTING_KEYS = ("steps", "shift", "cfg", "guidance_interval")  # a TeacherSetting.to_dict()
 
 
-def _evaluate_draw(run_dir: Path, split: str, draw: int, steps, n, sampler: dict, teacher: bool) -> dict:
+def _evaluate_draw(run_dir: Path, split: str, draw: int, steps, n, sampler: dict, teacher: bool,
+                   teacher_samples: dict | None = None) -> dict:
     """``tbcm eval`` of one draw of ``split``; ``evaluate`` reads the sampler saved with the student
     (``sampler``: overrides of it, ``None`` values keep the saved one)."""
     from tbcm.evaluation.evaluate import evaluate
 
     overrides = {_EVALUATE_NAMES[k]: v for k, v in sampler.items() if v is not None}
     return evaluate(run_dir, student_steps=list(steps), n_per_class=n, split=split, draw=draw,
-                    teacher_copied=teacher, fidelity=teacher, **overrides)
+                    teacher_copied=teacher, fidelity=teacher, teacher_samples=teacher_samples, **overrides)
 
 
 def score_run(run_dir: str | Path, split: str, draws, steps=(1, 2, 4), n: int | None = None,
-              sampler: dict | None = None, teacher: bool = True) -> dict:
+              sampler: dict | None = None, teacher: bool = True, teacher_samples: dict | None = None) -> dict:
     """Scores of the student in ``run_dir`` (a ``tbcm distill`` run folder, or a folder holding a
     ``student/`` and a ``config.yaml``) at ``steps``, on evaluation ``draws`` of ``split``, ``n``
     images per class (default: the judge's). ``sampler``: overrides of the saved sampler
     (``cfg_scale``, ``shift``, ``fresh_noise``, ``routes``). ``teacher``: also the teacher as copied
     and the fidelity to it (``evaluate(teacher_copied=True, fidelity=True)``); a sweep over sampler
     settings or checkpoints passes ``False``, since it would sample the same teacher images again
-    for every point.
+    for every point, or keeps them in ``teacher_samples`` (a dict passed to every call on the same
+    teacher, :func:`tbcm.evaluation.evaluate.evaluate`'s), where they are sampled once.
 
     Returns ``{"split", "draws", "seeds", "n_per_class", "suite", "sampler", "student": {steps:
     {"fid", "adherence", ...}}, "fidelity": {steps: {"latent_mse", "feature_distance",
-    "label_agreement", "fid_to_teacher", ...}}, "teacher_as_copied", "data_floor", "per_draw": [...]}``:
+    "label_agreement", "fid_to_teacher", "spectrum_ratio" (per band, low to high), ...}},
+    "teacher_as_copied", "data_floor", "per_draw": [...]}``:
     the means over the draws (:func:`summary_of`), and each draw's ``evaluate`` result whole.
     """
     draws = [int(d) for d in draws]
@@ -64,15 +67,20 @@ def score_run(run_dir: str | Path, split: str, draws, steps=(1, 2, 4), n: int | 
     if unknown:
         raise ValueError(f"unknown sampler settings {sorted(unknown)}: use {', '.join(SAMPLER_KEYS)}")
     run_dir = Path(run_dir)
-    per_draw = [_evaluate_draw(run_dir, split, d, steps, n, sampler, teacher) for d in draws]
+    per_draw = [_evaluate_draw(run_dir, split, d, steps, n, sampler, teacher, teacher_samples) for d in draws]
     return {"split": split, "draws": draws, "seeds": seeds, **summary_of(per_draw),
             "sampler": per_draw[0]["sampler"], "per_draw": per_draw}
 
 
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 def mean_of(items: list[dict]) -> dict:
     """The mean over draws of ``evaluate`` entries: numbers averaged (kept as they are when every
-    draw has the same), nested dicts (the scenes' seen / held-out) likewise, other values kept when
-    every draw agrees; standard errors over one draw's images (``*_se``) are not averaged."""
+    draw has the same), lists of numbers of one length (the spectrum ratio per band) averaged
+    element-wise, nested dicts (the scenes' seen / held-out) likewise, other values kept when every
+    draw agrees; standard errors over one draw's images (``*_se``) are not averaged."""
     out = {}
     for k, v in items[0].items():
         values = [it.get(k) for it in items]
@@ -80,10 +88,13 @@ def mean_of(items: list[dict]) -> dict:
             continue
         if isinstance(v, dict) and all(isinstance(x, dict) for x in values):
             out[k] = mean_of(values)
-        elif all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in values):
+        elif all(_is_number(x) for x in values):
             out[k] = v if all(x == v for x in values) else statistics.fmean(float(x) for x in values)
         elif all(x == v for x in values):
             out[k] = v
+        elif (isinstance(v, list) and all(isinstance(x, list) and len(x) == len(v) and all(map(_is_number, x))
+                                          for x in values)):
+            out[k] = [statistics.fmean(float(x) for x in column) for column in zip(*values)]
     return out
 
 

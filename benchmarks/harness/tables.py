@@ -240,27 +240,67 @@ def quality_section(records: list[dict], label: str, split: str) -> str:
 
 
 # -- curves ----------------------------------------------------------------------------------------
+def curve_value(point: dict, metric: str, k: str) -> float | None:
+    """``metric`` (``"fid"``, ``"latent_mse"`` or ``"top_band"``: the spectrum ratio of the highest
+    band) of a curve's ``point`` at ``k`` student steps; ``None`` where the point lacks it (made with
+    ``--no-fidelity``, or before points had fidelity) or it is NaN."""
+    if metric == "fid":
+        v = point["student"].get(k, {}).get("fid")
+    else:
+        entry = point.get("fidelity", {}).get(k, {})
+        v = entry.get("latent_mse") if metric == "latent_mse" else (entry.get("spectrum_ratio") or [None])[-1]
+    return None if v is None or math.isnan(v) else float(v)
+
+
+def _curve_mean(points: list[dict], metric: str, k: str) -> float | None:
+    values = [v for v in (curve_value(p, metric, k) for p in points) if v is not None]
+    return statistics.fmean(values) if values else None
+
+
 def curves_section(records: list[dict], label: str, split: str, doc: Path | None = None) -> str:
+    """The table of one curve (``label`` on ``split``): per checkpoint, the mean over training seeds
+    of the student's FID at each step count and, where the records have them (``curves.py
+    --fidelity``), its paired latent error to the teacher as copied and the spectrum ratio of the
+    highest band; records without them render as before."""
     rows = sorted((r for r in records if r["label"] == label and r["split"] == split), key=lambda r: r["train_seed"])
     if not rows:
         return f"{label}, {split} split: no curve measured yet."
     steps_of = sorted({p["step"] for r in rows for p in r["points"]})
     counts = sorted({k for r in rows for p in r["points"] for k in p["student"]}, key=int)
+    fidelity = any(p.get("fidelity") for r in rows for p in r["points"])
     seeds = [r["train_seed"] for r in rows]
     lines = [f"**{label}**, {split} split: FID at each checkpoint, mean over training seeds "
              f"({', '.join(map(str, seeds))}) of each seed's mean over draws "
              f"{rows[0]['draws'][0]}-{rows[0]['draws'][-1]}.", ""]
-    head = "| training step | seconds | " + " | ".join(f"{k} step{'s' if k != '1' else ''}" for k in counts) + " |"
+    if fidelity:
+        lines[0] = lines[0][:-1] + (
+            "; beside it the fidelity to the teacher as copied from the same noise: the paired latent MSE "
+            "(/ sigma_d^2) and the spectrum ratio of the highest of four frequency bands (1 = the teacher's; "
+            "above 1 speckle, below blur; target 0.8-1.25).")
+        copied = [r["teacher_as_copied"] for r in rows if r.get("teacher_as_copied")]
+        if copied:
+            lines[1:1] = ["", f"Teacher as copied ({_setting_words(copied[0])}): FID "
+                              f"{_num(statistics.fmean(c['fid'] for c in copied))} on the same draws."]
+    if fidelity:
+        head = "| training step | seconds | " + " | ".join(
+            f"{what}, {steps_word(k)}" for what in ("FID", "latent MSE", "top band") for k in counts) + " |"
+    else:  # as before fidelity was measured
+        head = "| training step | seconds | " + " | ".join(steps_word(k) for k in counts) + " |"
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for step in steps_of:
         pts = [p for r in rows for p in r["points"] if p["step"] == step]
-        cells = [_num(statistics.fmean(p["student"][k]["fid"] for p in pts if k in p["student"])) for k in counts]
+        cells = [_num(_curve_mean(pts, "fid", k)) for k in counts]
+        if fidelity:
+            latent = [_curve_mean(pts, "latent_mse", k) for k in counts]
+            cells += ["-" if v is None else f"{v:.3g}" for v in latent]
+            cells += [_num(_curve_mean(pts, "top_band", k)) for k in counts]
         lines.append(f"| {step} | {_num(statistics.fmean(p['seconds'] for p in pts), 0)} | {' | '.join(cells)} |")
+    what = "FID, latent error and spectrum ratio" if fidelity else "FID"
     pngs = sorted({r["png"] for r in rows if r.get("png")})
     for png in pngs:
         target = (ROOT / png).resolve()
         if doc is not None and target.is_file() and target.is_relative_to(ROOT):  # no path outside the repository
-            lines += ["", f"![FID against training steps, {label}]({os.path.relpath(target, doc.parent)})"]
+            lines += ["", f"![{what} against training steps, {label}]({os.path.relpath(target, doc.parent)})"]
     lines += ["", f"Command: {commands(rows)}; {provenance(rows)}."]
     return "\n".join(lines)
 

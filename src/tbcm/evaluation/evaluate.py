@@ -88,7 +88,8 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
              student_routes: dict | None = None, *, teacher_copied: bool = False,
              teacher_best: TeacherGrid | None = None, fidelity: bool = False, split: str | None = None,
              draw: int | None = None, prompts: list[str] | None = None, inception=None, batch: int | None = None,
-             device: str | torch.device | None = "cpu", progress: bool = False, judged: bool = True) -> dict:
+             device: str | torch.device | None = "cpu", progress: bool = False, judged: bool = True,
+             teacher_samples: dict | None = None) -> dict:
     """Scores of the student in ``path`` (a run folder or a student folder) and of its teacher (the
     run's ``config.yaml`` ``teacher``, else builtin).
 
@@ -125,6 +126,11 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
     ``batch``: images per sampler call (default 128, 16 for a latent student); ``device``: where
     the networks run (``"auto"``: CUDA if any); ``progress``: tqdm bars on stderr. ``judged=False``
     skips the judge of a digits or scenes student too (the fidelity of ``tbcm eval --reference``).
+
+    ``teacher_samples``: a dict the caller keeps across calls, where the teacher's samples are kept
+    by (teacher, setting, images, device) and sampled only when missing: a sweep over checkpoints of
+    one run scores the same teacher images at every point, and samples them once. Only for calls
+    whose teacher files do not change in between (the teacher's path is the key, not its weights).
     """
     if not judged and not fidelity:
         raise ValueError("judged=False measures fidelity alone: pass fidelity=True")
@@ -214,10 +220,13 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
                                               batch, bar)
         return student_x0[key]
 
-    teacher_x0: dict = {}
+    teacher_x0: dict = {} if teacher_samples is None else teacher_samples
+
+    def teacher_key(setting: TeacherSetting, on: ImageDraw) -> tuple:
+        return teacher_name, setting, on, str(device)
 
     def teacher_images(setting: TeacherSetting, on: ImageDraw = images, bar=None) -> torch.Tensor:
-        key = (setting, on.seed)
+        key = teacher_key(setting, on)
         if key not in teacher_x0:
             fn = teacher_fn(teacher, setting.route(), setting.cfg, setting.interval)
             own = tqdm(total=len(on), desc=f"teacher {setting.label()}", **bar_opts) if bar is None else nullcontext(bar)
@@ -266,7 +275,7 @@ def evaluate(path: str | os.PathLike, student_steps: list[int] = (1, 2, 4), n_pe
             for setting in settings:
                 tried.append({**setting.to_dict(), **scores_of(teacher_images(setting, tune, bar))})
                 if tune.seed != images.seed:  # keep memory flat: only the chosen one is sampled again
-                    teacher_x0.pop((setting, tune.seed), None)
+                    teacher_x0.pop(teacher_key(setting, tune), None)
         best = min(range(len(settings)), key=lambda i: tried[i]["fid"])
         chosen = settings[best]
         result["teacher_at_best"] = {
