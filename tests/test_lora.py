@@ -333,3 +333,51 @@ def test_a_sana_student_without_refit_shares_the_moved_timestep_mlp(tmp_path):
     shared = net.transformer.time_embed.timestep_embedder.linear_1.weight
     teacher = bundle.network.transformer.time_embed.emb.timestep_embedder.linear_1.weight
     assert shared.untyped_storage().data_ptr() == teacher.untyped_storage().data_ptr()
+
+
+@pytest.mark.parametrize("family", ["flux", "sd3"])
+def test_a_lora_flux_or_sd3_student_exports_whole_into_the_stock_pipeline(family, tmp_path, prompts_file, one_thread):
+    """``tbcm export`` of a LoRA FLUX / SD3 student: the stock pipeline folder holds the student with
+    its adapters merged (its guidance embedder is trained in full, which no LoRA file carries), and
+    at 1 step the pipeline makes the latents tbcm's own sampler does."""
+    import json
+
+    from diffusers import FluxPipeline, StableDiffusion3Pipeline
+
+    from tbcm.export import export_diffusers
+    from tbcm.models.families.flux.network import pack_latents, unpack_latents
+    from tests.models.families.test_export_families import PROMPTS, tbcm_latents
+
+    teacher_dir = _family_teacher(family, tmp_path / "teacher")
+    d = _distiller(teacher_dir, "student.lora_rank=4", prompts=prompts_file)
+    _perturb_adapters(d.student)
+    folder = save_student(d, d.student, tmp_path / "student")
+    out, _ = export_diffusers(folder, tmp_path / "export")
+    call = json.loads((out / "tbcm_sampling.json").read_text())["call"]["1"]
+    c, s = d.image_shape[0], d.image_shape[1]
+    noise = torch.randn(2, c, s, s, generator=torch.Generator().manual_seed(0))
+    ours = tbcm_latents(folder, 1, noise, seed=0)
+    plain = tbcm_latents(_plain_copy(folder, tmp_path / "plain"), 1, noise, seed=0)
+    assert float((ours - plain).abs().max()) > 1e-3  # the adapters change the student
+    if family == "flux":
+        pipe = FluxPipeline.from_pretrained(str(out), local_files_only=True)
+        pipe.set_progress_bar_config(disable=True)
+        theirs = unpack_latents(pipe(PROMPTS, latents=pack_latents(noise), output_type="latent", **call).images, s, s)
+    else:
+        pipe = StableDiffusion3Pipeline.from_pretrained(str(out), local_files_only=True)
+        pipe.set_progress_bar_config(disable=True)
+        theirs = pipe(PROMPTS, latents=noise, output_type="latent", **call).images
+    assert not any(".lora_" in n for n, _ in pipe.transformer.named_parameters())
+    torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-4)
+
+
+def _plain_copy(folder, dest):
+    """The same student folder with its adapters zeroed (the teacher's layers, the student's extras)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(folder, dest)
+    path = dest / lora.DIFFUSERS_FILE
+    save_file({k: torch.zeros_like(v) for k, v in load_file(str(path)).items()}, str(path))
+    return dest
