@@ -116,6 +116,8 @@ def test_confirm_stores_each_seeds_draws_and_the_means(bench):
             bands = [p["fidelity"]["steps"][k]["spectrum_ratio"] for p in s["per_draw"]]
             assert bands[0] != bands[1]  # two draws, two spectra: their mean is kept, band by band
             assert s["fidelity"][k]["spectrum_ratio"] == pytest.approx([(a + b) / 2 for a, b in zip(*bands)])
+            # the digits network's 2-pixel patch grid: the block ratio is measured beside the spectrum
+            assert all(p["fidelity"]["steps"][k]["block_ratio"] > 0 for p in s["per_draw"])
         assert s["teacher_as_copied"]["fid"] == pytest.approx(
             sum(p["teacher_as_copied"]["fid"] for p in s["per_draw"]) / 2)
 

@@ -1,6 +1,7 @@
 """The spectrum ratio on cases whose answer is known: the same images read 1, added noise raises
 the high bands, a blur lowers them."""
 
+import pytest
 import torch
 import torch.nn.functional as Fn
 
@@ -57,3 +58,34 @@ def test_the_grid_caption_reads_the_spectrum_ratio_and_sits_under_the_panel_titl
     one = panels([("a", Image.new("L", (40, 30))), ("b", Image.new("L", (40, 30)))])
     two = panels([("a\nspectrum 1.00", Image.new("L", (40, 30))), ("b", Image.new("L", (40, 30)))])
     assert two.height == one.height + 12
+
+
+def test_the_block_ratio_sees_blocks_on_the_patch_grid_and_not_elsewhere():
+    from tbcm.evaluation.spectrum import block_ratio, blockiness
+
+    g = torch.Generator().manual_seed(0)
+    smooth = torch.nn.functional.avg_pool2d(torch.randn(16, 3, 32, 32, generator=g), 5, 1, 2)
+    assert block_ratio(smooth, smooth, 4) == pytest.approx(1.0)
+    assert blockiness(smooth, 4) == pytest.approx(1.0, abs=0.1)  # a smooth image has no grid
+    # a constant offset per 4x4 cell: steps on the 4-pixel grid and nowhere else
+    cells = torch.randn(16, 3, 8, 8, generator=g).repeat_interleave(4, -1).repeat_interleave(4, -2)
+    blocky = smooth + 0.5 * cells
+    assert block_ratio(blocky, smooth, 4) > 2
+    # the same cells on a grid shifted by 2 pixels read as no blocks on the patch grid's own lines
+    shifted = smooth + 0.5 * torch.roll(cells, shifts=(2, 2), dims=(-2, -1))
+    assert block_ratio(shifted, smooth, 4) < block_ratio(blocky, smooth, 4) / 2
+    with pytest.raises(ValueError):
+        blockiness(smooth, 1)
+
+
+def test_the_patch_grid_is_measured_on_pixel_models_only():
+    from types import SimpleNamespace
+
+    from tbcm.evaluation.spectrum import pixel_patch
+    from tbcm.train.outputs import spectrum_caption
+
+    assert pixel_patch(SimpleNamespace(family="tbcm", network={"patch_size": 4}, image_size=32)) == 4
+    assert pixel_patch(SimpleNamespace(family="tbcm", network={"patch_size": 1}, image_size=32)) is None
+    assert pixel_patch(SimpleNamespace(family="flux", network={"patch_size": 2}, image_size=16)) is None
+    x = torch.nn.functional.avg_pool2d(torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(0)), 3, 1, 1)
+    assert spectrum_caption(x, x, 4) == "spectrum 1.00 1.00 1.00 1.00 blocks 1.00"

@@ -43,7 +43,7 @@ from ..sampling import to_pixels
 from .classifier import DigitClassifier
 from .draws import Encodings, ImageDraw, sample_draw, student_fn, teacher_fn
 from .fidelity import frechet_between, judged_error, latent_error
-from .spectrum import spectrum_ratio
+from .spectrum import block_ratio, pixel_patch, spectrum_ratio
 from .splits import check_draw_size, draw_seed, split_of_seed
 from .teachers import TeacherGrid, TeacherSetting, copied_setting
 
@@ -340,6 +340,8 @@ def _fidelity(suite, student_images, teacher_x0: torch.Tensor, copied: TeacherSe
             entry.update(judged_error(s_px, t_px, n, suite.features, suite.labels))
             entry["fid_to_teacher"] = suite.fid_against(t_px, s_px)
             entry["spectrum_ratio"] = spectrum_ratio(s_px, t_px)  # per frequency band, low to high
+            if (patch := pixel_patch(bundle.meta)) is not None:  # blocks on the network's patch grid
+                entry["block_ratio"] = block_ratio(s_px, t_px, patch)
         elif t_px is not None:
             s_px = _uint8_pixels(s_x0, bundle, batch)
             entry["fid_to_teacher"] = frechet_between(t_px, s_px, inception)

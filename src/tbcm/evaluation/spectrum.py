@@ -42,3 +42,34 @@ def spectrum_ratio(images: Tensor, reference: Tensor, bands: int = 4) -> list[fl
         raise ValueError(f"spectrum_ratio needs images of one shape, got {tuple(images.shape[1:])} and "
                          f"{tuple(reference.shape[1:])}")
     return (band_power(images, bands) / band_power(reference, bands).clamp(min=1e-30)).tolist()
+
+
+def blockiness(images: Tensor, patch: int) -> float:
+    """How much sharper ``images`` ``[N, C, H, W]`` change across the boundaries of a ``patch``-pixel
+    grid than inside its cells: the mean absolute difference of neighbouring pixels (rows and
+    columns) across a boundary over that of neighbours inside a cell. A transformer whose patches
+    do not agree at their borders (blocks on the patch grid) reads above an image without them."""
+    if images.dim() != 4 or patch < 2 or images.shape[-1] <= patch or images.shape[-2] <= patch:
+        raise ValueError(f"blockiness needs images [N, C, H, W] larger than a patch >= 2, got "
+                         f"{tuple(images.shape)} and patch {patch}")
+    x = images.double()
+    dx, dy = (x[..., :, 1:] - x[..., :, :-1]).abs(), (x[..., 1:, :] - x[..., :-1, :]).abs()
+    across_x = torch.arange(1, x.shape[-1]) % patch == 0  # difference j is between pixels j - 1 and j
+    across_y = torch.arange(1, x.shape[-2]) % patch == 0
+    across = torch.cat([dx[..., across_x].flatten(), dy[..., across_y, :].flatten()]).mean()
+    inside = torch.cat([dx[..., ~across_x].flatten(), dy[..., ~across_y, :].flatten()]).mean()
+    return float(across / inside.clamp(min=1e-30))
+
+
+def block_ratio(images: Tensor, reference: Tensor, patch: int) -> float:
+    """:func:`blockiness` of ``images`` over that of ``reference`` (the teacher's samples): 1 = as
+    blocky as the teacher on its patch grid, above 1 = blocks the teacher does not make."""
+    return blockiness(images, patch) / max(blockiness(reference, patch), 1e-30)
+
+
+def pixel_patch(meta) -> int | None:
+    """The patch grid of a pixel-space model's samples in pixels (its network's ``patch_size``), or
+    ``None`` where :func:`block_ratio` is not measured: a latent model (its patch grid lies under
+    the VAE's decoder) or patches of one pixel."""
+    patch = (meta.network or {}).get("patch_size") if getattr(meta, "family", "tbcm") == "tbcm" else None
+    return int(patch) if patch and int(patch) >= 2 and int(patch) < int(meta.image_size) else None

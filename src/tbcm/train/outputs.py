@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..evaluation.spectrum import pixel_patch
 from ..grids import grid_image, panels, save_png
 from ..models import lora
 from ..models.bundle import Bundle, ModelMeta, save_bundle
@@ -86,19 +87,22 @@ def grid_panels(tr, student: Student) -> list[tuple[str, torch.Tensor]]:
     named = [(f"teacher {p.teacher_steps} steps\nspectrum: student/teacher", grid_image(reference, rows))]
     for n in p.student_steps:
         pixels = student_samples(student, tr.encoder, prompts, sampler, n, p.seeds, decode=decode)
-        named.append((f"student {n} step{'s' if n > 1 else ''}\n{spectrum_caption(pixels, reference)}",
+        named.append((f"student {n} step{'s' if n > 1 else ''}\n"
+                      f"{spectrum_caption(pixels, reference, pixel_patch(tr.teacher_bundle.meta))}",
                       grid_image(pixels, rows)))
     return named
 
 
-def spectrum_caption(pixels: torch.Tensor, reference: torch.Tensor) -> str:
-    """``"spectrum 0.98 1.02 1.10 1.31"``: the power of ``pixels`` over ``reference``'s (``[N, C, H, W]``)
-    in four frequency bands, low to high (:func:`tbcm.evaluation.spectrum.spectrum_ratio`; > 1 in the
-    high bands: speckle or blocks, < 1: blur). On the grid's few images: a glance, not a measurement."""
-    from ..evaluation.spectrum import spectrum_ratio
+def spectrum_caption(pixels: torch.Tensor, reference: torch.Tensor, patch: int | None = None) -> str:
+    """``"spectrum 0.98 1.02 1.10 1.31 blocks 1.15"``: the power of ``pixels`` over ``reference``'s
+    (``[N, C, H, W]``) in four frequency bands, low to high (:func:`tbcm.evaluation.spectrum.spectrum_ratio`;
+    > 1 in the high bands: speckle, < 1: blur) and, given the network's ``patch`` in pixels, the
+    :func:`~tbcm.evaluation.spectrum.block_ratio` on its grid. On the grid's few images: a glance."""
+    from ..evaluation.spectrum import block_ratio, spectrum_ratio
 
-    ratios = spectrum_ratio(pixels.float().cpu(), reference.float().cpu())
-    return "spectrum " + " ".join("-" if r != r else f"{r:.2f}" for r in ratios)
+    pixels, reference = pixels.float().cpu(), reference.float().cpu()
+    text = "spectrum " + " ".join("-" if r != r else f"{r:.2f}" for r in spectrum_ratio(pixels, reference))
+    return text if patch is None else f"{text} blocks {block_ratio(pixels, reference, patch):.2f}"
 
 
 def save_grids(tr, student: Student, folder: Path) -> None:
