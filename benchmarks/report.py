@@ -103,11 +103,12 @@ def tuning_part(store: Store) -> list[str]:
                             "`... confirm RUNS` on confirm seeds)."), ""]
     if checks:
         frechet = any("frechet" in e for r in checks for e in r["steps"].values())
-        out += [*wrap("Tune seeds, tune draw: FID against the held-out digits (which the tuning never sees) "
-                      "of the sampler the data-free measure picks (the paired latent error to the teacher), "
-                      "beside the best of the candidates, the run's saved sampler (the digits recipe's "
-                      "hand-tuned one) and the library default (shift 2.5, fresh noise); rho: the rank "
-                      "correlation of the measure with that FID over the candidates."
+        out += [*wrap("Tune seeds, tune draw: the judge's FID against real data, which the tuning never "
+                      "sees (digits: the 600 held-out digits, 100 images per digit; scenes: the seen prompts' "
+                      "FID, 8 images per prompt), of the sampler the data-free measure picks (the paired "
+                      "latent error to the teacher), beside the best of the candidates, the run's saved "
+                      "sampler (the recipe's hand-tuned one) and the library default (shift 2.5, fresh "
+                      "noise); rho: the rank correlation of the measure with that FID over the candidates."
                       + (" The Fréchet distance on pooled latents, measured beside it in the first check, "
                          "ranked them no better than chance (its column) and was removed." if frechet else "")), "",
                 "| run | steps | candidates | best | saved | library default | paired picks (rho) |"
