@@ -170,6 +170,18 @@ def cost_part(store: Store, smoke: bool) -> list[str]:
     return out
 
 
+def lora_memory_part(store: Store, smoke: bool) -> list[str]:
+    """The last record of ``lora_memory.py --write-results`` (smoke records only with ``smoke``)."""
+    from benchmarks import lora_memory
+
+    records = [r for r in store.latest(lora_memory.STORE_TABLE) if smoke or not r.get("smoke")]
+    out = [lora_memory.HEADING, ""]
+    if not records:
+        return out + [*wrap(f"Not measured yet (`{lora_memory.COMMAND}`)."), ""]
+    r = records[-1]
+    return out + [*lora_memory.section(r), "", f"Recorded: {tables.provenance([r])}.", ""]
+
+
 def render(store: Store, smoke: bool = False, doc: Path = DOC) -> str:
     lines = [
         "# Results",
@@ -196,6 +208,7 @@ def render(store: Store, smoke: bool = False, doc: Path = DOC) -> str:
         *tuning_part(store),
         *curves_part(store, smoke, doc),
         *cost_part(store, smoke),
+        *lora_memory_part(store, smoke),
         *gpu_part(store),
     ]
     return strip_paths("\n".join(lines).rstrip() + "\n")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks import cost, curves, quality, report, sampler
+from benchmarks import cost, curves, lora_memory, quality, report, sampler
 from tbcm.evaluation import splits
 from benchmarks.harness import tables
 from benchmarks.harness.score import mean_of, score_run
@@ -253,6 +253,30 @@ def test_cost_plan_prints_the_memory_arithmetic(capsys):
     assert cost.main(["--plan", "--gpus", "8"]) == 0
     out = capsys.readouterr().out
     assert "| Sana 0.6B | 8 | 12.0 | 1.50 | 1.2 | 5.2 |" in out
+
+
+def test_lora_memory_smoke_records_both_students_and_lora_trains_far_fewer_parameters(tmp_path):
+    # depth 1, 256 px, a narrow Sana (width 128) so the two fresh processes take seconds
+    assert lora_memory.main(["--smoke", "--width", "128", "--cases", "full,lora8", "--store", str(tmp_path),
+                             "--write-results"]) == 0
+    store = Store(tmp_path)
+    (row,) = store.latest(lora_memory.STORE_TABLE)
+    _check_manifest(row["manifest"], "lora_memory.py")
+    assert row["smoke"] and row["settings"]["depth"] == 1 and row["settings"]["px"] == 256
+    full, lo = row["cases"]["full"], row["cases"]["lora8"]
+    for c in (full, lo):
+        assert "error" not in c, c
+        for key in ("params_teacher", "params_trainable", "held_mb", "peak_rss_mb", "peak_rise_mb",
+                    "rss_before_build_mb", "optimizer_state_mb", "ema_mb"):
+            assert c[key] > 0, (key, c)
+        assert c["peak_rss_mb"] >= c["rss_before_build_mb"]
+    assert full["params_teacher"] == lo["params_teacher"]
+    assert full["params_trainable"] == full["params_student"] > full["params_teacher"]  # + guidance embedder, logvar
+    assert lo["params_trainable"] < 0.25 * full["params_trainable"] and lo["adapted_layers"] > 0
+    assert lo["held_mb"] < full["held_mb"]  # the base is the teacher's storage, held once
+    text = report.render(store, smoke=True)
+    assert lora_memory.HEADING in text and "| lora8 / full |" in text
+    assert lora_memory.HEADING in report.render(store) and "Not measured yet" in report.render(store)
 
 
 def test_report_prints_the_same_text_from_the_same_store(bench, tmp_path):
