@@ -14,7 +14,7 @@ from tbcm.cli import main
 
 from .conftest import assert_cli_error
 
-FAST = ["steps=2", "prompts_per_step=2", "pairs.route_points=4", "preview.seeds=2", "preview.teacher_steps=3",
+FAST = ["sampler.tune=false", "steps=2", "prompts_per_step=2", "pairs.route_points=4", "preview.seeds=2", "preview.teacher_steps=3",
         "preview.prompts=[a handwritten digit 3,a handwritten digit 8]", "log_every=1"]
 
 

@@ -30,7 +30,7 @@ def _cfg(teacher_dir, parallel="ddp", *extra):
                                              f"prompts={PROMPTS_FILE}", *extra])
 
 
-REAL = ["prompts_per_step=2", f"pairs.route_points={K}", "cfg_scales=[3.0,5.0]", "pairs.pool_prompts=0"]
+REAL = ["sampler.tune=false", "prompts_per_step=2", f"pairs.route_points={K}", "cfg_scales=[3.0,5.0]", "pairs.pool_prompts=0"]
 
 
 def _global_batches(d: Distiller, steps: int) -> list[Pairs]:
@@ -187,7 +187,7 @@ def test_two_ranks_with_their_own_prompt_shards_and_generators_match_one_process
     _assert_same_weights(got, expected)
 
 
-RUN = ["steps=30", "checkpoint_every=1", "keep_checkpoints=40", "log_every=1", "preview.seeds=1",
+RUN = ["sampler.tune=false", "steps=30", "checkpoint_every=1", "keep_checkpoints=40", "log_every=1", "preview.seeds=1",
        "preview.teacher_steps=2", "preview.student_steps=[1]", "preview.prompts=[a digit 1]"]
 
 

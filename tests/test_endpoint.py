@@ -14,7 +14,7 @@ from tbcm.pairs.base import Pairs
 
 from .test_scm import LinearStudent
 
-BASE = ["prompts_per_step=2", "pairs.route_points=4", "pairs.pool_prompts=4", "threads=1", "text_cache=none",
+BASE = ["sampler.tune=false", "prompts_per_step=2", "pairs.route_points=4", "pairs.pool_prompts=4", "threads=1", "text_cache=none",
         "optim.warmup_steps=0", "start_check_max_error=0"]
 
 pytestmark = pytest.mark.usefixtures("one_thread")

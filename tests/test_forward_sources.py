@@ -9,7 +9,7 @@ from tbcm.train import Distiller
 
 from .conftest import assert_close_to_scale
 
-SMALL = ["prompts_per_step=2", "pairs.route_points=4", "optim.warmup_steps=0", "threads=1"]
+SMALL = ["sampler.tune=false", "prompts_per_step=2", "pairs.route_points=4", "optim.warmup_steps=0", "threads=1"]
 
 
 def test_forward_source_noises_real_digits_with_logit_normal_times(tiny_teacher_dir):

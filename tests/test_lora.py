@@ -22,7 +22,7 @@ from tests.conftest import assert_cli_error
 
 pytest.importorskip("peft")
 
-FAST = ["prompts_per_step=2", "pairs.route_points=4", "optim.warmup_steps=0", "threads=1"]
+FAST = ["sampler.tune=false", "prompts_per_step=2", "pairs.route_points=4", "optim.warmup_steps=0", "threads=1"]
 
 
 def _distiller(teacher, *extra, prompts=None):

@@ -16,7 +16,7 @@ from tbcm.config import DistillConfig, load_config
 from tbcm.train import Distiller
 from tbcm.errors import TrainingStopped
 
-RUN = ["prompts_per_step=2", "pairs.route_points=4", "preview.seeds=1", "preview.teacher_steps=2",
+RUN = ["sampler.tune=false", "prompts_per_step=2", "pairs.route_points=4", "preview.seeds=1", "preview.teacher_steps=2",
        "preview.student_steps=[1]", "log_every=1", "checkpoint_every=2", "keep_checkpoints=2", "threads=1"]
 
 

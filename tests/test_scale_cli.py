@@ -18,7 +18,7 @@ from tbcm.errors import UserError
 
 from .conftest import assert_close_to_scale
 
-SMALL = ["prompts_per_step=2", "pairs.route_points=4", "preview.seeds=1", "preview.teacher_steps=2",
+SMALL = ["sampler.tune=false", "prompts_per_step=2", "pairs.route_points=4", "preview.seeds=1", "preview.teacher_steps=2",
          "preview.student_steps=[1]", "log_every=1", "threads=1"]
 
 

@@ -13,7 +13,7 @@ from tests.extra_terms import distiller, flat
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-BASE = ["prompts_per_step=2", "pairs.route_points=4", "pairs.pool_prompts=4", "text_cache=none",
+BASE = ["sampler.tune=false", "prompts_per_step=2", "pairs.route_points=4", "pairs.pool_prompts=4", "text_cache=none",
         "optim.warmup_steps=0", "start_check_max_error=0"]
 BOTH = ["objective.adversarial.weight=0.5", "objective.adversarial.samples=2",
         "objective.distribution_matching.weight=0.1", "objective.distribution_matching.samples=2",

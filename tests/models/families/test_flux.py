@@ -152,7 +152,7 @@ def test_distill_a_flux_teacher_end_to_end(flux_dir, teacher, tmp_path):
     out = tmp_path / "run"
     rc = main(["distill", "--out", str(out), f"teacher={flux_dir}", f"prompts={prompts}", "steps=2",
                "prompts_per_step=2", f"text_cache={tmp_path / 'cache'}", "preview.seeds=1", "preview.teacher_steps=2",
-               "pairs.route_points=4"])
+               "pairs.route_points=4", "sampler.tune_images=8"])
     assert rc == 0
     assert yaml.safe_load((out / "student" / "model.yaml").read_text())["family"] == "flux"
     student = load_bundle(out / "student", expect_kind="student", text_cache=None)

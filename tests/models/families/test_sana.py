@@ -254,7 +254,7 @@ def test_the_checked_start_refuses_a_1000_tau_teacher_the_student_cannot_match(s
                                                                              tmp_path, capsys):
     run = tmp_path / "run"
     common = [f"prompts={prompts_file}", f"text_cache={tmp_path / 'text'}", "steps=1", "prompts_per_step=1",
-              "pairs.route_points=3", "preview.teacher_steps=2", "preview.seeds=1", "preview.student_steps=[1]"]
+              "pairs.route_points=3", "preview.teacher_steps=2", "preview.seeds=1", "preview.student_steps=[1]", "sampler.tune=false"]
     assert main(["distill", "--out", str(run), "--no-progress", f"teacher={sana_dir}", *common]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after the prompt-encoding progress bar
     assert err.startswith("tbcm: error: ") and "teacher_time_multiplier" in err and "away from the teacher" in err and not run.exists()

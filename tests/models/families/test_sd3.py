@@ -140,7 +140,7 @@ def test_distill_sample_eval_and_export_an_sd3_student(sd3_dir, teacher, tmp_pat
     out = tmp_path / "run"
     rc = main(["distill", "--out", str(out), f"teacher={sd3_dir}", f"prompts={prompts}", "steps=2",
                "prompts_per_step=2", f"text_cache={tmp_path / 'cache'}", "preview.seeds=1", "preview.teacher_steps=2",
-               "pairs.route_points=4", "pairs.blank_threshold=0.01"])
+               "pairs.route_points=4", "pairs.blank_threshold=0.01", "sampler.tune_images=8"])
     assert rc == 0
     captured = capsys.readouterr()
     assert "start check" in captured.out + captured.err  # the untrained student was measured against the teacher
