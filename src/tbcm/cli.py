@@ -12,6 +12,8 @@
     tbcm eval DIR --reference ROOT --inception FILE --clip DIR [--steps 1,2,4] [--n N] [--batch B] [--fidelity] [--json]
     tbcm classifier train --out DIR [--steps N] [--seed S] [--overwrite]
     tbcm scenes judge-train --out DIR [--steps N] [--seed S] [--overwrite]
+    tbcm judge train --data X.npz --reference Y.npz --out TEACHER/judge [--floor TRAIN.npz]
+                     [--prompt-template T] [--steps N] [--seed S] [--overwrite]
     tbcm export RUN --format diffusers --out DIR [--overwrite]
     tbcm tune-sampler RUN [--images N] [--draw K] [--steps 2,4] [--shifts ..] [--restarts ..] [--fresh ..]
                       [--device D] [--dry-run]
@@ -187,6 +189,22 @@ def _parser() -> argparse.ArgumentParser:
     sj.add_argument("--seed", type=int, default=0)
     sj.add_argument("--overwrite", action="store_true")
     sj.add_argument("--no-progress", action="store_true")
+
+    j = sub.add_parser("judge", help="a judge (FID features, adherence) for a teacher trained on labelled images")
+    jsub = j.add_subparsers(dest="judge_command", required=True)
+    jt = jsub.add_parser("train", help="train a label classifier on held-out images; in TEACHER/judge, tbcm eval "
+                         "scores every student of TEACHER with it")
+    jt.set_defaults(func=cmd_judge_train)
+    jt.add_argument("--data", required=True, help="labelled images the teacher never saw (.npz or class folders)")
+    jt.add_argument("--reference", required=True, help="other held-out labelled images: the FID reference")
+    jt.add_argument("--out", required=True, help="output folder; TEACHER/judge to judge that teacher's students")
+    jt.add_argument("--floor", default=None, help="the teacher's training images: the data floor (optional)")
+    jt.add_argument("--prompt-template", default="{label}", help="prompt of a label, as the teacher was trained "
+                    "(default: the label itself)")
+    jt.add_argument("--steps", type=int, default=3000)
+    jt.add_argument("--seed", type=int, default=0)
+    jt.add_argument("--overwrite", action="store_true")
+    jt.add_argument("--no-progress", action="store_true")
     return p
 
 
@@ -373,6 +391,16 @@ def cmd_scenes_judge_train(args) -> None:
     acc = load_judge(out).meta["accuracy"]
     print(f"scenes judge: {out}\nexact accuracy on {acc['images']} fresh scenes: {acc['exact']:.2%} "
           f"({acc['exact_with_noise']:.2%} with pixel noise)")
+
+
+def cmd_judge_train(args) -> None:
+    from .evaluation.labelled import load_judge_classifier, train_judge
+
+    out = train_judge(args.data, args.reference, args.out, args.prompt_template, args.floor, args.steps, args.seed,
+                      progress=not args.no_progress, overwrite=args.overwrite)
+    meta = load_judge_classifier(out).meta
+    print(f"judge: {out} ({len(meta['prompts'])} prompts, {meta['shape'][0]}x{meta['shape'][1]}x{meta['shape'][2]})\n"
+          f"accuracy on the {meta['data']['reference_images']} reference images: {meta['reference_accuracy']:.2%}")
 
 
 def main(argv: list[str] | None = None) -> int:

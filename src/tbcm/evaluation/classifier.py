@@ -49,10 +49,11 @@ class ClassifierConfig:
     feature_dim: int = 64
     image_size: int = 8
     num_classes: int = 10
+    in_channels: int = 1  # 3: an RGB judge (tbcm.evaluation.labelled)
 
 
 class DigitClassifier(nn.Module):
-    """``forward(x [N,1,S,S] in [-1,1]) -> logits [N, num_classes]``;
+    """``forward(x [N,C,S,S] in [-1,1]) -> logits [N, num_classes]`` (``C = in_channels``);
     ``features(x) -> [N, feature_dim]`` (the penultimate layer, used for FID)."""
 
     def __init__(self, config: ClassifierConfig | None = None):
@@ -61,7 +62,7 @@ class DigitClassifier(nn.Module):
         c1, c2, c3 = self.config.channels
         side = self.config.image_size // 4
         self.convs = nn.Sequential(
-            nn.Conv2d(1, c1, 3, padding=1), nn.GELU(),
+            nn.Conv2d(self.config.in_channels, c1, 3, padding=1), nn.GELU(),
             nn.Conv2d(c1, c2, 3, padding=1), nn.GELU(), nn.AvgPool2d(2),
             nn.Conv2d(c2, c3, 3, padding=1), nn.GELU(), nn.AvgPool2d(2),
             nn.Flatten(),
@@ -70,7 +71,7 @@ class DigitClassifier(nn.Module):
         self.head = nn.Linear(self.config.feature_dim, self.config.num_classes)
 
     def features(self, x: Tensor) -> Tensor:
-        """``x`` ``[N, 1, S, S]`` -> ``[N, feature_dim]``."""
+        """``x`` ``[N, C, S, S]`` -> ``[N, feature_dim]``."""
         return self.convs(x)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -83,14 +84,15 @@ def accuracy(model: DigitClassifier, images: Tensor, labels: Tensor) -> float:
     return float((model(images).argmax(1) == labels).double().mean())
 
 
-def _shift(x: Tensor, gen: torch.Generator) -> Tensor:
-    """Augmentation: move each image ``[N,1,S,S]`` by up to one pixel, filling with background (-1)."""
-    n, s = x.shape[0], x.shape[-1]
-    padded = Fn.pad(x, (1, 1, 1, 1), value=-1.0)
+def _shift(x: Tensor, gen: torch.Generator, fill: float | None = -1.0) -> Tensor:
+    """Augmentation: move each image ``[N,C,S,S]`` by up to one pixel, filling with background
+    ``fill`` (the digits' -1), or with ``None`` repeating the edge (coloured backgrounds)."""
+    n, c, s = x.shape[0], x.shape[1], x.shape[-1]
+    padded = Fn.pad(x, (1, 1, 1, 1), value=fill) if fill is not None else Fn.pad(x, (1, 1, 1, 1), mode="replicate")
     dy, dx = torch.randint(0, 3, (2, n), generator=gen)
-    rows = (dy[:, None] + torch.arange(s))[:, None, :, None].expand(n, 1, s, s + 2)
+    rows = (dy[:, None] + torch.arange(s))[:, None, :, None].expand(n, c, s, s + 2)
     out = padded.gather(2, rows)
-    cols = (dx[:, None] + torch.arange(s))[:, None, None, :].expand(n, 1, s, s)
+    cols = (dx[:, None] + torch.arange(s))[:, None, None, :].expand(n, c, s, s)
     return out.gather(3, cols)
 
 

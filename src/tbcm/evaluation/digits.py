@@ -86,15 +86,23 @@ class DigitsSuite:
 
 
 def _suites() -> tuple:
-    """Every offline suite, in the order they are tried (the scenes module loads on demand)."""
+    """Every offline suite, in the order they are tried (the scenes module loads on demand); the
+    unbound :class:`~tbcm.evaluation.labelled.LabelledSuite` only names results (it matches nothing)."""
     from ..scenes.evaluate import ScenesSuite
+    from .labelled import LabelledSuite
 
-    return DigitsSuite, ScenesSuite
+    return DigitsSuite, ScenesSuite, LabelledSuite
 
 
 def _suite_class(bundle: Bundle, where: str, required: bool = True):
-    """The suite that measures the images ``bundle`` makes (its channels and size); ``None`` for
-    another kind of model unless ``required``."""
+    """The suite that measures the images ``bundle`` makes: its teacher's own judge where the
+    teacher's folder holds one (``TEACHER/judge``, :mod:`tbcm.evaluation.labelled`), else by its
+    channels and size; ``None`` for another kind of model unless ``required``."""
+    from .labelled import LabelledSuite, judge_of_teacher
+
+    judge = judge_of_teacher(bundle.meta.extra.get("teacher") if bundle.meta.kind == "student" else None)
+    if judge is not None:
+        return LabelledSuite.for_judge(judge)
     shape = (bundle.meta.channels, bundle.meta.image_size)
     for suite in _suites():
         if suite.matches(*shape):
@@ -102,7 +110,8 @@ def _suite_class(bundle: Bundle, where: str, required: bool = True):
     if not required:
         return None
     raise UserError(f"{where} makes {shape[0]}x{shape[1]}x{shape[1]} images: tbcm eval measures digits (1x8x8) "
-                    "and scenes (3x32x32) models; for a real teacher use --reference, or --fidelity "
+                    "and scenes (3x32x32) models, and the students of a teacher with a judge (`tbcm judge train "
+                    "--out TEACHER/judge`); for a real teacher use --reference, or --fidelity "
                     "(fidelity to its teacher, no data needed)")
 
 
