@@ -199,7 +199,8 @@ def render(store: Store, smoke: bool = False, doc: Path = DOC) -> str:
         f"({_split_text('confirm')}): the mean and standard error over training seeds, with the per-seed "
         "values. A target counts as met only when the confirm mean plus one standard error is within it; "
         "otherwise the table says \"not shown\". FID and adherence come from `tbcm eval` (digits: the "
-        "shipped classifier; scenes: the shipped judge)."),
+        "shipped classifier; scenes: the shipped judge; letters: the teacher's own judge, `tbcm judge train`, "
+        "benchmarks/teachers/letters/judge)."),
         "",
         *wrap(_teachers_text()),
         "",
