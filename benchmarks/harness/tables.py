@@ -68,6 +68,7 @@ def labels(records: list[dict], smoke: bool = False) -> list[str]:
 # -- quality ---------------------------------------------------------------------------------------
 RATIO_TARGETS = (("1", 1.3), ("4", 1.1))  # the student's FID / the teacher at its best, at most
 ORDER_TARGETS = (("2", "1"), ("4", "2"))  # (more, fewer) steps: FID lower by more than one SE
+SPECTRUM_TARGET = ("1", 0.8, 1.25)  # steps; the spectrum ratio to the teacher within these in every band
 
 
 def steps_word(k: str) -> str:
@@ -111,6 +112,14 @@ def _seeds(values, digits: int = 2) -> str:
 
 def _record(records: list[dict], kind: str, label: str, split: str) -> dict | None:
     return next((r for r in records if r["kind"] == kind and r["label"] == label and r["split"] == split), None)
+
+
+def _bands(per_seed: list) -> list[list[float]] | None:
+    """Per-seed spectrum ratios ``[[band 0, band 1, ..], ..]`` -> per band the seeds' values; ``None``
+    where a seed lacks them (records from before the spectrum)."""
+    if not per_seed or any(not v for v in per_seed):
+        return None
+    return [list(band) for band in zip(*per_seed)]
 
 
 def quality_section(records: list[dict], label: str, split: str) -> str:
@@ -162,7 +171,7 @@ def quality_section(records: list[dict], label: str, split: str) -> str:
     head = "| model | steps | FID (mean ± SE over seeds) | per seed |"
     head += " held-out FID |" if heldout else ""
     head += (" FID / teacher at its best (headline) | FID / teacher as copied | adherence | latent MSE (paired) | "
-             "label agreement | FID to the teacher's samples |")
+             "label agreement | FID to the teacher's samples | spectrum ratio, 4 bands low to high | block ratio |")
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
 
     def teacher_row(name: str, t: dict) -> str:
@@ -171,7 +180,7 @@ def quality_section(records: list[dict], label: str, split: str) -> str:
         row += f" {_num(m['heldout']['fid'])} |" if heldout and "heldout" in m else (" - |" if heldout else "")
         vs_best = f"{m['fid'] / best['mean']['fid']:.2f}x" if best else "-"
         vs_copied = f"{m['fid'] / copied['mean']['fid']:.2f}x" if copied else "-"
-        return row + f" {vs_best} | {vs_copied} | {_pct(m['adherence'])} | - | - | - |"
+        return row + f" {vs_best} | {vs_copied} | {_pct(m['adherence'])} | - | - | - | - | - |"
 
     if best:
         lines.append(teacher_row("teacher at its best", best))
@@ -180,12 +189,12 @@ def quality_section(records: list[dict], label: str, split: str) -> str:
     if floor:
         row = f"| data floor (real images) | - | {_num(floor['fid'])} | - |"
         row += f" {_num(floor['heldout']['fid'])} |" if heldout and "heldout" in floor else (" - |" if heldout else "")
-        lines.append(row + " - | - | - | - | - | - |")
+        lines.append(row + " - | - | - | - | - | - | - | - |")
 
     step_keys = sorted({k for r in students for k in r["score"]["student"]}, key=int)
     fids_of = {k: {r["train_seed"]: r["score"]["student"][k]["fid"] for r in students if k in r["score"]["student"]}
                for k in step_keys}
-    ratios = {}
+    ratios, bands = {}, {}
     for k in step_keys:
         rows = [r for r in students if k in r["score"]["student"]]
         fids = [r["score"]["student"][k]["fid"] for r in rows]
@@ -207,6 +216,10 @@ def quality_section(records: list[dict], label: str, split: str) -> str:
                     f" {_mean_se(to_teacher) if None not in to_teacher else '-'} |")
         else:
             row += " - | - | - |"
+        bands[k] = _bands([f.get("spectrum_ratio") if f else None for f in fid_rows])
+        row += f" {' / '.join(_mean_se(b) for b in bands[k]) if bands[k] else '-'} |"
+        blocks = [f.get("block_ratio") if f else None for f in fid_rows]
+        row += f" {_mean_se(blocks) if blocks and None not in blocks else '-'} |"
         lines.append(row)
 
     if split == "confirm":
@@ -228,6 +241,13 @@ def quality_section(records: list[dict], label: str, split: str) -> str:
                 lines.append(f"| {steps_word(more)} below {steps_word(fewer)} by more than one SE "
                              f"(FID difference, paired by seed) | {_seeds(diff)} | {_mean_se(diff)} | "
                              f"{splits.verdict(diff, 0.0)} |")
+        k, lo, hi = SPECTRUM_TARGET
+        if bands.get(k):
+            met = all(splits.target_met(b, hi) and splits.target_met(b, lo, lower_is_better=False) for b in bands[k])
+            per_seed = "; ".join(" ".join(_num(b[i]) for b in bands[k]) for i in range(len(bands[k][0])))
+            lines.append(f"| {steps_word(k)}: spectrum ratio to the teacher as copied within {lo:g}-{hi:g} in every "
+                         f"band (low to high; per seed: its four bands) | {per_seed} | "
+                         f"{' / '.join(_mean_se(b) for b in bands[k])} | {'met' if met else 'not shown'} |")
     else:
         lines += ["", "Tune split: no verdicts (targets are judged on the confirm split only)."]
     train = [r["training"] for r in students if r.get("training")]
