@@ -8,6 +8,7 @@ read that store: the manifests, each table's records, and that report.py prints 
 from __future__ import annotations
 
 import datetime
+import json
 import re
 from pathlib import Path
 
@@ -120,6 +121,25 @@ def test_confirm_stores_each_seeds_draws_and_the_means(bench):
             assert all(p["fidelity"]["steps"][k]["block_ratio"] > 0 for p in s["per_draw"])
         assert s["teacher_as_copied"]["fid"] == pytest.approx(
             sum(p["teacher_as_copied"]["fid"] for p in s["per_draw"]) / 2)
+
+
+def test_the_confirm_table_shows_each_band_and_judges_the_spectrum_target_band_by_band(bench):
+    store, *_ = bench
+    records = [json.loads(json.dumps(r)) for r in store.latest("quality")]  # a copy to edit
+    students = [r for r in records if r["kind"] == "student" and r["split"] == "confirm"]
+    label = students[0]["label"]
+    assert len(students) == 2 and all(r["label"] == label for r in students)
+
+    def table(per_seed_bands):
+        for r, b in zip(students, per_seed_bands):
+            r["score"]["fidelity"]["1"]["spectrum_ratio"] = b
+        return next(line for line in tables.quality_section(records, label, "confirm").splitlines()
+                    if line.startswith("| 1 step: spectrum ratio"))
+
+    inside = table([[1.0, 0.9, 1.1, 1.2], [1.02, 0.92, 1.12, 1.18]])
+    assert inside.endswith("| met |") and "1.00 0.90 1.10 1.20; 1.02 0.92 1.12 1.18" in inside
+    assert table([[1.0, 0.9, 1.1, 1.3], [1.02, 0.92, 1.12, 1.4]]).endswith("| not shown |")  # a top band over 1.25
+    assert table([[1.0, 0.75, 1.1, 1.2], [1.02, 0.85, 1.12, 1.2]]).endswith("| not shown |")  # 0.8 within one SE
 
 
 def test_mean_of_averages_numbers_and_lists_of_numbers_over_draws():
