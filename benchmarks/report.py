@@ -123,6 +123,7 @@ def tuning_part(store: Store) -> list[str]:
                             else " - |")
                 out.append(row)
         out += ["", f"Command: {tables.commands(checks)}; {tables.provenance(checks)}.", ""]
+    out += start_angle_part([r for r in records if r["mode"] == "start"])
     best = [t for t in store.latest("quality") if t["kind"] == "teacher" and t["label"] == "digits_default"
             and t["split"] == "confirm" and not t.get("smoke") and t.get("at_best")]
     for r in confirms:
@@ -145,6 +146,27 @@ def tuning_part(store: Store) -> list[str]:
                           f"({at_best['mean']['fid']:.2f}, the digits_default quality row above)."), ""]
         out += [f"Command: {tables.commands([r])}; {tables.provenance([r])}.", ""]
     return out
+
+
+def start_angle_part(starts: list[dict]) -> list[str]:
+    """``tune_sampler.py start``: the 1-step sample from start angles below pi/2, per tune run."""
+    if not starts:
+        return []
+    out = [*wrap("Tune seeds, tune draw: the 1-step sample from start angles below pi/2 (the noise read as "
+                 "the state at that angle), which the search leaves out. Per angle: the judge's FID against "
+                 "real data, the paired latent error to the teacher as copied, the spectrum ratio to the "
+                 "teacher's samples per band (low to high) and the block ratio; rho: the rank correlation "
+                 "of the paired error with that FID over the angles."), "",
+           "| run | teacher as copied (FID) | start angle (rad) | FID | paired error | spectrum ratio | block ratio |",
+           "|---|---|---|---|---|---|---|"]
+    for r in starts:
+        for i, a in enumerate(r["starts"]):
+            head = (f"| {r['run']} (rho {r['spearman']:+.2f}) | {r['teacher_setting']} ({r['teacher_fid_data']:.2f})"
+                    if i == 0 else "| | ")
+            blocks = f"{a['blocks']:.2f}" if a.get("blocks") is not None else "-"
+            out.append(f"{head} | {a['start']:.4f} | {a['fid_data']:.2f} | {a['paired']:.4f} | "
+                       + " ".join(f"{v:.2f}" for v in a["spectrum"]) + f" | {blocks} |")
+    return out + ["", f"Command: {tables.commands(starts)}; {tables.provenance(starts)}.", ""]
 
 
 def curves_part(store: Store, smoke: bool, doc: Path) -> list[str]:

@@ -12,7 +12,15 @@ to the library default's routes and re-noising (its guidance input kept), tuned 
 scored on the confirm draws beside the run's own saved sampler and the library default: FID per
 step count, mean and standard error over the runs.
 
+``start`` (tune training seeds, tune draw): the 1-step sample from start angles below pi/2 (the
+pure noise read as the state at that angle), which the search leaves out: per angle the judge's FID
+against real data, the paired latent error to the teacher as copied and the spectrum ratio per
+band (:mod:`tbcm.evaluation.spectrum`). It asks whether the 1-step speckle comes from the student's
+output at exactly pi/2 (where the sCM tangent, which scales with cos t, gives it no signal) and
+whether the paired error could choose the start angle.
+
     python benchmarks/tune_sampler.py check runs/tune/s100 runs/tune/s101 --images 1000
+    python benchmarks/tune_sampler.py start runs/tune/s100 runs/tune/scenes_s100 --images 520
     python benchmarks/tune_sampler.py confirm runs/bench/digits_default/confirm_s20* --draws 5
 """
 
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import statistics
 import sys
@@ -87,6 +96,61 @@ def check_run(run: str, images: int, draw: int) -> dict:
     return out
 
 
+START_ANGLES = (math.pi / 2, 1.565, 1.56, 1.55, 1.54, 1.52, 1.5, 1.45, 1.4)
+
+
+def start_run(run: str, images: int, draw: int, starts=START_ANGLES) -> dict:
+    """1-step samples of ``run``'s student from each angle of ``starts`` on tune draw ``draw``."""
+    from tbcm.evaluation.digits import _suite_class
+    from tbcm.evaluation.draws import Encodings, ImageDraw, sample_draw, teacher_fn
+    from tbcm.evaluation.fidelity import latent_error
+    from tbcm.evaluation.runs import find_student, run_teacher
+    from tbcm.evaluation.spectrum import block_ratio, pixel_patch, spectrum_ratio
+    from tbcm.evaluation.splits import draw_seed
+    from tbcm.evaluation.teachers import copied_setting
+    from tbcm.models.bundle import load_bundle
+    from tbcm.models.student import Student
+    from tbcm.models.teacher import Teacher
+    from tbcm.sampler import StudentSampler
+    from tbcm.sampling import student_sample, to_pixels
+
+    student_dir, run_dir = find_student(run)
+    bundle = load_bundle(student_dir, expect_kind="student", text_cache=None)
+    suite = _suite_class(bundle, run, required=True)(None)
+    prompts = list(suite.prompts)
+    n = max(1, images // len(prompts))
+    tune = ImageDraw(tuple(prompts), n, draw_seed("tune", draw))
+    teacher = Teacher.from_bundle(load_bundle(run_teacher(run_dir), expect_kind="teacher", text_cache=None))
+    student, encoder = Student.from_bundle(bundle).eval(), bundle.encoder.eval()
+    sampler = StudentSampler.from_extra(bundle.meta.extra)
+    shape = (int(bundle.meta.channels), int(bundle.meta.image_size), int(bundle.meta.image_size))
+    sd, patch = bundle.meta.sigma_d, pixel_patch(bundle.meta)
+    setting = copied_setting(sampler, sampler.cfg_scale)
+
+    def pixels(x0):
+        return to_pixels(x0, sd) if bundle.decode is None else bundle.decode(x0)
+
+    with torch.no_grad():
+        teacher_x0 = sample_draw(tune, teacher_fn(teacher, setting.route(), setting.cfg, setting.interval),
+                                 Encodings(prompts, teacher.encoder), shape)
+        enc = Encodings(prompts, encoder)
+        teacher_px = pixels(teacher_x0)
+        rows = []
+        for start in starts:
+            def one_step(cond, noise, gens, start=float(start)):
+                w = torch.full((noise.shape[0],), sampler.cfg_scale)
+                return student_sample(student, cond, w, noise, [start, 0.0])
+            x0 = sample_draw(tune, one_step, enc, shape)
+            px = pixels(x0)
+            rows.append({"start": float(start), "fid_data": _fid(suite.score(px, n)),
+                         "paired": latent_error(x0, teacher_x0, sd, n)["latent_mse"],
+                         "spectrum": spectrum_ratio(px, teacher_px),
+                         "blocks": block_ratio(px, teacher_px, patch) if patch else None})
+    return {"run": Path(run).name, "teacher": run_teacher(run_dir), "draw": draw, "images": len(tune),
+            "teacher_setting": setting.label(), "teacher_fid_data": _fid(suite.score(teacher_px, n)),
+            "starts": rows, "spearman": spearman([r["paired"] for r in rows], [r["fid_data"] for r in rows])}
+
+
 def _fid(scores: dict) -> float:
     return scores["fid"] if "fid" in scores else scores["seen"]["fid"]
 
@@ -125,7 +189,7 @@ def mean_se(values: list[float]) -> tuple[float, float | None]:
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["check", "confirm"])
+    ap.add_argument("mode", choices=["check", "confirm", "start"])
     ap.add_argument("runs", nargs="+", help="digits distill run folders (check: tune seeds; confirm: confirm seeds)")
     ap.add_argument("--images", type=int, default=1000, help="check: tune images, a multiple of the judge's prompts "
                     "(1000: 100 per digit; scenes: 96 prompts); confirm: see --tuning-images")
@@ -137,6 +201,19 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     store = cli.store_of(args)
     command = cli.command("tune_sampler.py", argv)
+    if args.mode == "start":
+        for run in args.runs:
+            res = start_run(run, args.images, args.draw)
+            store.append(TABLE, {"key": f"start:{res['run']}:draw{args.draw}", "mode": "start", **res,
+                                 "manifest": manifest(command)})
+            print(f"{res['run']} (tune draw {res['draw']}, {res['images']} images; teacher as copied "
+                  f"{res['teacher_setting']}: FID {res['teacher_fid_data']:.2f}); 1 step from each start angle:")
+            for r in res["starts"]:
+                blocks = f", blocks {r['blocks']:.2f}" if r["blocks"] is not None else ""
+                print(f"  start {r['start']:.4f} rad: FID {r['fid_data']:.2f}, paired {r['paired']:.4f}, spectrum "
+                      + " ".join(f"{v:.2f}" for v in r["spectrum"]) + blocks)
+            print(f"  rank correlation of the paired error with FID over the angles: {res['spearman']:+.2f}")
+        return
     if args.mode == "check":
         for run in args.runs:
             res = check_run(run, args.images, args.draw)

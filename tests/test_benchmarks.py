@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from benchmarks import cost, curves, lora_memory, quality, report, sampler
+from benchmarks import cost, curves, lora_memory, quality, report, sampler, tune_sampler
 from tbcm.evaluation import splits
 from benchmarks.harness import tables
 from benchmarks.harness.score import mean_of, score_run
@@ -297,6 +298,44 @@ def test_lora_memory_smoke_records_both_students_and_lora_trains_far_fewer_param
     text = report.render(store, smoke=True)
     assert lora_memory.HEADING in text and "| lora8 / full |" in text
     assert lora_memory.HEADING in report.render(store) and "Not measured yet" in report.render(store)
+
+
+def test_start_angles_sample_1_step_from_each_angle_and_pi_2_is_the_students_own_1_step(bench, tmp_path):
+    import torch
+
+    from tbcm.evaluation.draws import Encodings, ImageDraw, sample_draw, teacher_fn
+    from tbcm.evaluation.splits import draw_seed
+    from tbcm.evaluation.teachers import copied_setting
+    from tbcm.models.bundle import load_bundle
+    from tbcm.models.student import Student
+    from tbcm.models.teacher import Teacher
+    from tbcm.sampler import StudentSampler
+    from tbcm.sampler_tuning import score
+
+    _, teacher_dir, runs, _ = bench
+    run = sorted(runs.glob("*/tune_s100_*"))[0]
+    store = tmp_path / "store"
+    assert tune_sampler.main(["start", str(run), "--images", "20", "--store", str(store)]) is None
+    rec = Store(store).latest("tune_sampler")[0]
+    assert rec["mode"] == "start" and [r["start"] for r in rec["starts"]] == list(tune_sampler.START_ANGLES)
+    # pi/2 is the student's saved 1-step sampler: the same paired error, computed through it
+    bundle = load_bundle(run / "student", expect_kind="student", text_cache=None)
+    student, sampler = Student.from_bundle(bundle).eval(), StudentSampler.from_extra(bundle.meta.extra)
+    prompts = [f"a handwritten digit {k}" for k in range(10)]
+    draw, shape = ImageDraw(tuple(prompts), 2, draw_seed("tune", 0)), (1, 8, 8)
+    teacher = Teacher.from_bundle(load_bundle(teacher_dir, expect_kind="teacher", text_cache=None))
+    setting = copied_setting(sampler, sampler.cfg_scale)
+    with torch.no_grad():
+        t_x0 = sample_draw(draw, teacher_fn(teacher, setting.route(), setting.cfg, setting.interval),
+                           Encodings(prompts, teacher.encoder), shape)
+        s_x0 = sample_draw(draw, lambda c, z, g: sampler.sample(student, c, z, 1, generator=g),
+                           Encodings(prompts, bundle.encoder), shape)
+    rows = rec["starts"]
+    assert rows[0]["paired"] == pytest.approx(score(s_x0, t_x0, 0.5), rel=1e-5)
+    assert rows[-1]["paired"] != pytest.approx(rows[0]["paired"], rel=1e-3)  # another angle, another sample
+    assert all(len(r["spectrum"]) == 4 and all(v > 0 for v in r["spectrum"]) for r in rows)
+    text = report.render(Store(store), smoke=True)
+    assert "| start angle (rad) | FID | paired error |" in text and f"| {rows[0]['fid_data']:.2f} |" in text
 
 
 def test_report_prints_the_same_text_from_the_same_store(bench, tmp_path):
