@@ -30,6 +30,7 @@ Others:
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -53,7 +54,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--n", type=int, default=None, help="images per class (default: the judge's)")
     ap.add_argument("--steps", default="1,2,4", help="student step counts")
     ap.add_argument("--png", default=None,
-                    help="the plot (default docs/img/curves_SUITE_SPLIT.png; with --smoke, in RUNS)")
+                    help="the plot (default docs/img/curves_SUITE_SPLIT.png, SUITE with the row's overrides or --name; with --smoke, in RUNS)")
     ap.add_argument("--name", default=None, help="the row's name (default: the suite and its --set overrides)")
     ap.add_argument("--fidelity", action=argparse.BooleanOptionalAction, default=True,
                     help="also score each point's fidelity to the teacher as copied and its spectrum ratio "
@@ -156,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     store, cmd, name, overrides = cli.start(args, "curves.py", argv)
     draws, steps = list(range(args.draws)), cli.ints(args.steps)
-    stem = Path(args.suite).stem
+    # one plot per row: a row with overrides (or --name) gets its own file, not the suite's
+    stem = Path(args.suite).stem if name == cli.label(args.suite, []) else re.sub(r"[^A-Za-z0-9.]+", "_", name).strip("_")
     png = Path(args.png) if args.png else (Path(args.runs) / f"curves_{stem}_{args.split}.png" if args.smoke else
                                            ROOT / "docs" / "img" / f"curves_{stem}_{args.split}.png")
     png = png.resolve()
