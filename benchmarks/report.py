@@ -105,7 +105,8 @@ def tuning_part(store: Store) -> list[str]:
         frechet = any("frechet" in e for r in checks for e in r["steps"].values())
         out += [*wrap("Tune seeds, tune draw: the judge's FID against real data, which the tuning never "
                       "sees (digits: the 600 held-out digits, 100 images per digit; scenes: the seen prompts' "
-                      "FID, 8 images per prompt), of the sampler the data-free measure picks (the paired "
+                      "FID, 8 images per prompt; letters: its judge's 2000 held-out letters, 50 images per "
+                      "letter), of the sampler the data-free measure picks (the paired "
                       "latent error to the teacher), beside the best of the candidates, the run's saved "
                       "sampler (the recipe's hand-tuned one) and the library default (shift 2.5, fresh "
                       "noise); rho: the rank correlation of the measure with that FID over the candidates."
@@ -166,6 +167,13 @@ def start_angle_part(starts: list[dict]) -> list[str]:
             blocks = f"{a['blocks']:.2f}" if a.get("blocks") is not None else "-"
             out.append(f"{head} | {a['start']:.4f} | {a['fid_data']:.2f} | {a['paired']:.4f} | "
                        + " ".join(f"{v:.2f}" for v in a["spectrum"]) + f" | {blocks} |")
+    picks = []
+    for r in starts:
+        pick, top = min(r["starts"], key=lambda a: a["paired"]), r["starts"][0]
+        picks.append(f"{r['run']}: {pick['start']:.4f} rad, FID {pick['fid_data']:.2f} against "
+                     f"{top['fid_data']:.2f} at {top['start']:.4f} rad, highest band {pick['spectrum'][-1]:.2f} "
+                     f"against {top['spectrum'][-1]:.2f}")
+    out += ["", *wrap("The angle the paired error would pick, per run: " + "; ".join(picks) + ".")]
     return out + ["", f"Command: {tables.commands(starts)}; {tables.provenance(starts)}.", ""]
 
 

@@ -219,7 +219,7 @@ def main(argv=None) -> None:
             res = check_run(run, args.images, args.draw)
             store.append(TABLE, {"key": f"check:{res['run']}:draw{args.draw}", "mode": "check", **res,
                                  "manifest": manifest(command)})
-            print(f"{res['run']} (tune draw {res['draw']}, {res['images']} images): FID against the held-out digits")
+            print(f"{res['run']} (tune draw {res['draw']}, {res['images']} images): the judge's FID against its held-out real images")
             for n, e in res["steps"].items():
                 picks = "; ".join(f"{m} picks {e[m]['picks']:.2f} (rho {e[m]['spearman']:+.2f})"
                                   for m in ("paired", "frechet") if m in e)
