@@ -22,7 +22,7 @@ def test_yaml_then_overrides_then_round_trip(tmp_path):
     (["steps=0"], "steps=0"),
     (["optim.lr=-1"], "optim.lr=-1"),
     (["optim.ema_decay=1.5"], "optim.ema_decay"),
-    (["cfg_scales=[]"], "cfg_scales"),
+    (["cfg_scales=[-1,2]"], "cfg_scales"),
     (["pairs.route_points=1"], "pairs.route_points"),
     (["objective.calm_down_start=10", "objective.calm_down_end=5"], "calm_down_end"),
     (["pairs.routepoints=3"], "did you mean 'pairs.route_points'"),
@@ -80,7 +80,15 @@ def test_the_embedded_defaults_recipe_is_written_out_whole():
 
 def test_the_library_default_is_the_papers_recipe_not_a_tuned_one():
     cfg = DistillConfig()
-    assert cfg.cfg_scales == [4.0, 4.5, 5.0] and cfg.guidance_interval == []  # TBCM: w in {4, 4.5, 5}, guided everywhere
+    assert cfg.guidance_interval == []  # guided everywhere
+    # TBCM's w in {4, 4.5, 5} is its rule at Sana's guidance: unset scales resolve around the teacher's
+    from tbcm.models.bundle import ModelMeta
+    from tbcm.models.guidance import resolve_guidance
+
+    assert cfg.cfg_scales == [] and cfg.sampler.cfg_scale is None
+    resolve_guidance(cfg, ModelMeta(kind="teacher", sigma_d=0.5, channels=4, image_size=32, network={},
+                                    prompt_encoder={}, family="sana"))
+    assert cfg.cfg_scales == [4.0, 4.5, 5.0] and cfg.sampler.cfg_scale == 4.5
     assert cfg.objective.endpoint.weight == 0 and cfg.objective.adversarial.weight == 0
     assert cfg.objective.distribution_matching.weight == 0
     # sCM's few-step sampler: fresh noise on the shifted route, no explicit routes

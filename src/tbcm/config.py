@@ -69,7 +69,8 @@ class SamplerConfig:
     ``tbcm sample``, ``tbcm eval``, export and the grids use). The defaults are sCM's and
     Sana-Sprint's; a teacher's measured sampler lives in its config (configs/distill_digits.yaml)."""
 
-    cfg_scale: float = 4.5  # the guidance input w the student samples with (the middle of cfg_scales)
+    # the guidance input w the student samples with; None = the middle of cfg_scales
+    cfg_scale: float | None = None
     shift: float = 2.5  # route of counts without an explicit one; the 2-step middle angle is arctan(shift) rad
     # re-noising between steps: eps = a eps_fresh + sqrt(1 - a^2) eps_implied, a = fresh_noise
     # (1 = sCM's fresh noise, as SanaSprintPipeline's SCMScheduler; 0 = the noise the state implies)
@@ -89,7 +90,8 @@ class SamplerConfig:
         check(self.tune_images >= 2, "sampler.tune_images", self.tune_images, "an integer >= 2")
         check(len(self.tune_fresh_noise) > 0 and all(0.0 <= f <= 1.0 for f in self.tune_fresh_noise),
               "sampler.tune_fresh_noise", self.tune_fresh_noise, "a non-empty list of shares in [0, 1]")
-        check(math.isfinite(self.cfg_scale) and self.cfg_scale >= 0, "sampler.cfg_scale", self.cfg_scale, ">= 0")
+        check(self.cfg_scale is None or (math.isfinite(self.cfg_scale) and self.cfg_scale >= 0), "sampler.cfg_scale",
+              self.cfg_scale, ">= 0, or null (the middle of cfg_scales)")
         check(_finite_positive(self.shift), "sampler.shift", self.shift, "a positive number")
         check(0.0 <= self.fresh_noise <= 1.0, "sampler.fresh_noise", self.fresh_noise,
               "a share in [0, 1] (1 = fresh noise at every step, 0 = the noise implied by the state)")
@@ -146,8 +148,10 @@ class DistillConfig:
     seed: int = 0
     steps: int = 2400  # optimiser steps
     prompts_per_step: int = 8  # prompts rolled out per step; pairs per step = this * (K - 1)
-    # the guidance scales w each rollout draws from; the student takes w as an input (TBCM: {4, 4.5, 5})
-    cfg_scales: list[float] = field(default_factory=lambda: [4.0, 4.5, 5.0])
+    # the guidance scales w each rollout draws from; the student takes w as an input. [] = the
+    # teacher's own scale g and g +- 0.5 (TBCM: {4, 4.5, 5} around Sana's 4.5), g from the teacher's
+    # model.yaml `guidance`, else its family's pipeline default, else 4.5 (tbcm.models.guidance)
+    cfg_scales: list[float] = field(default_factory=list)
     # guide the teacher only at angles in (lo, hi] (TrigFlow radians; pi/2 = pure noise) and run it
     # unguided elsewhere, in the rollout and wherever the teacher is guided (Kynkaanniemi et al.
     # 2024); [] = guided at every angle (TBCM). The student's w then means "w inside the interval".
@@ -179,8 +183,8 @@ class DistillConfig:
     def check(self, cfg, check) -> None:
         check(self.steps >= 1, "steps", self.steps, "a positive integer")
         check(self.prompts_per_step >= 1, "prompts_per_step", self.prompts_per_step, "a positive integer")
-        check(len(self.cfg_scales) > 0 and all(math.isfinite(w) and w >= 0 for w in self.cfg_scales),
-              "cfg_scales", self.cfg_scales, "a non-empty list of scales >= 0")
+        check(all(math.isfinite(w) and w >= 0 for w in self.cfg_scales),
+              "cfg_scales", self.cfg_scales, "a list of scales >= 0 ([] = around the teacher's own guidance)")
         gi = list(self.guidance_interval)
         check(not gi or valid_interval(gi), "guidance_interval", gi,
               "[] (guided everywhere) or [lo, hi] angles with 0 <= lo < hi <= pi/2, e.g. [0.0, 0.5]")
@@ -232,6 +236,8 @@ class TeacherTrainConfig:
     ema_decay: float = 0.999
     sigma_d: float = 0.5  # TrigFlow data scale recorded with the teacher
     model: TeacherModelConfig = field(default_factory=TeacherModelConfig)
+    # the guidance of the teacher's sample grid, recorded as its model.yaml `guidance`: the scale
+    # its owner samples it at, which a distillation that sets no cfg_scales trains around
     sample_cfg_scale: float = 4.5
     sample_steps: int = 16
     threads: int = 0
@@ -255,6 +261,8 @@ class TeacherTrainConfig:
         check(0 <= self.cond_dropout < 1, "cond_dropout", self.cond_dropout, "in [0, 1)")
         check(0 <= self.ema_decay < 1, "ema_decay", self.ema_decay, "in [0, 1)")
         check(_finite_positive(self.sigma_d), "sigma_d", self.sigma_d, "a positive number")
+        check(math.isfinite(self.sample_cfg_scale) and self.sample_cfg_scale >= 0, "sample_cfg_scale",
+              self.sample_cfg_scale, ">= 0 (the guidance you sample the teacher at)")
         check("{label}" in self.prompt_template, "prompt_template", self.prompt_template, "a text containing {label}")
         check(self.sample_steps >= 1, "sample_steps", self.sample_steps, "a positive integer")
         check(self.threads >= 0, "threads", self.threads, ">= 0 (0 = default)")

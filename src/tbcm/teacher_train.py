@@ -107,7 +107,7 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, overwrite: bool = Fa
             extra["split"] = data.split
         meta = ModelMeta(kind="teacher", sigma_d=cfg.sigma_d, channels=channels, image_size=cfg.image_size,
                          network=final.network.config.to_dict(), prompt_encoder=final.encoder.config(),
-                         extra=extra)
+                         extra=extra, guidance=cfg.sample_cfg_scale)  # what a distillation trains around
         write_bundle_files(Bundle(meta, final.network, final.encoder), tmp)  # `out` is the teacher folder
         teacher = Teacher(final.network.eval(), final.encoder.eval(), cfg.sigma_d)
         distinct = sorted(set(data.prompts))

@@ -69,11 +69,16 @@ class ModelMeta:
     extra: dict = field(default_factory=dict)  # provenance: training config, source teacher, ...
     family: str = "tbcm"  # a name in tbcm.models.registry.FAMILIES ("tbcm": TinyDiT + word encoder)
     lora: dict = field(default_factory=dict)  # a LoRA student's adapters (tbcm.models.lora.record); {}: none
+    # teachers: the classifier-free guidance scale its owner samples it at; a distillation that
+    # does not set cfg_scales trains around it (tbcm.models.guidance). None: the family's default
+    guidance: float | None = None
 
     def to_dict(self) -> dict:
         out = {"format": FORMAT, **{k: getattr(self, k) for k in self.__dataclass_fields__}}
         if not out["lora"]:  # a full model's model.yaml stays as it was
             del out["lora"]
+        if out["guidance"] is None:  # as does a teacher's that names no guidance
+            del out["guidance"]
         return out
 
 

@@ -54,6 +54,9 @@ class Family:
     * ``blank_latent(meta, shape) -> Tensor [C, h, w]``: the flow-space latent of a black image
       (the degenerate-sample filter); ``None``: ``meta.blank_value`` is that value.
     * ``pixel_space``: samples are images (``source=forward`` can train on real images).
+    * ``guidance``: the classifier-free guidance scale the family's diffusers pipeline samples at
+      by default (its ``guidance_scale``), what a distillation of its teachers trains around
+      unless the teacher's ``model.yaml`` or the run says otherwise; ``None``: the paper's 4.5.
     * ``export(bundle, folder, out) -> str``: write a runnable pipeline folder for a student into
       ``folder`` (renamed to ``out`` when complete), returning how to load it; ``None``: ``no_export`` says (in one
       sentence) why there is none and how to generate instead.
@@ -66,5 +69,6 @@ class Family:
     load_pipeline: Callable | None = None
     blank_latent: Callable | None = None
     pixel_space: bool = False
+    guidance: float | None = None
     export: Callable | None = None
     no_export: str = "tbcm cannot export its students; generate with `tbcm sample`"

@@ -3,10 +3,13 @@ teacher, the prompts file and their encodings (in memory, or streamed through a 
 
 from __future__ import annotations
 
+import sys
+
 from .. import distributed as dist_utils
 from ..data import read_prompts_file
 from ..errors import UserError
 from .bundle import builtin_prompts_path, is_builtin, load_bundle
+from .guidance import resolve_guidance
 from .registry import get_family
 from .teacher import Teacher
 from .text_cache import DiskCachedEncoder
@@ -45,13 +48,16 @@ def load_teacher_and_prompts(cfg, dist: dist_utils.DistInfo | None = None):
     """
     bundle = load_bundle(cfg.teacher, expect_kind="teacher", **teacher_options(cfg))
     check_family_supports(cfg, bundle.meta.family)
+    dist = dist if dist is not None else dist_utils.DistInfo()
+    note = resolve_guidance(cfg, bundle.meta)  # before the config is saved or any pair is drawn
+    if note and dist.is_main:
+        print(note, file=sys.stderr)  # a diagnostic: stdout stays the commands' (json) output
     prompts = load_prompts(cfg.prompts)
     teacher = Teacher.from_bundle(bundle)
     teacher.guidance_interval = tuple(float(a) for a in cfg.guidance_interval) or None
     encoder = teacher.encoder
     if not isinstance(encoder, DiskCachedEncoder) or encoder.cache_dir is None:  # all encodings in memory
         return bundle, teacher, prompts, encoder.encode(prompts, progress=True)
-    dist = dist if dist is not None else dist_utils.DistInfo()
     if dist.device.type == "cuda":
         encoder.move_text_encoders(dist.device)
     encoder.fill_cache(prompts, dist.rank, dist.world_size, progress=dist.is_main)

@@ -10,7 +10,8 @@ from ..common import blank_latent
 from .bundle import load_student, load_teacher, write_folder
 from .export import export_pipeline
 
+# guidance: StableDiffusion3Pipeline.__call__'s default guidance_scale, the scale its teachers are sampled at
 FAMILY = Family(
     name="sd3", load_folder=load_student, write_folder=write_folder, pipeline_prefixes=("StableDiffusion3",),
-    load_pipeline=load_teacher, export=export_pipeline,
+    load_pipeline=load_teacher, export=export_pipeline, guidance=7.0,
     blank_latent=lambda meta, shape: blank_latent(meta.extra["pipeline"], shape, "AutoencoderKL", "SD3"))
