@@ -393,3 +393,16 @@ def test_score_run_is_the_only_caller_of_evaluate():
     assert callers == ["benchmarks/harness/score.py"]
     assert set(splits.train_seeds("tune")).isdisjoint(splits.train_seeds("confirm"))
     assert splits.draw_seed("confirm", 0) > splits.draw_seed("tune", splits.DRAWS_PER_SPLIT - 1)
+
+
+def test_a_teacher_that_names_its_guidance_later_keeps_its_teacher_best_record(tiny_teacher_dir):
+    """The teacher-best store key hashes the teacher's files; ``model.yaml``'s ``guidance:`` line
+    (the scale a distillation trains around) is not part of what the teacher samples."""
+    from benchmarks.harness.score import _files_digest
+
+    before = _files_digest(tiny_teacher_dir)
+    meta = tiny_teacher_dir / "model.yaml"
+    meta.write_text(meta.read_text() + "guidance: 2.0\n")
+    assert _files_digest(tiny_teacher_dir) == before
+    meta.write_text(meta.read_text().replace("sigma_d: 0.5", "sigma_d: 0.6"))  # anything else is another teacher
+    assert _files_digest(tiny_teacher_dir) != before

@@ -137,10 +137,16 @@ def _run_models(run_dir: str | Path):
 
 
 def _files_digest(folder: Path) -> str:
-    """sha256 of every file under ``folder`` (names and contents): which teacher this is."""
+    """sha256 of every file under ``folder`` (names and contents): which teacher this is. The
+    ``guidance:`` line of ``model.yaml`` is left out: it is the scale a distillation trains around,
+    not part of what the teacher samples, and a teacher that names one later is the same teacher."""
     h = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         h.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        if path.relative_to(folder).as_posix() == "model.yaml":
+            h.update(b"".join(line for line in path.read_bytes().splitlines(keepends=True)
+                              if not line.startswith(b"guidance:")))
+            continue
         with path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
