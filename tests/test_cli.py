@@ -138,6 +138,7 @@ def test_teacher_train_on_npz_feeds_distill(tmp_path, capsys):
                f"prompts={prompts}", "steps=1", "prompts_per_step=2", "pairs.route_points=3", "preview.seeds=1",
                "preview.teacher_steps=2"])
     assert rc == 0
+    assert "[4.0, 4.5, 5.0] around 4.5, from the teacher's model.yaml" in capsys.readouterr().err  # its sample_cfg_scale
     err = assert_cli_error(["distill", "--out", str(tmp_path / "run2"), f"teacher={teacher}", f"prompts={prompts}",
                 "preview.prompts=[a toy bird]"], capsys)
     assert "'bird'" in err
@@ -160,6 +161,8 @@ def test_overrides_may_follow_flags_and_cuda_without_cuda_is_one_line(tmp_path, 
 
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["threads"] == 1 and saved["steps"] == 1 and saved["preview"]["seeds"] == 1
+    assert saved["cfg_scales"] == [4.0, 4.5, 5.0] and saved["sampler"]["cfg_scale"] == 4.5  # no guidance named
+    capsys.readouterr()  # that run's account of its guidance; what follows is one refused run
     if not torch.cuda.is_available():
         err = assert_cli_error(["distill", "--out", str(tmp_path / "gpu"), f"teacher={tiny_teacher_dir}",
                                 "device=cuda"], capsys)

@@ -3,8 +3,6 @@ teacher, the prompts file and their encodings (in memory, or streamed through a 
 
 from __future__ import annotations
 
-import sys
-
 from .. import distributed as dist_utils
 from ..data import read_prompts_file
 from ..errors import UserError
@@ -37,8 +35,12 @@ def check_family_supports(cfg, family: str) -> None:
                         "set pairs.blank_threshold=0")
 
 
-def load_teacher_and_prompts(cfg, dist: dist_utils.DistInfo | None = None):
+def load_teacher_and_prompts(cfg, dist: dist_utils.DistInfo | None = None, notes: list[str] | None = None):
     """``(teacher bundle, frozen guided teacher, prompts, their encodings)`` of a distillation config.
+
+    Fills the config's unset guidance scales from the teacher first (:func:`resolve_guidance`),
+    appending its one-line account to ``notes`` (the caller shows it once the run starts, after
+    every input check, so a refused run still fails in one line).
 
     The built-in encoder encodes everything in memory (it is tiny). A diffusers encoder with a
     disk cache streams: each rank encodes its share of the prompts not cached yet (on the
@@ -50,8 +52,8 @@ def load_teacher_and_prompts(cfg, dist: dist_utils.DistInfo | None = None):
     check_family_supports(cfg, bundle.meta.family)
     dist = dist if dist is not None else dist_utils.DistInfo()
     note = resolve_guidance(cfg, bundle.meta)  # before the config is saved or any pair is drawn
-    if note and dist.is_main:
-        print(note, file=sys.stderr)  # a diagnostic: stdout stays the commands' (json) output
+    if note and notes is not None:
+        notes.append(note)
     prompts = load_prompts(cfg.prompts)
     teacher = Teacher.from_bundle(bundle)
     teacher.guidance_interval = tuple(float(a) for a in cfg.guidance_interval) or None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -58,7 +59,8 @@ class Distiller:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         # prompt encodings are cached once: conds is [num_prompts, L, D]
-        self.teacher_bundle, self.teacher, self.prompts, conds = load_teacher_and_prompts(cfg, self.dist)
+        self.notes: list[str] = []  # shown when the run starts (tbcm.models.guidance's account)
+        self.teacher_bundle, self.teacher, self.prompts, conds = load_teacher_and_prompts(cfg, self.dist, self.notes)
         meta = self.teacher_bundle.meta
         self.encoder = self.teacher.encoder
         self.grid_prompts = list(cfg.preview.prompts) or self.prompts[:10]
@@ -240,6 +242,8 @@ class Distiller:
         if main:
             out.mkdir(parents=True, exist_ok=True)
             save_config(with_absolute_paths(cfg), out / "config.yaml")  # rerunnable from anywhere
+            for note in self.notes:  # every input check passed: a refused run stays one line
+                print(note, file=sys.stderr)
         log = MetricsLog(out / "metrics.csv", tensorboard_dir=out / "tensorboard", resume_from=self.step) if main else None
         bar = tqdm(total=cfg.steps, initial=self.step, desc="distill", disable=not (progress and main), dynamic_ncols=True)
         start = time.perf_counter()
