@@ -58,9 +58,7 @@ def resolve_guidance(cfg, meta) -> str | None:
     note = None
     if not cfg.cfg_scales:
         g, source = teacher_guidance(meta)
-        cfg.cfg_scales = scales_around(g)
-        if cfg.sampler.cfg_scale is None:
-            cfg.sampler.cfg_scale = g
+        cfg.cfg_scales = scales_around(g)  # whose middle is g: the sampler's scale below
         note = (f"guidance: training on w in {[round(w, 4) for w in cfg.cfg_scales]} around {g:g}, from {source}; "
                 "set cfg_scales to choose")
     if cfg.sampler.cfg_scale is None:

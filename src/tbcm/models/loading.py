@@ -50,7 +50,6 @@ def load_teacher_and_prompts(cfg, dist: dist_utils.DistInfo | None = None, notes
     """
     bundle = load_bundle(cfg.teacher, expect_kind="teacher", **teacher_options(cfg))
     check_family_supports(cfg, bundle.meta.family)
-    dist = dist if dist is not None else dist_utils.DistInfo()
     note = resolve_guidance(cfg, bundle.meta)  # before the config is saved or any pair is drawn
     if note and notes is not None:
         notes.append(note)
@@ -60,6 +59,7 @@ def load_teacher_and_prompts(cfg, dist: dist_utils.DistInfo | None = None, notes
     encoder = teacher.encoder
     if not isinstance(encoder, DiskCachedEncoder) or encoder.cache_dir is None:  # all encodings in memory
         return bundle, teacher, prompts, encoder.encode(prompts, progress=True)
+    dist = dist if dist is not None else dist_utils.DistInfo()
     if dist.device.type == "cuda":
         encoder.move_text_encoders(dist.device)
     encoder.fill_cache(prompts, dist.rank, dist.world_size, progress=dist.is_main)
