@@ -103,6 +103,7 @@ def tuning_part(store: Store) -> list[str]:
                             "`... confirm RUNS` on confirm seeds)."), ""]
     if checks:
         frechet = any("frechet" in e for r in checks for e in r["steps"].values())
+        guarded = any("guarded" in e for r in checks for e in r["steps"].values())
         out += [*wrap("Tune seeds, tune draw: the judge's FID against real data, which the tuning never "
                       "sees (digits: the 600 held-out digits, 100 images per digit; scenes: the seen prompts' "
                       "FID, 8 images per prompt; letters: its judge's 2000 held-out letters, 50 images per "
@@ -112,9 +113,15 @@ def tuning_part(store: Store) -> list[str]:
                       "noise); rho: the rank correlation of the measure with that FID over the candidates."
                       + (" The Fréchet distance on pooled latents, measured beside it in the first check, "
                          "ranked them no better than chance (its column) and was removed." if frechet else "")), "",
+                *([] if not guarded else ["", *wrap(
+                    "Guarded: the pick of the paired error among the candidates whose samples hold 0.8-1.25x "
+                    "the teacher's power in every frequency band (or, where none does, the closest ones); "
+                    "the pick's spectrum ratio per band, low to high, in brackets. A guard against blurred "
+                    "picks, tried and not adopted where it changes no pick.")]),
+                "",
                 "| run | steps | candidates | best | saved | library default | paired picks (rho) |"
-                + (" frechet picks (rho) |" if frechet else ""),
-                "|---|---|---|---|---|---|---|" + ("---|" if frechet else "")]
+                + (" frechet picks (rho) |" if frechet else "") + (" guarded picks (spectrum) |" if guarded else ""),
+                "|---|---|---|---|---|---|---|" + ("---|" if frechet else "") + ("---|" if guarded else "")]
         for r in checks:
             for n, e in r["steps"].items():
                 row = (f"| {r['run']} | {n} | {e['candidates']} | {e['best']:.2f} | {e['saved']:.2f} | "
@@ -122,6 +129,9 @@ def tuning_part(store: Store) -> list[str]:
                 if frechet:
                     row += (f" {e['frechet']['picks']:.2f} ({e['frechet']['spearman']:+.2f}) |" if "frechet" in e
                             else " - |")
+                if guarded:
+                    g = e.get("guarded")
+                    row += (f" {g['picks']:.2f} ({' '.join(f'{v:.2f}' for v in g['spectrum'])}) |" if g else " - |")
                 out.append(row)
         out += ["", f"Command: {tables.commands(checks)}; {tables.provenance(checks)}.", ""]
     out += start_angle_part([r for r in records if r["mode"] == "start"])

@@ -53,12 +53,28 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float((ra * rb).sum() / (ra.norm() * rb.norm()).clamp_min(1e-30))
 
 
+SPECTRUM_LIMIT = math.log(1.25)  # the issue's clean-sample band: 0.8-1.25x the teacher's power in every band
+
+
+def spectrum_deviation(ratios: list[float]) -> float:
+    """The worst band's distance from the teacher's spectrum, ``max |log r|`` over the bands' power
+    ratios ``r`` (0 = the teacher's; ``log 1.25`` = a band 25% above or 20% below; NaN bands skipped)."""
+    return max(abs(math.log(max(r, 1e-30))) for r in ratios if math.isfinite(r))
+
+
+def admissible(deviations: list[float], limit: float = SPECTRUM_LIMIT) -> list[bool]:
+    """The spectrum guard ``check`` tries beside the paired error: the candidates within ``limit``
+    (:func:`spectrum_deviation`), or, where none is, those as close to the teacher's as the closest."""
+    bound = max(limit, min(deviations))
+    return [d <= bound + 1e-12 for d in deviations]
+
+
 def check_run(run: str, images: int, draw: int) -> dict:
     from tbcm.models.bundle import load_bundle
     from tbcm.evaluation.digits import _suite_class
     from tbcm.evaluation.runs import find_student
     from tbcm.sampler import StudentSampler
-    from tbcm.sampler_tuning import MEASURE, tune_saved_student
+    from tbcm.sampler_tuning import MEASURE, SPECTRUM, tune_saved_student
     from tbcm.sampling import to_pixels
     from tbcm.trigflow import reference_route
 
@@ -87,11 +103,14 @@ def check_run(run: str, images: int, draw: int) -> dict:
 
         entry = {"candidates": len(rows), "best": min(fid), "saved": fid_of(saved.angles(n)[1:-1], saved.fresh_noise),
                  "library_default": fid_of(reference_route(n, 2.5)[1:].tolist(), 1.0)}
-        for m in (MEASURE,):
-            vals = [t["scores"][m] for t in rows]
-            pick = min(range(len(rows)), key=lambda i: vals[i])
-            entry[m] = {"spearman": spearman(vals, fid), "picks": fid[pick],
-                        "route": rows[pick]["route"], "fresh_noise": rows[pick]["fresh_noise"]}
+        vals = [t["scores"][MEASURE] for t in rows]
+        allowed = admissible([spectrum_deviation(t["scores"][SPECTRUM]) for t in rows])
+        for name, ok in ((MEASURE, [True] * len(rows)), ("guarded", allowed)):
+            # per step count, the lowest paired error (among the spectrum-admissible ones when guarded)
+            pick = min(range(len(rows)), key=lambda i: (not ok[i], vals[i]))
+            entry[name] = {"spearman": spearman(vals, fid), "picks": fid[pick], "spectrum": rows[pick]["scores"][SPECTRUM],
+                           "route": rows[pick]["route"], "fresh_noise": rows[pick]["fresh_noise"]}
+        entry["chosen"] = fid_of(result.sampler.angles(n)[1:-1], result.sampler.fresh_noise)  # the library's choice
         out["steps"][str(n)] = entry
     return out
 
@@ -223,6 +242,9 @@ def main(argv=None) -> None:
             for n, e in res["steps"].items():
                 picks = "; ".join(f"{m} picks {e[m]['picks']:.2f} (rho {e[m]['spearman']:+.2f})"
                                   for m in ("paired", "frechet") if m in e)
+                if "guarded" in e:
+                    picks += (f"; guarded by the spectrum picks {e['guarded']['picks']:.2f} (spectrum "
+                              + " ".join(f"{v:.2f}" for v in e["guarded"]["spectrum"]) + f"); chosen {e['chosen']:.2f}")
                 print(f"  {n} steps, {e['candidates']} candidates: best {e['best']:.2f}, saved {e['saved']:.2f}, "
                       f"library default {e['library_default']:.2f}; {picks}")
         return

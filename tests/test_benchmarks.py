@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import re
 from pathlib import Path
 
@@ -406,3 +407,10 @@ def test_a_teacher_that_names_its_guidance_later_keeps_its_teacher_best_record(t
     assert _files_digest(tiny_teacher_dir) == before
     meta.write_text(meta.read_text().replace("sigma_d: 0.5", "sigma_d: 0.6"))  # anything else is another teacher
     assert _files_digest(tiny_teacher_dir) != before
+
+
+def test_the_spectrum_guard_tried_by_the_sampler_check_admits_the_band_or_else_the_closest():
+    assert tune_sampler.spectrum_deviation([1.0, 0.8, 1.25]) == pytest.approx(math.log(1.25))
+    assert tune_sampler.spectrum_deviation([1.0, 0.5, float("nan")]) == pytest.approx(math.log(2.0))
+    assert tune_sampler.admissible([0.1, 0.3, 0.2]) == [True, False, True]
+    assert tune_sampler.admissible([0.9, 0.5, 0.5, 0.7]) == [False, True, True, False]

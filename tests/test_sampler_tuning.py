@@ -66,6 +66,25 @@ def test_the_saved_sampler_is_a_candidate_so_tuning_never_does_worse_on_the_tune
     assert result.chosen["scores"] == result.chosen["before_scores"]
 
 
+def test_each_candidates_spectrum_ratio_is_recorded_beside_its_paired_error():
+    """The paired error favours faded samples (the conditional mean); the record shows it: a candidate
+    at 0.8x the teacher reads 0.64x its power in every band, beside its low paired error."""
+    teacher = torch.randn(256, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    noise = torch.randn(teacher.shape, generator=torch.Generator().manual_seed(2))
+
+    def student_fn(cand: StudentSampler, steps: int) -> torch.Tensor:
+        return 0.8 * teacher if cand.angles(steps)[1] > 1.0 else teacher + 0.4 * noise
+
+    space = SearchSpace(steps=(2,), shifts=(0.25, 6.0), restarts=(), fresh_noise=(1.0,))
+    result = tune_sampler(StudentSampler(shift=2.5, fresh_noise=1.0), student_fn, teacher, sigma_d=1.0, space=space)
+    faded = [r for r in result.tried if r["route"][0] > 1.0]
+    noisy = [r for r in result.tried if r["route"][0] < 1.0]
+    assert faded and all(v == pytest.approx(0.64) for r in faded for v in r["scores"]["spectrum"])
+    assert noisy and all(1.05 < v < 1.3 for r in noisy for v in r["scores"]["spectrum"])
+    assert result.sampler.angles(2)[1] > 1.0  # the paired error alone chooses the faded one
+    assert result.chosen["spectrum"]["2"] == pytest.approx([0.64] * 4)
+
+
 def test_bad_search_spaces_are_refused_with_the_fix():
     from tbcm.errors import UserError
 

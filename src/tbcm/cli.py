@@ -371,7 +371,9 @@ def format_tuning(record: dict) -> str:
              f"re-noising share {before['fresh_noise']:g} -> {chosen['fresh_noise']:g}"]
     for n, mids in chosen["routes"].items():
         lines.append(f"  {n} steps: middle angles {', '.join(f'{a:.3f}' for a in mids)} rad "
-                     f"(score {chosen['scores'][n]:.4g}; saved sampler {chosen['before_scores'][n]:.4g})")
+                     f"(score {chosen['scores'][n]:.4g}; saved sampler {chosen['before_scores'][n]:.4g})"
+                     + ("; spectrum vs the teacher, low to high frequency: "
+                        + " ".join(f"{v:.2f}" for v in chosen["spectrum"][n]) if "spectrum" in chosen else ""))
     return "\n".join(lines)
 
 

@@ -40,11 +40,17 @@ from torch import Tensor
 from tqdm import tqdm
 
 from .errors import UserError
+from .evaluation.spectrum import spectrum_ratio
 from .sampler import StudentSampler
 from .sampling import check_route
 from .trigflow import reference_route
 
 MEASURE = "paired"  # the name of the one measure in the records (``scores``)
+# per candidate, recorded beside the paired error: its samples' power per frequency band over the
+# teacher's (tbcm.evaluation.spectrum). Not part of the choice: a guard that admitted only
+# candidates within 0.8-1.25x in every band changed no pick on three digits tune runs
+# (benchmarks/tune_sampler.py check, docs/results.md).
+SPECTRUM = "spectrum"
 
 
 @dataclass(frozen=True)
@@ -126,7 +132,9 @@ def tune_sampler(sampler: StudentSampler, student_fn, teacher_x0: Tensor, sigma_
     each step count takes its best route; the share with the lowest sum over step counts of
     ``score / best score at that count`` wins (one share for all counts). The saved sampler's own
     routes and share are among the candidates, so the result is never worse on the tune draw.
-    Every candidate's ``scores`` hold the paired error (``"paired"``, the choice) and ``also`` (``{name: fn(x0 [N, C, H, W]) -> float}``, e.g. a judge's FID in a benchmark).
+    Every candidate's ``scores`` hold the paired error (``"paired"``, the choice), the spectrum ratio
+    per band (``"spectrum"``, recorded) and ``also`` (``{name: fn(x0 [N, C, H, W]) -> float}``, e.g. a
+    judge's FID in a benchmark).
     """
     space.check()
     steps_list = [int(n) for n in space.steps]
@@ -135,15 +143,17 @@ def tune_sampler(sampler: StudentSampler, student_fn, teacher_x0: Tensor, sigma_
     total = sum(len(routes[n]) for n in steps_list) * len(shares)
     tried: list[dict] = []
     table: dict = {}  # (share, steps, route index) -> score
+    spectra: dict = {}  # (share, steps, route index) -> spectrum ratio per band
     with tqdm(total=total, desc="tune sampler", unit="sampler", disable=not progress, leave=False) as bar:
         for f in shares:
             for n in steps_list:
                 for i, mids in enumerate(routes[n]):
                     cand = sampler.overridden(fresh_noise=f, routes={**sampler.routes, n: mids})
                     x0 = student_fn(cand, n)
-                    scores = {MEASURE: score(x0, teacher_x0, sigma_d)}
+                    scores = {MEASURE: score(x0, teacher_x0, sigma_d), SPECTRUM: spectrum_ratio(x0, teacher_x0)}
                     scores.update({name: float(fn(x0)) for name, fn in (also or {}).items()})
                     table[(f, n, i)] = scores[MEASURE]
+                    spectra[(f, n, i)] = scores[SPECTRUM]
                     tried.append({"steps": n, "route": mids, "fresh_noise": f, "scores": scores})
                     bar.update(1)
     best_at = {n: min(table[(f, n, i)] for f in shares for i in range(len(routes[n]))) for n in steps_list}
@@ -158,6 +168,7 @@ def tune_sampler(sampler: StudentSampler, student_fn, teacher_x0: Tensor, sigma_
     chosen_routes = {n: routes[n][best_route(share, n)] for n in steps_list}
     chosen = {"fresh_noise": share, "routes": {str(n): r for n, r in chosen_routes.items()},
               "scores": {str(n): table[(share, n, best_route(share, n))] for n in steps_list},
+              "spectrum": {str(n): spectra[(share, n, best_route(share, n))] for n in steps_list},
               # the saved sampler: its own route (always a candidate) at its own share
               "before_scores": {str(n): table[(sampler.fresh_noise, n, routes[n].index(_rounded(sampler.angles(n)[1:-1])))]
                                 for n in steps_list}}
