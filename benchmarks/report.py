@@ -104,6 +104,7 @@ def tuning_part(store: Store) -> list[str]:
     if checks:
         frechet = any("frechet" in e for r in checks for e in r["steps"].values())
         guarded = any("guarded" in e for r in checks for e in r["steps"].values())
+        chosen = any("chosen" in e for r in checks for e in r["steps"].values())
         out += [*wrap("Tune seeds, tune draw: the judge's FID against real data, which the tuning never "
                       "sees (digits: the 600 held-out digits, 100 images per digit; scenes: the seen prompts' "
                       "FID, 8 images per prompt; letters: its judge's 2000 held-out letters, 50 images per "
@@ -118,10 +119,16 @@ def tuning_part(store: Store) -> list[str]:
                     "the teacher's power in every frequency band (or, where none does, the closest ones); "
                     "the pick's spectrum ratio per band, low to high, in brackets. A guard against blurred "
                     "picks, tried and not adopted where it changes no pick.")]),
+                *([] if not chosen else ["", *wrap(
+                    "Chosen: the library's pick when the check ran (`tbcm tune-sampler`: one re-noising share "
+                    "for all step counts), and in brackets the cap on its routes' middle angles (`--max-angle`, "
+                    "rad; none: before the cap).")]),
                 "",
                 "| run | steps | candidates | best | saved | library default | paired picks (rho) |"
-                + (" frechet picks (rho) |" if frechet else "") + (" guarded picks (spectrum) |" if guarded else ""),
-                "|---|---|---|---|---|---|---|" + ("---|" if frechet else "") + ("---|" if guarded else "")]
+                + (" frechet picks (rho) |" if frechet else "") + (" guarded picks (spectrum) |" if guarded else "")
+                + (" chosen |" if chosen else ""),
+                "|---|---|---|---|---|---|---|" + ("---|" if frechet else "") + ("---|" if guarded else "")
+                + ("---|" if chosen else "")]
         for r in checks:
             for n, e in r["steps"].items():
                 row = (f"| {r['run']} | {n} | {e['candidates']} | {e['best']:.2f} | {e['saved']:.2f} | "
@@ -132,6 +139,9 @@ def tuning_part(store: Store) -> list[str]:
                 if guarded:
                     g = e.get("guarded")
                     row += (f" {g['picks']:.2f} ({' '.join(f'{v:.2f}' for v in g['spectrum'])}) |" if g else " - |")
+                if chosen:
+                    cap = f"{r['max_angle']:g}" if r.get("max_angle") is not None else "none"
+                    row += f" {e['chosen']:.2f} ({cap}) |" if e.get("chosen") is not None else " - |"
                 out.append(row)
         out += ["", f"Command: {tables.commands(checks)}; {tables.provenance(checks)}.", ""]
     out += start_angle_part([r for r in records if r["mode"] == "start"])

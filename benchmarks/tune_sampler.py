@@ -92,7 +92,8 @@ def check_run(run: str, images: int, draw: int) -> dict:
     result, record = tune_saved_student(run, images=images, draw=draw, prompts=prompts, write=False, progress=True,
                                         also=judge, start=start)
     saved = result.before
-    out = {"run": Path(run).name, "draw": draw, "images": record["images"], "steps": {}}
+    out = {"run": Path(run).name, "draw": draw, "images": record["images"], "steps": {},
+           "max_angle": record["space"].get("max_angle")}  # the cap on the chosen routes' angles (None: none)
     for n in sorted({t["steps"] for t in record["tried"]}):
         rows = [t for t in record["tried"] if t["steps"] == n]
         fid = [t["scores"]["fid_data"] for t in rows]

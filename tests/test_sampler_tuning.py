@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -60,7 +61,7 @@ def test_the_search_finds_the_route_and_share_closest_to_the_teacher():
 def test_the_saved_sampler_is_a_candidate_so_tuning_never_does_worse_on_the_tune_draw():
     saved = StudentSampler(routes={2: [0.9], 4: [1.2, 0.9, 0.3]}, fresh_noise=0.25)
     teacher, student_fn, _ = _fake(best_angle=0.9, best_share=0.25, share_weight=4.0)
-    space = SearchSpace(steps=(2, 4), shifts=(0.1, 6.0), restarts=(), fresh_noise=(0.0, 1.0))
+    space = SearchSpace(steps=(2, 4), shifts=(0.1, 6.0), restarts=(), fresh_noise=(0.0, 1.0), max_angle=math.pi / 2)
     result = tune_sampler(saved, student_fn, teacher, sigma_d=1.0, space=space)
     assert result.sampler.routes == saved.routes and result.sampler.fresh_noise == 0.25
     assert result.chosen["scores"] == result.chosen["before_scores"]
@@ -75,7 +76,7 @@ def test_each_candidates_spectrum_ratio_is_recorded_beside_its_paired_error():
     def student_fn(cand: StudentSampler, steps: int) -> torch.Tensor:
         return 0.8 * teacher if cand.angles(steps)[1] > 1.0 else teacher + 0.4 * noise
 
-    space = SearchSpace(steps=(2,), shifts=(0.25, 6.0), restarts=(), fresh_noise=(1.0,))
+    space = SearchSpace(steps=(2,), shifts=(0.25, 6.0), restarts=(), fresh_noise=(1.0,), max_angle=math.pi / 2)
     result = tune_sampler(StudentSampler(shift=2.5, fresh_noise=1.0), student_fn, teacher, sigma_d=1.0, space=space)
     faded = [r for r in result.tried if r["route"][0] > 1.0]
     noisy = [r for r in result.tried if r["route"][0] < 1.0]
@@ -85,11 +86,25 @@ def test_each_candidates_spectrum_ratio_is_recorded_beside_its_paired_error():
     assert result.chosen["spectrum"]["2"] == pytest.approx([0.64] * 4)
 
 
+def test_routes_re_noising_above_the_cap_are_scored_but_never_chosen():
+    """Closest to the teacher at 1.4 rad (the 2-step route of shift 6), but above the 1.0 rad cap:
+    the best route within the cap is chosen; without the cap (pi/2) the closest one is."""
+    teacher, student_fn, _ = _fake(best_angle=math.atan(6.0), best_share=1.0)
+    saved = StudentSampler(shift=2.5, fresh_noise=1.0)
+    space = SearchSpace(steps=(2,), shifts=(0.25, 0.5, 6.0), restarts=(), fresh_noise=(1.0,))
+    capped = tune_sampler(saved, student_fn, teacher, sigma_d=1.0, space=space)
+    assert capped.sampler.angles(2)[1] == pytest.approx(math.atan(0.5), abs=1e-6)  # the nearest within 1.0 rad
+    assert {round(r["route"][0], 3) for r in capped.tried} == {0.245, 0.464, 1.406, 1.19}  # all scored, saved too
+    uncapped = tune_sampler(saved, student_fn, teacher, sigma_d=1.0, space=replace(space, max_angle=math.pi / 2))
+    assert uncapped.sampler.angles(2)[1] == pytest.approx(math.atan(6.0), abs=1e-6)
+
+
 def test_bad_search_spaces_are_refused_with_the_fix():
     from tbcm.errors import UserError
 
     for space, needle in ((SearchSpace(steps=(1,)), "1 step has no route"), (SearchSpace(shifts=(0.0,)), "positive"),
-                          (SearchSpace(restarts=(2.0,)), "(0, pi/2)"), (SearchSpace(fresh_noise=(1.5,)), "[0, 1]")):
+                          (SearchSpace(restarts=(2.0,)), "(0, pi/2)"), (SearchSpace(fresh_noise=(1.5,)), "[0, 1]"),
+                          (SearchSpace(max_angle=0.0), "(0, pi/2]"), (SearchSpace(max_angle=2.0), "(0, pi/2]")):
         with pytest.raises(UserError, match=None) as info:
             space.check()
         assert needle in str(info.value)

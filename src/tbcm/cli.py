@@ -15,7 +15,7 @@
     tbcm judge train --data X.npz --reference Y.npz --out TEACHER/judge [--floor TRAIN.npz]
                      [--prompt-template T] [--steps N] [--seed S] [--overwrite]
     tbcm export RUN --format diffusers --out DIR [--overwrite]
-    tbcm tune-sampler RUN [--images N] [--draw K] [--steps 2,4] [--shifts ..] [--restarts ..] [--fresh ..]
+    tbcm tune-sampler RUN [--images N] [--draw K] [--steps 2,4] [--shifts ..] [--restarts ..] [--fresh ..] [--max-angle A]
                       [--device D] [--dry-run]
 
 Bad input is one line on stderr and exit code 2; nothing is written or overwritten.
@@ -166,6 +166,8 @@ def _parser() -> argparse.ArgumentParser:
     ts.add_argument("--restarts", default=None, help="restart routes tried at >= 3 steps, by angle in rad "
                     "(default 0.1,0.25,0.5,0.8; 'none': no restart routes)")
     ts.add_argument("--fresh", default=None, help="re-noising shares tried (default 0,0.5,1)")
+    ts.add_argument("--max-angle", type=float, default=None, help="choose only routes whose middle angles are all "
+                    "at or below this, in rad (default 1.0; 1.5708 = no cap)")
     ts.add_argument("--device", default="auto", help="auto (CUDA if any), cpu or cuda[:N]")
     ts.add_argument("--dry-run", action="store_true", help="print the choice, write nothing")
     ts.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -356,6 +358,8 @@ def cmd_tune_sampler(args) -> None:
                         else tuple(_scales("--restarts", args.restarts, "angles")))
     if args.fresh is not None:
         space = replace(space, fresh_noise=tuple(_scales("--fresh", args.fresh, "re-noising shares")))
+    if args.max_angle is not None:
+        space = replace(space, max_angle=args.max_angle)
     result, record = tune_saved_student(args.run, space, DEFAULT_IMAGES if args.images is None else args.images, args.draw,
                                         device=args.device, progress=not args.no_progress, write=not args.dry_run)
     print(format_tuning(record))

@@ -62,6 +62,13 @@ class SearchSpace:
     restarts: tuple[float, ...] = (0.1, 0.25, 0.5, 0.8)  # restart routes for >= 3 steps: re-noise to ~ this angle
     restart_spread: float = 0.04  # restart middle angles run from a (1 + d) down to a (1 - d)
     fresh_noise: tuple[float, ...] = (0.0, 0.5, 1.0)
+    # Only routes whose middle angles all lie at or below this may be chosen (all are scored). The
+    # paired error favours re-noising close to pi/2 with the implied noise, an n-step sample close to
+    # the 1-step one: on one digits tune student it chose 1.41 rad at 2 steps (FID 37.89 against the
+    # best candidate's 9.41), on the scenes' tune student a 4-step route from 1.52 rad (224.90 against
+    # 210.14 within the cap); where it chose within the cap (10 of 12 picks on 6 tune runs of three
+    # teachers) the cap changes nothing (benchmarks/tune_sampler.py check, docs/results.md).
+    max_angle: float = 1.0
 
     def check(self) -> None:
         if not self.steps or any(int(n) < 2 for n in self.steps):
@@ -73,6 +80,9 @@ class SearchSpace:
             raise UserError(f"sampler tuning restart angles {list(self.restarts)}: give angles in (0, pi/2) radians")
         if not 0 <= self.restart_spread < 1:
             raise UserError(f"sampler tuning restart spread {self.restart_spread}: give a share in [0, 1)")
+        if not (0 < self.max_angle <= math.pi / 2):
+            raise UserError(f"sampler tuning max angle {self.max_angle}: give an angle in (0, pi/2] radians "
+                            "(pi/2 = no cap)")
         if not self.fresh_noise or any(not 0 <= f <= 1 for f in self.fresh_noise):
             raise UserError(f"sampler tuning fresh-noise shares {list(self.fresh_noise)}: give shares in [0, 1]")
 
@@ -92,6 +102,10 @@ class SearchSpace:
             if mids not in unique:
                 unique.append(mids)
         return unique
+
+    def eligible(self, mids: list[float]) -> bool:
+        """Whether a route with these middle angles may be chosen (all of them within ``max_angle``)."""
+        return max(mids, default=0.0) <= self.max_angle + 1e-9
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -129,9 +143,10 @@ def tune_sampler(sampler: StudentSampler, student_fn, teacher_x0: Tensor, sigma_
     ``student_fn(sampler, steps) -> [N, C, H, W]`` draws the student's TrigFlow-space samples of the
     tune draw with a candidate sampler (same initial noise and per-image generators as the teacher's);
     ``teacher_x0`` ``[N, C, H, W]`` are the teacher-as-copied samples of that draw. For each share,
-    each step count takes its best route; the share with the lowest sum over step counts of
-    ``score / best score at that count`` wins (one share for all counts). The saved sampler's own
-    routes and share are among the candidates, so the result is never worse on the tune draw.
+    each step count takes its best route among those within ``space.max_angle`` (every route when
+    none is); the share with the lowest sum over step counts of ``score / best score at that count``
+    wins (one share for all counts). The saved sampler's own routes and share are among the
+    candidates, so where they lie within the cap the result is never worse on the tune draw.
     Every candidate's ``scores`` hold the paired error (``"paired"``, the choice), the spectrum ratio
     per band (``"spectrum"``, recorded) and ``also`` (``{name: fn(x0 [N, C, H, W]) -> float}``, e.g. a
     judge's FID in a benchmark).
@@ -156,10 +171,12 @@ def tune_sampler(sampler: StudentSampler, student_fn, teacher_x0: Tensor, sigma_
                     spectra[(f, n, i)] = scores[SPECTRUM]
                     tried.append({"steps": n, "route": mids, "fresh_noise": f, "scores": scores})
                     bar.update(1)
-    best_at = {n: min(table[(f, n, i)] for f in shares for i in range(len(routes[n]))) for n in steps_list}
+    choosable = {n: [i for i, mids in enumerate(routes[n]) if space.eligible(mids)] or list(range(len(routes[n])))
+                 for n in steps_list}
+    best_at = {n: min(table[(f, n, i)] for f in shares for i in choosable[n]) for n in steps_list}
 
     def best_route(f: float, n: int) -> int:
-        return min(range(len(routes[n])), key=lambda i: table[(f, n, i)])
+        return min(choosable[n], key=lambda i: table[(f, n, i)])
 
     def cost(f: float) -> float:
         return sum(table[(f, n, best_route(f, n))] / max(best_at[n], 1e-30) for n in steps_list)
