@@ -21,9 +21,11 @@ Search space (:class:`SearchSpace`): per step count, the shifted routes of ``shi
 angle ``arctan(shift)``), restart routes that re-noise to about the same angle at every step
 (``restarts``: middle angles ``a (1 + d) .. a (1 - d)``, the shape the digits recipe found by hand),
 and the student's saved route; the re-noising share over ``fresh_noise`` (one share for all step
-counts, as :class:`tbcm.sampler.StudentSampler` holds one). The guidance input is not searched:
-fidelity compares a student with the teacher *at* a guidance, so a choice of guidance by fidelity
-would change the target it is judged against; it stays the run's ``sampler.cfg_scale``.
+counts, as :class:`tbcm.sampler.StudentSampler` holds one). Every candidate is scored; only routes
+whose middle angles all lie at or below ``max_angle`` (1.0 rad) may be chosen. The guidance input
+is not searched: fidelity compares a student with the teacher *at* a guidance, so a choice of
+guidance by fidelity would change the target it is judged against; it stays the run's
+``sampler.cfg_scale``.
 
 Cost: one teacher-as-copied draw (``route_points`` guided teacher calls per image) plus, per
 candidate, ``steps`` student calls per image: ``images * (route_points + sum over candidates)``.
@@ -48,8 +50,8 @@ from .trigflow import reference_route
 MEASURE = "paired"  # the name of the one measure in the records (``scores``)
 # per candidate, recorded beside the paired error: its samples' power per frequency band over the
 # teacher's (tbcm.evaluation.spectrum). Not part of the choice: a guard that admitted only
-# candidates within 0.8-1.25x in every band changed no pick on three digits tune runs
-# (benchmarks/tune_sampler.py check, docs/results.md).
+# candidates within 0.8-1.25x in every band changed no pick on three digits tune runs and made the
+# one it changed on the scenes worse (FID 209.80 -> 211.54; benchmarks/tune_sampler.py check).
 SPECTRUM = "spectrum"
 
 
