@@ -97,6 +97,9 @@ def test_routes_re_noising_above_the_cap_are_scored_but_never_chosen():
     assert {round(r["route"][0], 3) for r in capped.tried} == {0.245, 0.464, 1.406, 1.19}  # all scored, saved too
     uncapped = tune_sampler(saved, student_fn, teacher, sigma_d=1.0, space=replace(space, max_angle=math.pi / 2))
     assert uncapped.sampler.angles(2)[1] == pytest.approx(math.atan(6.0), abs=1e-6)
+    # a cap below every route tried leaves the choice to the paired error among all of them
+    floor = tune_sampler(saved, student_fn, teacher, sigma_d=1.0, space=replace(space, max_angle=0.01))
+    assert floor.sampler.angles(2)[1] == pytest.approx(math.atan(6.0), abs=1e-6)
 
 
 def test_bad_search_spaces_are_refused_with_the_fix():

@@ -42,7 +42,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from .errors import UserError
-from .evaluation.spectrum import spectrum_ratio
+from .evaluation.spectrum import band_power, spectrum_ratio
 from .sampler import StudentSampler
 from .sampling import check_route
 from .trigflow import reference_route
@@ -159,37 +159,41 @@ def tune_sampler(sampler: StudentSampler, student_fn, teacher_x0: Tensor, sigma_
     routes = {n: space.routes(n, sampler.angles(n)[1:-1]) for n in steps_list}
     total = sum(len(routes[n]) for n in steps_list) * len(shares)
     tried: list[dict] = []
-    table: dict = {}  # (share, steps, route index) -> score
-    spectra: dict = {}  # (share, steps, route index) -> spectrum ratio per band
+    scored: dict = {}  # (share, steps, route index) -> that candidate's scores
+    teacher_power = band_power(teacher_x0)  # once: every candidate's spectrum is against these samples
     with tqdm(total=total, desc="tune sampler", unit="sampler", disable=not progress, leave=False) as bar:
         for f in shares:
             for n in steps_list:
                 for i, mids in enumerate(routes[n]):
                     cand = sampler.overridden(fresh_noise=f, routes={**sampler.routes, n: mids})
                     x0 = student_fn(cand, n)
-                    scores = {MEASURE: score(x0, teacher_x0, sigma_d), SPECTRUM: spectrum_ratio(x0, teacher_x0)}
+                    scores = {MEASURE: score(x0, teacher_x0, sigma_d),
+                              SPECTRUM: spectrum_ratio(x0, teacher_x0, reference_power=teacher_power)}
                     scores.update({name: float(fn(x0)) for name, fn in (also or {}).items()})
-                    table[(f, n, i)] = scores[MEASURE]
-                    spectra[(f, n, i)] = scores[SPECTRUM]
+                    scored[(f, n, i)] = scores
                     tried.append({"steps": n, "route": mids, "fresh_noise": f, "scores": scores})
                     bar.update(1)
+
+    def paired(f: float, n: int, i: int) -> float:  # the choice's measure of a candidate
+        return scored[(f, n, i)][MEASURE]
+
     choosable = {n: [i for i, mids in enumerate(routes[n]) if space.eligible(mids)] or list(range(len(routes[n])))
                  for n in steps_list}
-    best_at = {n: min(table[(f, n, i)] for f in shares for i in choosable[n]) for n in steps_list}
+    best_at = {n: min(paired(f, n, i) for f in shares for i in choosable[n]) for n in steps_list}
 
     def best_route(f: float, n: int) -> int:
-        return min(choosable[n], key=lambda i: table[(f, n, i)])
+        return min(choosable[n], key=lambda i: paired(f, n, i))
 
     def cost(f: float) -> float:
-        return sum(table[(f, n, best_route(f, n))] / max(best_at[n], 1e-30) for n in steps_list)
+        return sum(paired(f, n, best_route(f, n)) / max(best_at[n], 1e-30) for n in steps_list)
 
     share = min(shares, key=cost)
     chosen_routes = {n: routes[n][best_route(share, n)] for n in steps_list}
     chosen = {"fresh_noise": share, "routes": {str(n): r for n, r in chosen_routes.items()},
-              "scores": {str(n): table[(share, n, best_route(share, n))] for n in steps_list},
-              "spectrum": {str(n): spectra[(share, n, best_route(share, n))] for n in steps_list},
+              "scores": {str(n): paired(share, n, best_route(share, n)) for n in steps_list},
+              "spectrum": {str(n): scored[(share, n, best_route(share, n))][SPECTRUM] for n in steps_list},
               # the saved sampler: its own route (always a candidate) at its own share
-              "before_scores": {str(n): table[(sampler.fresh_noise, n, routes[n].index(_rounded(sampler.angles(n)[1:-1])))]
+              "before_scores": {str(n): paired(sampler.fresh_noise, n, routes[n].index(_rounded(sampler.angles(n)[1:-1])))
                                 for n in steps_list}}
     after = sampler.overridden(fresh_noise=share, routes={**sampler.routes, **chosen_routes})
     return TuneResult(sampler=after, before=sampler, tried=tried, chosen=chosen)

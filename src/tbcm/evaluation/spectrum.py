@@ -34,14 +34,16 @@ def band_power(images: Tensor, bands: int = 4) -> Tensor:
     return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, float("nan")))
 
 
-def spectrum_ratio(images: Tensor, reference: Tensor, bands: int = 4) -> list[float]:
+def spectrum_ratio(images: Tensor, reference: Tensor, bands: int = 4, reference_power: Tensor | None = None) -> list[float]:
     """Per band, the power of ``images`` over that of ``reference`` (both ``[N, C, H, W]`` of one
     image size): 1 = the same spectrum, > 1 excess (noise, blocks), < 1 deficit (blur); NaN for a
-    band this image size has no frequency in."""
+    band this image size has no frequency in. ``reference_power``: ``band_power(reference, bands)``
+    when the caller compares many image sets with one reference (computed here when ``None``)."""
     if images.shape[1:] != reference.shape[1:]:
         raise ValueError(f"spectrum_ratio needs images of one shape, got {tuple(images.shape[1:])} and "
                          f"{tuple(reference.shape[1:])}")
-    return (band_power(images, bands) / band_power(reference, bands).clamp(min=1e-30)).tolist()
+    ref = band_power(reference, bands) if reference_power is None else reference_power
+    return (band_power(images, bands) / ref.clamp(min=1e-30)).tolist()
 
 
 def blockiness(images: Tensor, patch: int) -> float:
