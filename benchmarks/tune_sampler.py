@@ -5,7 +5,9 @@ scored by the digit judge's FID against the held-out digits (``fid_data``, which
 sees); per step count it records the rank correlation (Spearman) of the data-free measure (the
 paired latent error to the teacher) with ``fid_data`` and the ``fid_data`` of the sampler it picks,
 beside the best candidate's, the run's saved sampler's and the library default's (shift 2.5, fresh
-noise). Nothing is written to the runs. This is where the measure was chosen.
+noise); beside them the pick of a spectrum guard (tried, not adopted: :func:`admissible`) and the
+library's own pick under its cap on re-noising angles. Nothing is written to the runs. This is where
+the measure and the cap were chosen.
 
 ``confirm`` (confirm training seeds, confirm draws): each run's student is copied, its sampler reset
 to the library default's routes and re-noising (its guidance input kept), tuned on tune noise, and
