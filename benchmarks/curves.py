@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         teacher_samples: dict = {}  # the teacher as copied, sampled at the first point and kept for the others
         for point in runner.checkpoint_students(run, d):
             score = score_run(point["dir"], args.split, draws, steps, args.n, teacher=args.fidelity,
-                              teacher_samples=teacher_samples)
+                              teacher_samples=teacher_samples, device=args.eval_device)
             entry = {"step": point["step"], "seconds": point["seconds"], "student": score["student"]}
             if args.fidelity:
                 entry["fidelity"] = score["fidelity"]

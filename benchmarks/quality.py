@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         runner.train(run)
         runs.append(run)
-        scores.append(score.score_run(run.dir, args.split, draws, steps, args.n))
+        scores.append(score.score_run(run.dir, args.split, draws, steps, args.n, device=args.eval_device))
         store.append("quality", {"key": f"student|{name}|{args.split}|seed={seed}", "kind": "student", **common,
                                  "train_seed": seed, "config_hash": run.hash, "run": str(run.dir),
                                  "training": runner.training_cost(run.dir), "score": scores[-1],
@@ -121,14 +121,15 @@ def main(argv: list[str] | None = None) -> int:
             store, runs[0].dir, args.grid, args.best_n,
             {"label": name, "suite": common["suite"], "smoke": args.smoke,
              "manifest": manifest(cmd, config=runs[0].cfg)},
-            again=args.rechoose_best, progress=not args.smoke)
+            again=args.rechoose_best, progress=not args.smoke, device=args.eval_device)
         chosen = score.setting_of(best["setting"])
         print(f"[{name}] the teacher at its best: {chosen.label()} ({'chosen now' if fresh else 'chosen before'} "
               f"among {len(best['tried'])} settings on tune draw {best['tune']['draw']}, FID there "
               f"{best['tune']['fid']:.4f}); scoring it on {args.split} draws {draws[0]}-{draws[-1]}", flush=True)
         store.append("quality", {"key": f"teacher|{name}|{args.split}", "kind": "teacher", **common,
                                  "config_hash": runs[0].hash, "best_key": best["key"],
-                                 "at_best": score.score_teacher(runs[0].dir, chosen, args.split, draws, args.n),
+                                 "at_best": score.score_teacher(runs[0].dir, chosen, args.split, draws, args.n,
+                                                                 args.eval_device),
                                  "as_copied": score.teacher_as_copied(scores[0]),
                                  "manifest": manifest(cmd, config=runs[0].cfg)})
     print(tables.quality_section(store.latest("quality"), name, args.split))

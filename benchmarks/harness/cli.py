@@ -16,6 +16,9 @@ def add_common(ap: argparse.ArgumentParser, runs: bool = True) -> None:
     if runs:
         ap.add_argument("--runs", default=str(DEFAULT_RUNS), help="where run folders go (default runs/bench/)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    ap.add_argument("--eval-device", default="cpu",
+                    help="where the scoring samples: cpu (default), cuda or auto (training follows the suite's "
+                         "device key)")
     ap.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                     help="config overrides on top of the pinned suite (recorded in the manifest; they name the row)")
     ap.add_argument("--smoke", action="store_true", help="a tiny budget, to check the pipeline end to end")

@@ -31,18 +31,20 @@ SETTING_KEYS = ("steps", "shift", "cfg", "guidance_interval")  # a TeacherSettin
 
 
 def _evaluate_draw(run_dir: Path, split: str, draw: int, steps, n, sampler: dict, teacher: bool,
-                   teacher_samples: dict | None = None) -> dict:
+                   teacher_samples: dict | None = None, device: str = "cpu") -> dict:
     """``tbcm eval`` of one draw of ``split``; ``evaluate`` reads the sampler saved with the student
     (``sampler``: overrides of it, ``None`` values keep the saved one)."""
     from tbcm.evaluation.evaluate import evaluate
 
     overrides = {_EVALUATE_NAMES[k]: v for k, v in sampler.items() if v is not None}
     return evaluate(run_dir, student_steps=list(steps), n_per_class=n, split=split, draw=draw,
-                    teacher_copied=teacher, fidelity=teacher, teacher_samples=teacher_samples, **overrides)
+                    teacher_copied=teacher, fidelity=teacher, teacher_samples=teacher_samples, device=device,
+                    **overrides)
 
 
 def score_run(run_dir: str | Path, split: str, draws, steps=(1, 2, 4), n: int | None = None,
-              sampler: dict | None = None, teacher: bool = True, teacher_samples: dict | None = None) -> dict:
+              sampler: dict | None = None, teacher: bool = True, teacher_samples: dict | None = None,
+              device: str = "cpu") -> dict:
     """Scores of the student in ``run_dir`` (a ``tbcm distill`` run folder, or a folder holding a
     ``student/`` and a ``config.yaml``) at ``steps``, on evaluation ``draws`` of ``split``, ``n``
     images per class (default: the judge's). ``sampler``: overrides of the saved sampler
@@ -67,7 +69,7 @@ def score_run(run_dir: str | Path, split: str, draws, steps=(1, 2, 4), n: int | 
     if unknown:
         raise ValueError(f"unknown sampler settings {sorted(unknown)}: use {', '.join(SAMPLER_KEYS)}")
     run_dir = Path(run_dir)
-    per_draw = [_evaluate_draw(run_dir, split, d, steps, n, sampler, teacher, teacher_samples) for d in draws]
+    per_draw = [_evaluate_draw(run_dir, split, d, steps, n, sampler, teacher, teacher_samples, device) for d in draws]
     return {"split": split, "draws": draws, "seeds": seeds, **summary_of(per_draw),
             "sampler": per_draw[0]["sampler"], "per_draw": per_draw}
 
@@ -172,7 +174,8 @@ def teacher_best_key(run_dir: str | Path, grid, n: int | None = None) -> str:
     return f"teacher_best|{Path(teacher).name}|tune draw {grid.draw}|n={n}|{digest}"
 
 
-def choose_teacher_best(run_dir: str | Path, grid, n: int | None = None, progress: bool = False) -> dict:
+def choose_teacher_best(run_dir: str | Path, grid, n: int | None = None, progress: bool = False,
+                        device: str = "cpu") -> dict:
     """The teacher of ``run_dir`` at its best over ``grid``, chosen on tune draw ``grid.draw``
     (``evaluate(split="tune", draw=grid.draw, teacher_best=grid)``; the student at one step rides
     along, a few seconds). Returns ``{"setting", "tune": {"split", "draw", "seed", "n_per_class",
@@ -180,7 +183,7 @@ def choose_teacher_best(run_dir: str | Path, grid, n: int | None = None, progres
     from tbcm.evaluation.evaluate import evaluate
 
     r = evaluate(run_dir, student_steps=[1], n_per_class=n, split="tune", draw=grid.draw, teacher_best=grid,
-                 progress=progress)
+                 progress=progress, device=device)
     b = r["teacher_at_best"]
     scores = {k: v for k, v in b.items()
               if k not in (*SETTING_KEYS, "tune", "selected_on_reported_images", "grid", "tried")}
@@ -190,7 +193,7 @@ def choose_teacher_best(run_dir: str | Path, grid, n: int | None = None, progres
 
 
 def teacher_best_record(store, run_dir: str | Path, grid, n: int | None, record: dict, again: bool = False,
-                        progress: bool = False) -> tuple[dict, bool]:
+                        progress: bool = False, device: str = "cpu") -> tuple[dict, bool]:
     """``(the teacher_best record, whether it was computed now)``: the store's record for this
     teacher, grid, sampler, tune draw and ``n`` (:func:`teacher_best_key`) if there is one and not
     ``again``, else :func:`choose_teacher_best` appended to ``store``'s ``quality`` table with the
@@ -200,11 +203,12 @@ def teacher_best_record(store, run_dir: str | Path, grid, n: int | None, record:
         old = next((r for r in store.latest("quality") if r["key"] == key), None)
         if old is not None:
             return old, False
-    choice = choose_teacher_best(run_dir, grid, n, progress)
+    choice = choose_teacher_best(run_dir, grid, n, progress, device)
     return store.append("quality", {**record, "key": key, "kind": "teacher_best", "split": "tune", **choice}), True
 
 
-def score_teacher(run_dir: str | Path, setting, split: str, draws, n: int | None = None) -> dict:
+def score_teacher(run_dir: str | Path, setting, split: str, draws, n: int | None = None,
+                  device: str = "cpu") -> dict:
     """The teacher of ``run_dir`` at one :class:`~tbcm.evaluation.teachers.TeacherSetting` on
     ``draws`` of ``split``, ``n`` images per class (default: the judge's): exactly the images and
     scores ``evaluate`` gives the teacher at its best once chosen (same seeds, route, guidance,
@@ -213,7 +217,7 @@ def score_teacher(run_dir: str | Path, setting, split: str, draws, n: int | None
     import torch
 
     from tbcm.evaluation.draws import Encodings, ImageDraw, sample_draw, teacher_fn
-    from tbcm.evaluation.evaluate import run_teacher
+    from tbcm.evaluation.evaluate import resolve_device, run_teacher
     from tbcm.models.bundle import load_bundle
     from tbcm.models.teacher import Teacher
     from tbcm.sampling import to_pixels
@@ -223,7 +227,8 @@ def score_teacher(run_dir: str | Path, setting, split: str, draws, n: int | None
     bundle, _, run, suite_class = _run_models(run_dir)
     suite = suite_class()
     n = suite.default_n if n is None else int(n)
-    teacher = Teacher.from_bundle(load_bundle(run_teacher(run), expect_kind="teacher", text_cache=None))
+    device = resolve_device(device)
+    teacher = Teacher.from_bundle(load_bundle(run_teacher(run), expect_kind="teacher", text_cache=None)).to(device)
     prompts = tuple(suite.prompts)
     encodings = Encodings(prompts, teacher.encoder)
     shape = (int(bundle.meta.channels), int(bundle.meta.image_size), int(bundle.meta.image_size))
@@ -233,7 +238,7 @@ def score_teacher(run_dir: str | Path, setting, split: str, draws, n: int | None
         for d, seed in zip(draws, seeds):
             images = ImageDraw(prompts, n, seed)
             splits.check_draw_size(len(images))
-            x0 = sample_draw(images, fn, encodings, shape, "cpu", 128)
+            x0 = sample_draw(images, fn, encodings, shape, device, 128)
             per_draw.append({"draw": d, "seed": seed, **suite.score(to_pixels(x0, bundle.meta.sigma_d), n)})
     return {"setting": setting.to_dict(), "split": split, "draws": draws, "seeds": seeds, "n_per_class": n,
             "suite": suite.name, "per_draw": per_draw,

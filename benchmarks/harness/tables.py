@@ -47,7 +47,8 @@ def provenance(records: list[dict]) -> str:
     commits = sorted({(m.get("git_commit") or "unknown")[:10] + ("+dirty" if m.get("git_dirty") else "") for m in ms})
     dates = sorted(m["date"][:10] for m in ms)
     span = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
-    machines = sorted({f"{m['machine']['cpu']}, {m['machine']['cores']} cores, torch {m['machine']['torch']}"
+    machines = sorted({f"{m['machine']['cpu']}, {m['machine']['cores']} cores"
+                       + (f", {m['machine']['gpu']}" if m["machine"].get("gpu") else "") + f", torch {m['machine']['torch']}"
                        for m in ms})
     return f"commit {', '.join(commits)}; {span}; {'; '.join(machines)}"
 
