@@ -126,11 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{name}] the teacher at its best: {chosen.label()} ({'chosen now' if fresh else 'chosen before'} "
               f"among {len(best['tried'])} settings on tune draw {best['tune']['draw']}, FID there "
               f"{best['tune']['fid']:.4f}); scoring it on {args.split} draws {draws[0]}-{draws[-1]}", flush=True)
+        copied = score.teacher_as_copied(scores[0])
+        # the as-copied setting chosen as the best: the same images on these draws, already scored
+        at_best = (copied if best["setting"] == copied["setting"] else
+                   score.score_teacher(runs[0].dir, chosen, args.split, draws, args.n, args.eval_device))
         store.append("quality", {"key": f"teacher|{name}|{args.split}", "kind": "teacher", **common,
                                  "config_hash": runs[0].hash, "best_key": best["key"],
-                                 "at_best": score.score_teacher(runs[0].dir, chosen, args.split, draws, args.n,
-                                                                 args.eval_device),
-                                 "as_copied": score.teacher_as_copied(scores[0]),
+                                 "at_best": at_best, "as_copied": copied,
                                  "manifest": manifest(cmd, config=runs[0].cfg)})
     print(tables.quality_section(store.latest("quality"), name, args.split))
     return 0

@@ -138,6 +138,13 @@ def quality_section(records: list[dict], label: str, split: str) -> str:
     if copied is None and "teacher_as_copied" in students[0]["score"]:  # quality.py --no-best: from the students
         copied = teacher_as_copied(students[0]["score"])
     choice = next((r for r in records if best and r["key"] == teacher.get("best_key")), None)
+    if best is None and copied is not None:
+        # no teacher record (quality.py stopped before scoring it): when the chosen best is the
+        # as-copied setting, its images on these draws are the as-copied ones (same seeds, route,
+        # guidance), so the students' as-copied scores are the teacher at its best
+        chosen = next((r for r in reversed(records) if r["kind"] == "teacher_best" and r["label"] == label), None)
+        if chosen is not None and chosen["setting"] == copied["setting"]:
+            best, choice = copied, chosen
     first = students[0]["score"]
     draws = sorted({d for r in students for d in r["score"]["draws"]})
     n = sorted({r["score"]["n_per_class"] for r in students})
