@@ -25,6 +25,7 @@ wait
 nvidia-smi --query-gpu=memory.used --format=csv,noheader
 tail -n 3 "$OUT"/*.log
 tar czf "$OUT/store.tgz" benchmarks/results docs/img
-tar czf "$OUT/confirm_runs.tgz" --exclude=checkpoints runs/bench/scenes_own_guidance/confirm_*
+# one tarball per run folder: a file over 16 MB does not come back (both runs in one were 17.4 MB)
+for d in runs/bench/scenes_own_guidance/confirm_*; do tar czf "$OUT/$(basename $d).tgz" --exclude=checkpoints "$d"; done
 tar czf "$OUT/curve_runs.tgz" --exclude=checkpoints --exclude=student runs/bench/*/tune_*
 ls -la "$OUT"
