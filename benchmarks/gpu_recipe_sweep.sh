@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 34 on a lent GPU, one prepared run (about 8 minutes): which change to the library's default
+# Issue 34 on a lent GPU, one prepared run (about 8 minutes, 13 processes): which change to the library's default
 # recipe carries the 1-step student on all three teachers (digits, letters, scenes)? Every variant
 # trains on tune seed 100 and is scored on tune draws 0-1 (a choice, not a report: confirm the
 # winner with gpu_recipe_runs.sh-style confirm runs). The candidates come from what the CPU runs
@@ -21,8 +21,11 @@ for suite in digits_own_guidance letters_own_guidance scenes_own_guidance; do
       ${EXTRA[$suite]} --threads 1 --eval-device cuda "${set_args[@]}" > "$LOGS/${suite%%_*}_${v//[^A-Za-z0-9.]/_}.log" 2>&1 &
   done
 done
+# is the scenes' length open? its 2400-step curve still falls at the end
+timeout $LIMIT python3 benchmarks/curves.py --suite scenes_own_guidance --split tune --seeds 1 --every 1200 --n 8 \
+  --set steps=9600 --threads 1 --eval-device cuda > "$LOGS/scenes_curve_9600.log" 2>&1 &
 wait
-tar czf "$OUT/store.tgz" benchmarks/results
+tar czf "$OUT/store.tgz" benchmarks/results docs/img
 tar czf "$OUT/logs.tgz" -C $LOGS .
 for f in $LOGS/*.log; do echo "== $f"; grep "^| student" "$f"; done
 ls "$OUT"
