@@ -23,7 +23,7 @@ for suite in digits_own_guidance letters_own_guidance scenes_own_guidance; do
 done
 # is the scenes' length open? its 2400-step curve still falls at the end
 timeout $LIMIT python3 benchmarks/curves.py --suite scenes_own_guidance --split tune --seeds 1 --every 1200 --n 8 \
-  --set steps=9600 --threads 1 --eval-device cuda > "$LOGS/scenes_curve_9600.log" 2>&1 &
+  --set steps=4800 --threads 1 --eval-device cuda > "$LOGS/scenes_curve_4800.log" 2>&1 &
 wait
 tar czf "$OUT/store.tgz" benchmarks/results docs/img
 tar czf "$OUT/logs.tgz" -C $LOGS .
