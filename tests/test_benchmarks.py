@@ -18,7 +18,7 @@ import yaml
 
 from benchmarks import cost, curves, lora_memory, quality, report, sampler, tune_sampler
 from tbcm.evaluation import splits
-from benchmarks.harness import tables
+from benchmarks.harness import score, tables
 from benchmarks.harness.score import mean_of, score_run
 from benchmarks.harness.store import MANIFEST_KEYS, ROOT, Store
 from benchmarks.harness.suites import SUITES_DIR, load_suite, suite_names
@@ -141,6 +141,29 @@ def test_the_confirm_table_shows_each_band_and_judges_the_spectrum_target_band_b
     assert inside.endswith("| met |") and "1.00 0.90 1.10 1.20; 1.02 0.92 1.12 1.18" in inside
     assert table([[1.0, 0.9, 1.1, 1.3], [1.02, 0.92, 1.12, 1.4]]).endswith("| not shown |")  # a top band over 1.25
     assert table([[1.0, 0.75, 1.1, 1.2], [1.02, 0.85, 1.12, 1.2]]).endswith("| not shown |")  # 0.8 within one SE
+
+
+def test_without_a_teacher_record_the_table_takes_the_as_copied_scores_only_when_they_are_the_chosen_best(bench):
+    # quality.py stopped before scoring the teacher (a lent machine's time limit): when the chosen
+    # best is the as-copied setting, the students' as-copied scores are the same images' scores
+    store, *_ = bench
+    records = [json.loads(json.dumps(r)) for r in store.latest("quality")
+               if not (r["kind"] == "teacher" and r["split"] == "confirm")]
+    (choice,) = [r for r in records if r["kind"] == "teacher_best"]
+    student = next(r for r in records if r["kind"] == "student" and r["split"] == "confirm")
+    copied = score.teacher_as_copied(student["score"])
+
+    def lines(setting):
+        choice["setting"] = setting
+        return tables.quality_section(records, student["label"], "confirm").splitlines()
+
+    same = lines(dict(copied["setting"]))
+    row = next(line for line in same if line.startswith("| teacher at its best |"))
+    assert f"| {copied['mean']['fid']:.2f} |" in row and "| 1.00x |" in row
+    assert any(line.startswith("- Teacher at its best:") for line in same)
+    other = lines({**copied["setting"], "steps": copied["setting"]["steps"] + 1})
+    assert not any(line.startswith("| teacher at its best |") for line in other)
+    assert any("no teacher at its best" in line for line in other)
 
 
 def test_mean_of_averages_numbers_and_lists_of_numbers_over_draws():
