@@ -46,7 +46,8 @@ def bench(tmp_path_factory):
     # confirm: two seeds, two draws; the teacher's best is found in the store, not chosen again
     assert quality.main([*where, "--split", "confirm", "--seeds", "2", "--draws", "2", "--steps", "1,2,4"]) == 0
     assert sampler.main([*where, "--steps", "2", "--fresh", "0.5,1"]) == 0
-    assert curves.main([*where, "--steps", "1", "--png", str(root / "curves.png")]) == 0
+    # --eval-device: the scoring device passed through (auto is the CPU here)
+    assert curves.main([*where, "--steps", "1", "--png", str(root / "curves.png"), "--eval-device", "auto"]) == 0
     assert cost.main([*common, "--same-process"]) == 0
     return Store(store), teacher, runs, root
 
