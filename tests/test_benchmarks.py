@@ -76,6 +76,18 @@ def _quality(store: Store, kind: str, split: str | None = None) -> list[dict]:
     return [r for r in store.latest("quality") if r["kind"] == kind and split in (None, r["split"])]
 
 
+def test_the_manifest_names_the_commit_the_sender_gives_over_the_local_git(monkeypatch):
+    # a lent GPU machine's copy may carry an older .git than the tree sent: the sender's commit wins
+    from benchmarks.harness.store import manifest
+
+    local = manifest(["x"])
+    assert re.fullmatch(r"[0-9a-f]{40}", local["git_commit"])
+    monkeypatch.setenv("TBCM_GIT_COMMIT", "4e640fb")
+    assert (manifest(["x"])["git_commit"], manifest(["x"])["git_dirty"]) == ("4e640fb", False)
+    monkeypatch.setenv("TBCM_GIT_DIRTY", "1")
+    assert manifest(["x"])["git_dirty"] is True
+
+
 def test_quality_stores_each_student_and_the_teacher_with_a_manifest(bench):
     store, teacher, runs, _ = bench
     rows = store.latest("quality")

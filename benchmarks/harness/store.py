@@ -68,8 +68,10 @@ def manifest(argv: list[str], config=None, configs: dict | None = None) -> dict:
     resolved = ({name: config_dict(c) for name, c in configs.items()} if configs is not None
                 else config_dict(config) if config is not None else None)
     commit = _git("rev-parse", "HEAD")
-    if commit is None:  # a copy of the tree without .git (a lent GPU machine): the commit it was sent at
-        commit, dirty = os.environ.get("TBCM_GIT_COMMIT"), os.environ.get("TBCM_GIT_DIRTY")
+    if os.environ.get("TBCM_GIT_COMMIT"):
+        # a copy of the tree on a lent GPU machine: its .git (if any) need not be the tree's commit
+        # (one such copy carried the history as of the session's start), so the sender names it
+        commit, dirty = os.environ["TBCM_GIT_COMMIT"], os.environ.get("TBCM_GIT_DIRTY", "")
     return {"git_commit": commit, "git_dirty": bool(dirty) if dirty is not None else None,
             "config": resolved, "command": shlex.join(argv), "machine": machine(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
