@@ -127,8 +127,7 @@ def main(argv: list[str] | None = None) -> int:
               f"among {len(best['tried'])} settings on tune draw {best['tune']['draw']}, FID there "
               f"{best['tune']['fid']:.4f}); scoring it on {args.split} draws {draws[0]}-{draws[-1]}", flush=True)
         copied = score.teacher_as_copied(scores[0])
-        # the as-copied setting chosen as the best: the same images on these draws, already scored
-        at_best = (copied if best["setting"] == copied["setting"] else
+        at_best = (copied if score.best_is_as_copied(best["setting"], copied) else
                    score.score_teacher(runs[0].dir, chosen, args.split, draws, args.n, args.eval_device))
         store.append("quality", {"key": f"teacher|{name}|{args.split}", "kind": "teacher", **common,
                                  "config_hash": runs[0].hash, "best_key": best["key"],

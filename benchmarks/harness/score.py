@@ -245,6 +245,13 @@ def score_teacher(run_dir: str | Path, setting, split: str, draws, n: int | None
             "mean": mean_of([{k: v for k, v in p.items() if k not in ("draw", "seed")} for p in per_draw])}
 
 
+def best_is_as_copied(best_setting: dict, copied: dict) -> bool:
+    """Whether the teacher's chosen best (a ``teacher_best`` record's ``setting``) is its as-copied
+    setting (``copied``: :func:`teacher_as_copied`): then its images on the students' draws are the
+    as-copied ones (same seeds, route, guidance, interval), already scored beside every student."""
+    return best_setting == copied["setting"]
+
+
 def teacher_as_copied(score: dict) -> dict:
     """The teacher as copied from a :func:`score_run` result, in :func:`score_teacher`'s shape
     (``evaluate`` scored it on every draw beside the student)."""

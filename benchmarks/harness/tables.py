@@ -13,7 +13,7 @@ from pathlib import Path
 from tbcm.evaluation import splits
 from tbcm.evaluation.splits import summarize
 
-from .score import teacher_as_copied
+from .score import best_is_as_copied, teacher_as_copied
 from .store import ROOT
 
 
@@ -139,11 +139,10 @@ def quality_section(records: list[dict], label: str, split: str) -> str:
         copied = teacher_as_copied(students[0]["score"])
     choice = next((r for r in records if best and r["key"] == teacher.get("best_key")), None)
     if best is None and copied is not None:
-        # no teacher record (quality.py stopped before scoring it): when the chosen best is the
-        # as-copied setting, its images on these draws are the as-copied ones (same seeds, route,
-        # guidance), so the students' as-copied scores are the teacher at its best
+        # no teacher record (quality.py stopped before scoring it): the students' as-copied scores
+        # serve when the chosen best is the as-copied setting
         chosen = next((r for r in reversed(records) if r["kind"] == "teacher_best" and r["label"] == label), None)
-        if chosen is not None and chosen["setting"] == copied["setting"]:
+        if chosen is not None and best_is_as_copied(chosen["setting"], copied):
             best, choice = copied, chosen
     first = students[0]["score"]
     draws = sorted({d for r in students for d in r["score"]["draws"]})
