@@ -450,3 +450,12 @@ def test_the_spectrum_guard_tried_by_the_sampler_check_admits_the_band_or_else_t
     assert tune_sampler.spectrum_deviation([1.0, 0.5, float("nan")]) == pytest.approx(math.log(2.0))
     assert tune_sampler.admissible([0.1, 0.3, 0.2]) == [True, False, True]
     assert tune_sampler.admissible([0.9, 0.5, 0.5, 0.7]) == [False, True, True, False]
+
+
+def test_a_cuda_eval_device_without_cuda_is_refused_before_any_training(monkeypatch, tmp_path):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="--eval-device cuda but torch sees no CUDA device"):
+        quality.main(["--suite", "digits_default", "--smoke", "--runs", str(tmp_path), "--eval-device", "cuda"])
+    assert not any(tmp_path.iterdir())  # nothing trained, nothing written

@@ -34,6 +34,10 @@ def start(args, script: str, argv: list[str]) -> tuple[Store, list[str], str, li
     import torch
 
     torch.set_num_threads(args.threads)
+    if getattr(args, "eval_device", "cpu").startswith("cuda") and not torch.cuda.is_available():
+        # before any training: the scoring would fail only after it
+        raise SystemExit(f"--eval-device {args.eval_device} but torch sees no CUDA device: pass --eval-device cpu "
+                         "(or auto)")
     name = (getattr(args, "name", None) or label(args.suite, args.overrides)) + (" (smoke)" if args.smoke else "")
     return store_of(args), command(script, argv), name, [*(SMOKE if args.smoke else []), *args.overrides]
 
