@@ -49,6 +49,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--suite", default="digits_default", help="a pinned suite (benchmarks/suites/NAME.yaml)")
     ap.add_argument("--split", choices=splits.SPLITS, default="tune")
     ap.add_argument("--seeds", type=int, default=None, help="train the split's first N training seeds (default all)")
+    ap.add_argument("--skip-seeds", type=int, default=0,
+                    help="start after the split's first K training seeds: one row's seeds in processes side by "
+                         "side (--seeds 1 in one, --skip-seeds 1 --seeds 1 --no-best in the other)")
     ap.add_argument("--draws", type=int, default=None, help="evaluation draws 0..N-1 of the split (tune 4, confirm 10)")
     ap.add_argument("--n", type=int, default=None, help="images per class in a draw (default: the judge's)")
     ap.add_argument("--steps", default="1,2,4", help="student step counts")
@@ -99,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse(argv)
     store, cmd, name, overrides = cli.start(args, "quality.py", argv)
-    seeds = splits.train_seeds(args.split)[:args.seeds]
+    seeds = splits.train_seeds(args.split)[args.skip_seeds:][:args.seeds]
+    if not seeds:
+        raise SystemExit(f"--skip-seeds {args.skip_seeds} leaves none of the {args.split} split's "
+                         f"{len(splits.train_seeds(args.split))} training seeds: pass a smaller --skip-seeds")
     draws = list(range(args.draws or DEFAULT_DRAWS[args.split]))
     steps = cli.ints(args.steps)
     common = {"label": name, "suite": Path(args.suite).stem, "split": args.split, "smoke": args.smoke}

@@ -43,8 +43,11 @@ def bench(tmp_path_factory):
     common = ["--smoke", "--store", str(store), "--set", f"teacher={teacher}"]
     where = [*common, "--runs", str(runs), "--name", NAME]
     assert quality.main([*where, "--steps", "1,2"]) == 0  # tune: the teacher's tiny grid runs here, once
-    # confirm: two seeds, two draws; the teacher's best is found in the store, not chosen again
-    assert quality.main([*where, "--split", "confirm", "--seeds", "2", "--draws", "2", "--steps", "1,2,4"]) == 0
+    # confirm: two seeds, two draws; the teacher's best is found in the store, not chosen again; the
+    # seeds trained by two calls (--skip-seeds, as processes side by side do) make one row
+    confirm = [*where, "--split", "confirm", "--draws", "2", "--steps", "1,2,4"]
+    assert quality.main([*confirm, "--seeds", "1"]) == 0
+    assert quality.main([*confirm, "--skip-seeds", "1", "--seeds", "1", "--no-best"]) == 0
     assert sampler.main([*where, "--steps", "2", "--fresh", "0.5,1"]) == 0
     # --eval-device: the scoring device passed through (auto is the CPU here)
     assert curves.main([*where, "--steps", "1", "--png", str(root / "curves.png"), "--eval-device", "auto"]) == 0
@@ -93,7 +96,7 @@ def test_quality_stores_each_student_and_the_teacher_with_a_manifest(bench):
     rows = store.latest("quality")
     assert [(r["kind"], r["split"]) for r in rows] == [
         ("student", "tune"), ("teacher_best", "tune"), ("teacher", "tune"),
-        ("student", "confirm"), ("student", "confirm"), ("teacher", "confirm")]
+        ("student", "confirm"), ("teacher", "confirm"), ("student", "confirm")]
     for r in rows:
         _check_manifest(r["manifest"], "quality.py")
         config = r["manifest"]["config"]
@@ -450,6 +453,13 @@ def test_the_spectrum_guard_tried_by_the_sampler_check_admits_the_band_or_else_t
     assert tune_sampler.spectrum_deviation([1.0, 0.5, float("nan")]) == pytest.approx(math.log(2.0))
     assert tune_sampler.admissible([0.1, 0.3, 0.2]) == [True, False, True]
     assert tune_sampler.admissible([0.9, 0.5, 0.5, 0.7]) == [False, True, True, False]
+
+
+def test_skipping_every_seed_of_a_split_is_refused_before_any_training(tmp_path):
+    with pytest.raises(SystemExit, match="--skip-seeds 5 leaves none of the confirm split's 5 training seeds"):
+        quality.main(["--suite", "digits_default", "--smoke", "--split", "confirm", "--skip-seeds", "5",
+                      "--runs", str(tmp_path)])
+    assert not any(tmp_path.iterdir())
 
 
 def test_a_cuda_eval_device_without_cuda_is_refused_before_any_training(monkeypatch, tmp_path):
