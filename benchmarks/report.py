@@ -71,6 +71,15 @@ def quality_part(store: Store, smoke: bool) -> list[str]:
         out += [f"| {s} | {suite_summary(s)} | not measured yet under the tune/confirm protocol | "
                 f"`python benchmarks/quality.py --suite {s} --split confirm` |" for s in missing]
         out.append("")
+    changes = [text for n in measured if (text := tables.change_section(records, n, "confirm"))]
+    if changes:
+        out += ["## Changes against their base row: the confirm split, paired by seed", "",
+                *wrap("A row named SUITE + overrides against the row SUITE, on the training seeds and draws both "
+                      "scored: each seed's difference (change minus base), their mean ± SE, and whether the "
+                      "change is better or worse by more than one standard error (a default changes only on "
+                      "such a gain, and on no such loss)."), ""]
+        for text in changes:
+            out += [text, ""]
     tune = [n for n in names if any(r["label"] == n and r["split"] == "tune" and r["kind"] == "student"
                                     for r in records)]
     out += ["## Quality: the tune split (where choices are made; not a reported figure)", ""]

@@ -469,3 +469,31 @@ def test_a_cuda_eval_device_without_cuda_is_refused_before_any_training(monkeypa
     with pytest.raises(SystemExit, match="--eval-device cuda but torch sees no CUDA device"):
         quality.main(["--suite", "digits_default", "--smoke", "--runs", str(tmp_path), "--eval-device", "cuda"])
     assert not any(tmp_path.iterdir())  # nothing trained, nothing written
+
+
+def test_a_change_is_judged_against_its_base_paired_by_seed():
+    assert tables.base_label("digits + objective.x=1") == "digits" and tables.base_label("digits") is None
+    assert tables.change_verdict([-2.0, -2.2], lower_is_better=True) == "better by more than one SE"
+    assert tables.change_verdict([-2.0, -2.2], lower_is_better=False) == "worse by more than one SE"
+    assert tables.change_verdict([1.0, -1.2], lower_is_better=True) == "within one SE"
+    assert tables.change_verdict([-3.0], lower_is_better=True) == "not shown (one seed)"
+
+    def student(label: str, seed: int, fid: float, draws=(0, 1)) -> dict:
+        score = {"draws": list(draws), "n_per_class": 10,
+                 "student": {"1": {"fid": fid, "adherence": 0.9}},
+                 "fidelity": {"1": {"latent_mse": 0.05, "fid_to_teacher": None}}}
+        return {"kind": "student", "label": label, "split": "confirm", "train_seed": seed, "score": score}
+
+    change = "s + a=1"
+    records = [student("s", 200, 10.0), student("s", 201, 12.0), student("s", 202, 11.0),
+               student(change, 200, 8.0), student(change, 201, 9.0),
+               student(change, 202, 1.0, draws=(0,))]  # other draws: not paired
+    text = tables.change_section(records, change, "confirm")
+    fid = next(line for line in text.splitlines() if line.startswith("| 1 | FID |"))
+    assert "10.00 / 12.00 | 8.00 / 9.00 | -2.00 / -3.00 | -2.50 ± 0.50 | better by more than one SE" in fid
+    assert "training seeds 200, 201," in text
+    adherence = next(line for line in text.splitlines() if "adherence" in line)
+    assert "0.00 ± 0.00 | within one SE" in adherence
+    assert "FID to the teacher's samples" not in text  # not scored: no row
+    assert tables.change_section(records, "s", "confirm") is None  # a suite's own row has no base
+    assert tables.change_section(records[3:5], change, "confirm") is None  # no base row

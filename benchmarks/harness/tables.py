@@ -266,6 +266,78 @@ def quality_section(records: list[dict], label: str, split: str) -> str:
     return "\n".join(lines)
 
 
+# -- a change against its base ------------------------------------------------------------------
+# what a change is judged on, per student step count: (name, how to read it from a score, lower is better)
+CHANGE_METRICS = (
+    ("FID", lambda sc, k: sc["student"][k]["fid"], True),
+    ("adherence", lambda sc, k: sc["student"][k]["adherence"], False),
+    ("latent MSE to the teacher (paired)", lambda sc, k: sc["fidelity"][k]["latent_mse"], True),
+    ("FID to the teacher's samples", lambda sc, k: sc["fidelity"][k].get("fid_to_teacher"), True),
+)
+
+
+def base_label(label: str) -> str | None:
+    """The row a ``"SUITE + overrides"`` row changes (``"SUITE"``); ``None`` for a suite's own row."""
+    base, sep, _ = label.partition(" + ")
+    return base if sep else None
+
+
+def change_verdict(diff: list[float], lower_is_better: bool) -> str:
+    """The paired differences (change minus base, per seed) read against zero: better or worse by
+    more than one standard error, else within it (one seed: no standard error, not shown)."""
+    s = summarize(diff)
+    if s.n < 2:
+        return "not shown (one seed)"
+    gain = -s.mean if lower_is_better else s.mean
+    if abs(gain) <= s.se:
+        return "within one SE"
+    return "better by more than one SE" if gain > 0 else "worse by more than one SE"
+
+
+def change_section(records: list[dict], label: str, split: str) -> str | None:
+    """A change (``label`` = ``"SUITE + overrides"``) against its suite's own row on the same split,
+    paired by training seed: per step count and metric, the change minus the base on each seed both
+    rows trained (each seed's mean over the same draws), mean ± SE and :func:`change_verdict`.
+    ``None`` when there is no base row or no shared seed scored on the same draws and image count."""
+    base = base_label(label)
+    if base is None:
+        return None
+
+    def students(name: str) -> dict[int, dict]:
+        return {r["train_seed"]: r["score"] for r in records
+                if r["kind"] == "student" and r["label"] == name and r["split"] == split}
+
+    changed, was = students(label), students(base)
+    same = sorted(s for s in changed if s in was and changed[s]["draws"] == was[s]["draws"]
+                  and changed[s]["n_per_class"] == was[s]["n_per_class"])
+    if not same:
+        return None
+    first = changed[same[0]]
+    lines = [f"**{label}** against **{base}**, {split} split: training seed{'s' if len(same) > 1 else ''} "
+             f"{', '.join(map(str, same))}, draws {first['draws'][0]}-{first['draws'][-1]} of "
+             f"{first['n_per_class']} images each; the change minus the base on each seed.", "",
+             "| steps | metric | base (per seed) | change (per seed) | difference (per seed) | difference, mean ± SE | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    steps = sorted({k for s in same for k in changed[s]["student"] if k in was[s]["student"]}, key=int)
+    for k in steps:
+        for name, read, lower in CHANGE_METRICS:
+            try:
+                b = [read(was[s], k) for s in same]
+                c = [read(changed[s], k) for s in same]
+            except KeyError:
+                continue
+            if None in b or None in c:
+                continue
+            scale = 100.0 if name == "adherence" else 1.0
+            fmt = (lambda v: f"{v:.3g}") if name.startswith("latent") else _num
+            diff = [scale * (x - y) for x, y in zip(c, b)]
+            lines.append(f"| {k} | {name}{' (points)' if scale != 1 else ''} | "
+                         f"{' / '.join(fmt(scale * v) for v in b)} | {' / '.join(fmt(scale * v) for v in c)} | "
+                         f"{' / '.join(fmt(v) for v in diff)} | {_sig_se(diff) if name.startswith('latent') else _mean_se(diff)} | "
+                         f"{change_verdict(diff, lower)} |")
+    return "\n".join(lines)
+
+
 # -- curves ----------------------------------------------------------------------------------------
 def curve_value(point: dict, metric: str, k: str) -> float | None:
     """``metric`` (``"fid"``, ``"latent_mse"`` or ``"top_band"``: the spectrum ratio of the highest
