@@ -88,6 +88,11 @@ def quality_part(store: Store, smoke: bool) -> list[str]:
     if not tune:
         out += [*wrap("Nothing measured on the tune split yet "
                       "(`python benchmarks/quality.py --suite SUITE --split tune`)."), ""]
+    tune_changes = [text for n in tune if (text := tables.change_section(records, n, "tune"))]
+    if tune_changes:
+        out += ["### Changes against their base row on the tune split (a choice, not a report)", ""]
+        for text in tune_changes:
+            out += [text, ""]
     return out
 
 
