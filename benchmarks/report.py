@@ -77,7 +77,8 @@ def quality_part(store: Store, smoke: bool) -> list[str]:
                 *wrap("A row named SUITE + overrides against the row SUITE, on the training seeds and draws both "
                       "scored: each seed's difference (change minus base), their mean ± SE, and whether the "
                       "change is better or worse by more than one standard error (a default changes only on "
-                      "such a gain, and on no such loss)."), ""]
+                      "such a gain, and on no such loss). With two seeds one SE is half the two differences' "
+                      "spread, so any two differences of one sign pass it: a floor to clear, not a test."), ""]
         for text in changes:
             out += [text, ""]
     tune = [n for n in names if any(r["label"] == n and r["split"] == "tune" and r["kind"] == "student"
@@ -90,7 +91,9 @@ def quality_part(store: Store, smoke: bool) -> list[str]:
                       "(`python benchmarks/quality.py --suite SUITE --split tune`)."), ""]
     tune_changes = [text for n in tune if (text := tables.change_section(records, n, "tune"))]
     if tune_changes:
-        out += ["### Changes against their base row on the tune split (a choice, not a report)", ""]
+        out += ["### Changes against their base row on the tune split (a choice, not a report)", "",
+                *wrap("Read as on the confirm split (above): with two seeds, two differences of one sign "
+                      "clear one SE."), ""]
         for text in tune_changes:
             out += [text, ""]
     return out
