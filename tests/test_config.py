@@ -93,7 +93,7 @@ def test_the_library_default_is_the_papers_recipe_not_a_tuned_one():
     assert cfg.objective.distribution_matching.weight == 0
     # sCM's few-step sampler: fresh noise on the shifted route, no explicit routes
     assert (cfg.sampler.shift, cfg.sampler.fresh_noise, cfg.sampler.routes) == (2.5, 1.0, [])
-    assert (cfg.pairs.route_points, cfg.pairs.shift, cfg.pairs.jitter) == (16, 2.5, True)
+    assert (cfg.pairs.route_points, cfg.pairs.shift, cfg.pairs.jitter, cfg.pairs.substeps) == (16, 2.5, True, 1)
 
 
 def test_validate_does_not_change_the_config():
