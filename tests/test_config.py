@@ -93,7 +93,7 @@ def test_the_library_default_is_the_papers_recipe_not_a_tuned_one():
     assert cfg.objective.distribution_matching.weight == 0
     # sCM's few-step sampler: fresh noise on the shifted route, no explicit routes
     assert (cfg.sampler.shift, cfg.sampler.fresh_noise, cfg.sampler.routes) == (2.5, 1.0, [])
-    assert (cfg.pairs.route_points, cfg.pairs.shift, cfg.pairs.jitter, cfg.pairs.substeps) == (16, 2.5, True, 1)
+    assert (cfg.pairs.route_points, cfg.pairs.shift, cfg.pairs.jitter) == (16, 2.5, True)
 
 
 def test_validate_does_not_change_the_config():
@@ -111,7 +111,7 @@ def test_old_run_configs_load_through_the_renamed_keys(tmp_path):
                    "  student_routes: [[0.26, 0.25, 0.24]]\n  shift: 2.5\n  seeds: 2\nsample_every: 5\n"
                    "objective:\n  endpoint_weight: null\n  endpoint_min_angle: 0.0\n"
                    "pairs:\n  route: official\n  noise_point: false\n  renoised_points: 0\n"
-                   "  renoised_max_angle: 1.5707963267948966\n  points_per_trajectory: 0\n")
+                   "  renoised_max_angle: 1.5707963267948966\n  points_per_trajectory: 0\n  substeps: 1\n")
     cfg = load_config(DistillConfig, old, ["sample.cfg_scale=2.0", "objective.endpoint_weight=0.3"])
     assert (cfg.sampler.cfg_scale, cfg.sampler.shift, cfg.sampler.fresh_noise) == (2.0, 0.25, 0.5)
     assert cfg.sampler.routes == [[0.26, 0.25, 0.24]] and cfg.preview.seeds == 2 and cfg.preview.every == 5
@@ -125,6 +125,7 @@ def test_old_run_configs_load_through_the_renamed_keys(tmp_path):
     ("pairs.renoised_points=4", "re-noised pairs measured worse"),
     ("pairs.route=tbcm_v1", "tbcm_v1 route measured worse"),
     ("pairs.points_per_trajectory=15", "one ablation"),
+    ("pairs.substeps=4", "finer teacher solve"),
 ])
 def test_a_removed_option_that_was_on_is_a_one_line_error(override, why):
     with pytest.raises(UserError, match=f"{override.split('=')[0]}' was removed: .*{why}") as exc:

@@ -1,7 +1,6 @@
 """The teacher rollout against a reference ODE solve, and the trajectory pair source."""
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -96,60 +95,3 @@ def test_fixed_route_and_blank_filter(teacher):
     assert torch.all(src.keep_mask(far) == 1)  # MSE 4 > threshold: always kept
     near = torch.full((4000, 1, 8, 8), -0.5 * teacher.sigma_d)  # MSE 0.25: dropped with p = 0.5
     assert abs(float(src.keep_mask(near).mean()) - 0.5) < 0.05
-
-
-def test_subdivided_official_route_is_the_finer_official_route():
-    from tbcm.trigflow import subdivide_route
-
-    for k, s, shift in ((16, 4, 2.5), (6, 3, 1.0), (4, 2, 6.0)):
-        coarse = official_reference_route(k, shift)[None]
-        fine = subdivide_route(coarse, s, shift)
-        assert fine.shape == (1, (k - 1) * s + 1)
-        assert torch.allclose(fine[0], official_reference_route((k - 1) * s + 1, shift), rtol=0, atol=1e-12)
-    jittered = torch.tensor([[math.pi / 2, 1.1, 0.4, 0.05]], dtype=torch.float64)
-    fine = subdivide_route(jittered, 4, 2.5)
-    assert torch.equal(fine[:, ::4], jittered) and torch.all(fine[:, 1:] < fine[:, :-1])
-    assert torch.equal(subdivide_route(jittered, 1, 2.5), jittered)
-
-
-def test_substeps_put_the_pairs_on_a_finer_teacher_solve(tiny_teacher_dir):
-    # the pairs of substeps S (no jitter) are the K route points of the (K - 1) S + 1-point official
-    # route's rollout, and that solve ends nearer the reference ODE solution
-    b = load_bundle(tiny_teacher_dir, expect_kind="teacher")
-    teacher = Teacher(b.network, b.encoder, b.meta.sigma_d, timestep_scale=1.0)  # smooth in t (see above)
-    conds = teacher.encoder.encode(["a handwritten digit 2", "a handwritten digit 7"])
-    ids = torch.tensor([0, 1])
-
-    def source(substeps):
-        cfg = TrajectoryConfig(route_points=6, shift=2.5, jitter=False, substeps=substeps)
-        src = TrajectoryPairSource(teacher, conds, [2.0], (1, 8, 8), cfg, generator=torch.Generator().manual_seed(0))
-        src.keep_final = True
-        return src, src.sample(ids)
-
-    (one, coarse), (four, fine) = source(1), source(4)
-    assert torch.equal(coarse.t, fine.t) and len(fine) == 2 * 5  # the same K - 1 points per prompt
-    assert one.teacher_calls == 2 * 6 and four.teacher_calls == 2 * 21
-    assert four.config.solve_points() == 21
-    g = torch.Generator().manual_seed(0)  # the sources' draws: each prompt's w, then the noise
-    torch.randint(1, (2,), generator=g)
-    noise = torch.randn((2, 1, 8, 8), generator=g)
-    w = torch.full((2,), 2.0)
-    dense = official_reference_route(21, 2.5).float().expand(2, -1)
-    ref = rollout(lambda x, t: teacher.velocity(x, t, conds.index(ids), w), teacher.sigma_d * noise, dense)
-    states = ref.states[::4][1:].transpose(0, 1).reshape(10, 1, 8, 8)
-    assert_close_to_scale(fine.x_t, states)
-    exact = _reference_solve(teacher, teacher.sigma_d * noise, conds.index(ids), w)
-    err = {name: float((p.x0.reshape(2, 5, 1, 8, 8)[:, 0].double() - exact).abs().max())
-           for name, p in (("one", coarse), ("four", fine))}
-    assert err["four"] < 0.5 * err["one"], err
-
-
-def test_the_saved_sampler_names_the_finer_solve_as_the_teacher_copied():
-    from tbcm.config import DistillConfig, load_config
-    from tbcm.train.outputs import student_sampler
-
-    digits = Path(__file__).parents[1] / "configs" / "distill_digits.yaml"
-    cfg = load_config(DistillConfig, digits, ["pairs.route_points=16", "pairs.substeps=4"])
-    assert student_sampler(cfg).teacher_route_points == 61
-    with pytest.raises(Exception, match="pairs.substeps"):
-        load_config(DistillConfig, digits, ["pairs.substeps=0"])

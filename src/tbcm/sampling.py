@@ -31,14 +31,12 @@ class Rollout:
     final: Tensor
 
 
-def rollout(velocity: VelocityFn, x: Tensor, route: Tensor, record_every: int = 1) -> Rollout:
+def rollout(velocity: VelocityFn, x: Tensor, route: Tensor) -> Rollout:
     """Solve the PF-ODE from ``x`` at ``route[:, 0]`` through ``route[:, 1:]`` down to angle 0.
 
     ``route`` ``[B, K]`` decreasing angles per sample (one route per sample); each step is the
     exact first-order step :func:`tbcm.trigflow.trig_step` (DDIM; Euler in flow time), the last
-    one goes to 0.  ``velocity`` is called once per point, never at angle 0.  The states and
-    velocities at every ``record_every``-th point are kept (a route subdivided by
-    :func:`tbcm.trigflow.subdivide_route` records its coarse points only).
+    one goes to 0.  ``velocity`` is called once per point, never at angle 0.
     """
     route = route.to(device=x.device, dtype=x.dtype)
     ends = torch.cat([route, route.new_zeros(route.shape[0], 1)], dim=1)
@@ -46,9 +44,8 @@ def rollout(velocity: VelocityFn, x: Tensor, route: Tensor, record_every: int = 
     for i in range(route.shape[1]):
         t, s = ends[:, i], ends[:, i + 1]
         u = velocity(x, t)
-        if i % record_every == 0:
-            states.append(x)
-            velocities.append(u)
+        states.append(x)
+        velocities.append(u)
         x = trig_step(x, u, t, s)
     return Rollout(torch.stack(states), torch.stack(velocities), x)
 

@@ -155,31 +155,6 @@ def official_reference_route(num_points: int, shift: float, num_train_timesteps:
     return route
 
 
-def subdivide_route(route: Tensor, substeps: int, shift: float) -> Tensor:
-    """Each interval of ``route`` ``[B, K]`` (decreasing angles, radians) split into ``substeps``
-    equal parts of the *unshifted* flow time: ``[B, (K - 1) * substeps + 1]``, every ``substeps``-th
-    angle the route's own (kept exactly).
-
-    The shifted flow time ``tau' = sin t / (sin t + cos t)`` is unshifted by ``tau = tau' / (s - (s - 1)
-    tau')`` (the inverse of ``s tau / (1 + (s - 1) tau)``), interpolated linearly and shifted back, so
-    the unjittered :func:`official_reference_route` of ``K`` points subdivides into exactly the one of
-    ``(K - 1) * substeps + 1`` points: a finer solve of the same teacher route.
-    """
-    if substeps < 1:
-        raise ValueError(f"substeps must be >= 1, got {substeps}")
-    if substeps == 1:
-        return route
-    r = route.to(torch.float64)
-    shifted = flow_time_from_angle(r)
-    plain = shifted / (shift - (shift - 1) * shifted)
-    frac = torch.arange(substeps, dtype=torch.float64) / substeps
-    inner = plain[:, :-1, None] + (plain[:, 1:, None] - plain[:, :-1, None]) * frac  # [B, K - 1, S]
-    dense = torch.cat([inner.flatten(1), plain[:, -1:]], dim=1)
-    out = angle_from_flow_time(shift * dense / (1 + (shift - 1) * dense))
-    out[:, ::substeps] = r
-    return out.to(route.dtype)
-
-
 def sampling_angles(steps: int, shift: float) -> list[float]:
     """Angles for an ``steps``-step sampler: the shifted reference route plus the end point 0.
 

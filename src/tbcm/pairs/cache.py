@@ -86,8 +86,6 @@ def write_trajectory_cache(source, prompts: list[str], out_dir, num_shards: int,
         "format": FORMAT,
         "prompts": list(prompts),
         "route_points": source.config.route_points,
-        # only when set: a cache written before substeps existed stays valid (it solved one step each)
-        **({"substeps": source.config.substeps} if source.config.substeps != 1 else {}),
         "image_shape": list(source.image_shape),
         "sigma_d": float(source.teacher.sigma_d),
         "cfg_scales": [float(w) for w in source.cfg_scales.tolist()],

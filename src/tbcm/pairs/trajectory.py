@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..models.condition import TextCondition
 from ..sampling import rollout
-from ..trigflow import jitter_route_official, official_reference_route, subdivide_route
+from ..trigflow import jitter_route_official, official_reference_route
 from .base import Pairs
 from .prompts import PromptSampler
 
@@ -28,10 +28,6 @@ class TrajectoryConfig:
     route_points: int = 16  # K: points of the route, pure-noise point included
     shift: float = 2.5  # the reference route's shift (hustvl/TBCM applies it twice: trigflow.official_reference_route)
     jitter: bool = True  # stratified jitter of each route point in the interval above it (hustvl/TBCM)
-    # Teacher steps per route interval: 1 = hustvl/TBCM (the rollout's own K points); S > 1 solves
-    # each interval in S steps (trigflow.subdivide_route), so the pairs lie on a (K - 1) S + 1-step
-    # teacher solve at S times the rollout's teacher calls. The pairs are still the K route points.
-    substeps: int = 1
     blank_threshold: float = 0.0  # flow-space MSE to a blank image under which pairs may drop; 0 = off
     # A trajectory pool (tbcm.pairs.pool): roll out this many prompts at once and serve each step's
     # pairs drawn from all of them; 0 = off (each step rolls out its own prompts_per_step prompts).
@@ -43,16 +39,10 @@ class TrajectoryConfig:
     rollout_dtype: str = "fp32"
     rollout_compile: bool = False
 
-    def solve_points(self) -> int:
-        """Points of the teacher solve the pairs lie on: ``(route_points - 1) * substeps + 1``
-        (the "teacher as copied" of an evaluation runs this many steps of the same route)."""
-        return (self.route_points - 1) * self.substeps + 1
-
     def check(self, cfg, check) -> None:
         from .rollout_teacher import ROLLOUT_DTYPES
 
         check(self.route_points >= 2, "pairs.route_points", self.route_points, "at least 2")
-        check(self.substeps >= 1, "pairs.substeps", self.substeps, "a positive integer (1 = one teacher step per interval)")
         check(math.isfinite(self.shift) and self.shift > 0, "pairs.shift", self.shift, "a positive number")
         check(self.pool_prompts >= 0, "pairs.pool_prompts", self.pool_prompts, ">= 0 (0 = off)")
         check(self.pool_reuse >= 1, "pairs.pool_reuse", self.pool_reuse, "a positive integer")
@@ -125,11 +115,8 @@ class TrajectoryPairSource:
         w = self.cfg_scales[torch.randint(len(self.cfg_scales), (p,), generator=self.generator)].to(device)
         route = self.routes(p).float().to(device)
         noise = torch.randn((p, *self.image_shape), generator=self.generator).to(device)
-        steps = self.config.substeps
-        solve = subdivide_route(route, steps, self.config.shift)
-        traj = rollout(lambda x, t: self.teacher.velocity(x, t, cond, w), self.teacher.sigma_d * noise, solve,
-                       record_every=steps)
-        self.teacher_calls += solve.shape[1] * p
+        traj = rollout(lambda x, t: self.teacher.velocity(x, t, cond, w), self.teacher.sigma_d * noise, route)
+        self.teacher_calls += k * p
         keep = self.keep_mask(traj.final)
         # drop the pure-noise point; order pairs prompt-major: [P, K - 1] -> [P * (K - 1)]
         n = k - 1

@@ -30,7 +30,7 @@ def student_sampler(cfg) -> StudentSampler:
     s = cfg.sampler
     return StudentSampler(cfg_scale=s.cfg_scale, shift=s.shift, fresh_noise=s.fresh_noise,
                           routes={len(m) + 1: list(m) for m in s.routes}, cfg_scales=list(cfg.cfg_scales),
-                          guidance_interval=list(cfg.guidance_interval), teacher_route_points=cfg.pairs.solve_points(),
+                          guidance_interval=list(cfg.guidance_interval), teacher_route_points=cfg.pairs.route_points,
                           teacher_route_shift=cfg.pairs.shift)
 
 
